@@ -1,0 +1,263 @@
+// Package config is the YAML schema shared by scrape-once and the drain: one struct tree,
+// defaults applied in one place, and validation that reports every problem with its key
+// and line. One file may serve both binaries; each validates every key present and then
+// requires only its own sections (RequireEdge, RequireCentral).
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/alecthomas/units"
+	promcfg "github.com/prometheus/common/config"
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults, applied by Load where a key is absent.
+const (
+	DefaultScrapeInterval    = Duration(60e9)
+	DefaultMaxScrapeTimeout  = Duration(10e9)
+	DefaultScrapeConcurrency = 64
+	DefaultBodySizeLimit     = 32 * units.MiB
+	DefaultTopic             = "prometheus"
+	DefaultClientIDPrefix    = "scrape-once"
+	DefaultConnectTimeout    = Duration(5e9)
+	// DefaultRunTimeoutRatio sets a run's deadline just under the interval, so a run that
+	// hangs ends before the timer's next tick and no tick is skipped.
+	DefaultRunTimeoutRatio = 0.9
+)
+
+// Config is the whole file.
+type Config struct {
+	Verbose bool   `yaml:"verbose"`
+	Debug   bool   `yaml:"debug"`
+	LogFile string `yaml:"logfile"`
+
+	// Identity names this host as a publisher; the host name by default.
+	Identity string `yaml:"identity"`
+	// Site is an optional site or data-centre label carried in every envelope.
+	Site string `yaml:"site"`
+
+	ScrapeInterval Duration `yaml:"scrape_interval"`
+	// ScrapeTimeout is the default per-target timeout: the smaller of 10s and the interval.
+	ScrapeTimeout Duration `yaml:"scrape_timeout"`
+	// RunTimeout bounds a whole scrape-once run, acks included: 90% of the interval.
+	RunTimeout Duration `yaml:"run_timeout"`
+	// ScrapeConcurrency bounds how many targets scrape-once scrapes at once.
+	ScrapeConcurrency int `yaml:"scrape_concurrency"`
+	// MaxAge is how old a scrape may be before the central side stops serving it.
+	MaxAge Duration `yaml:"max_age"`
+
+	PollerStream   *Stream      `yaml:"poller_stream"`
+	ReceiverStream *Stream      `yaml:"receiver_stream"`
+	PushGateway    *PushGateway `yaml:"push_gateway"`
+
+	Jobs map[string]*Job `yaml:"jobs"`
+
+	// Warnings are non-fatal findings of Load (e.g. an inline secret), for the caller to log.
+	Warnings []string `yaml:"-"`
+	// Path is the file the config was loaded from, if any.
+	Path string `yaml:"-"`
+}
+
+// Stream is a connection to NATS Streaming.
+type Stream struct {
+	ClusterID string  `yaml:"cluster_id"`
+	URLs      URLList `yaml:"urls"`
+	Topic     string  `yaml:"topic"`
+	// ClientID is the drain's durable client ID; for scrape-once it is the prefix of the
+	// unique ID each run makes (prefix, host, random part).
+	ClientID       string   `yaml:"client_id"`
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+}
+
+// PushGateway is the Push Gateway sink.
+type PushGateway struct {
+	URL string `yaml:"url"`
+	// PublisherLabel, when set, adds the publisher's identity as a grouping label.
+	PublisherLabel string `yaml:"publisher_label"`
+}
+
+// Job is a group of targets scraped alike, with the options a Prometheus user expects.
+type Job struct {
+	Name    string            `yaml:"-"`
+	Targets []*Target         `yaml:"targets"`
+	Labels  map[string]string `yaml:"labels"`
+
+	ScrapeTimeout Duration         `yaml:"scrape_timeout"`
+	HonorLabels   bool             `yaml:"honor_labels"`
+	SampleLimit   int              `yaml:"sample_limit"`
+	LabelLimit    int              `yaml:"label_limit"`
+	BodySizeLimit units.Base2Bytes `yaml:"body_size_limit"`
+
+	MetricRelabelConfigs RelabelConfigs `yaml:"metric_relabel_configs"`
+
+	HTTPClientConfig promcfg.HTTPClientConfig `yaml:",inline"`
+}
+
+// Target is one endpoint to scrape.
+type Target struct {
+	// Name is the instance label; without it, the URL's host[:port] as written.
+	Name   string            `yaml:"name"`
+	URL    string            `yaml:"url"`
+	Labels map[string]string `yaml:"labels"`
+}
+
+// Load reads and validates the file at path. A returned error lists every problem found,
+// each naming its key and line.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c.Path = path
+	dir, _ := filepath.Abs(filepath.Dir(path))
+	for _, j := range c.Jobs {
+		// Relative file paths (CA, cert, password and token files) are relative to the
+		// config file, as in Prometheus.
+		j.HTTPClientConfig.SetDirectory(dir)
+	}
+	return c, nil
+}
+
+// Parse decodes and validates a config held in memory.
+func Parse(b []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("parse yaml: %w", err)
+	}
+	idx := newIndex(&root)
+
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, idx.explain(err)
+	}
+	c.applyDefaults()
+	for name, j := range c.Jobs {
+		// Prometheus's HTTP client defaults, which its own unmarshaller would set but an
+		// inlined struct cannot: set them where the file does not.
+		if j == nil {
+			continue
+		}
+		if _, set := idx.lines["jobs."+name+".follow_redirects"]; !set {
+			j.HTTPClientConfig.FollowRedirects = promcfg.DefaultHTTPClientConfig.FollowRedirects
+		}
+		if _, set := idx.lines["jobs."+name+".enable_http2"]; !set {
+			j.HTTPClientConfig.EnableHTTP2 = promcfg.DefaultHTTPClientConfig.EnableHTTP2
+		}
+	}
+	if errs := c.validate(); len(errs) > 0 {
+		return nil, idx.annotate(errs)
+	}
+	c.Warnings = c.secretWarnings()
+	return c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.ScrapeInterval == 0 {
+		c.ScrapeInterval = DefaultScrapeInterval
+	}
+	if c.ScrapeTimeout == 0 {
+		c.ScrapeTimeout = min(DefaultMaxScrapeTimeout, c.ScrapeInterval)
+	}
+	if c.RunTimeout == 0 {
+		c.RunTimeout = Duration(float64(c.ScrapeInterval) * DefaultRunTimeoutRatio)
+	}
+	if c.ScrapeConcurrency == 0 {
+		c.ScrapeConcurrency = DefaultScrapeConcurrency
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = 2 * c.ScrapeInterval
+	}
+	if c.Identity == "" {
+		c.Identity, _ = os.Hostname()
+	}
+	for _, s := range []*Stream{c.PollerStream, c.ReceiverStream} {
+		if s == nil {
+			continue
+		}
+		if s.Topic == "" {
+			s.Topic = DefaultTopic
+		}
+		if s.ConnectTimeout == 0 {
+			s.ConnectTimeout = DefaultConnectTimeout
+		}
+	}
+	if c.PollerStream != nil && c.PollerStream.ClientID == "" {
+		c.PollerStream.ClientID = DefaultClientIDPrefix
+	}
+	for name, j := range c.Jobs {
+		if j == nil {
+			continue
+		}
+		j.Name = name
+		if j.ScrapeTimeout == 0 {
+			j.ScrapeTimeout = min(c.ScrapeTimeout, c.ScrapeInterval)
+		}
+		if j.BodySizeLimit == 0 {
+			j.BodySizeLimit = DefaultBodySizeLimit
+		}
+		for _, t := range j.Targets {
+			if t != nil && t.Name == "" {
+				t.Name = instanceFromURL(t.URL)
+			}
+		}
+	}
+}
+
+// JobNames returns the job names in a stable order.
+func (c *Config) JobNames() []string {
+	names := make([]string, 0, len(c.Jobs))
+	for n := range c.Jobs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// RequireEdge reports what scrape-once needs and the file lacks.
+func (c *Config) RequireEdge() error {
+	var errs []error
+	if c.PollerStream == nil {
+		errs = append(errs, errors.New("poller_stream: required by scrape-once"))
+	}
+	if len(c.Jobs) == 0 {
+		errs = append(errs, errors.New("jobs: required by scrape-once: at least one job with targets"))
+	}
+	return errors.Join(errs...)
+}
+
+// RequireCentral reports what the drain needs and the file lacks.
+func (c *Config) RequireCentral() error {
+	var errs []error
+	if c.ReceiverStream == nil {
+		errs = append(errs, errors.New("receiver_stream: required by the drain"))
+	}
+	if c.PushGateway == nil {
+		errs = append(errs, errors.New("push_gateway: required by the drain: at least one sink"))
+	}
+	return errors.Join(errs...)
+}
+
+// Redacted returns the config as YAML with every secret replaced, for --check-config.
+func (c *Config) Redacted() ([]byte, error) {
+	// promcfg.Secret marshals as <secret>; nothing else in the tree holds a secret.
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	return buf.Bytes(), enc.Close()
+}

@@ -1,0 +1,252 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLegacySample(t *testing.T) {
+	c, err := Load("testdata/legacy-sample.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Verbose || c.Debug || c.LogFile != "/var/log/prometheus-streams.log" {
+		t.Errorf("logging keys: verbose=%v debug=%v logfile=%q", c.Verbose, c.Debug, c.LogFile)
+	}
+	if c.ScrapeInterval.D() != time.Minute {
+		t.Errorf("scrape_interval = %s", c.ScrapeInterval)
+	}
+	if c.MaxAge.D() != 80*time.Second {
+		t.Errorf("max_age = %s, want 80s", c.MaxAge)
+	}
+	if c.RunTimeout.D() != 54*time.Second {
+		t.Errorf("run_timeout default = %s, want 54s (90%% of 60s)", c.RunTimeout)
+	}
+	if c.ScrapeTimeout.D() != 10*time.Second {
+		t.Errorf("scrape_timeout default = %s, want 10s", c.ScrapeTimeout)
+	}
+	p := c.PollerStream
+	if p.ClusterID != "dc1_stream" || p.Topic != "prometheus" || len(p.URLs) != 1 || p.URLs[0] != "nats://nats.dc1.example.net:4222" {
+		t.Errorf("poller_stream = %+v", p)
+	}
+	if p.ClientID != DefaultClientIDPrefix {
+		t.Errorf("poller client id prefix = %q", p.ClientID)
+	}
+	r := c.ReceiverStream
+	if r.ClientID != "prometheus_receiver" || r.ClusterID != "global_stream" || r.URLs.String() != "nats://nats.dc2.example.net:4222" {
+		t.Errorf("receiver_stream = %+v", r)
+	}
+	if c.PushGateway.URL != "http://prometheus.dc2.example.net:9091" {
+		t.Errorf("push_gateway = %+v", c.PushGateway)
+	}
+	j := c.Jobs["choria"]
+	if j == nil || len(j.Targets) != 1 {
+		t.Fatalf("jobs = %+v", c.Jobs)
+	}
+	if tg := j.Targets[0]; tg.Name != "choria1" || tg.URL != "http://choria1.dc1.example.net:8222/choria/prometheus" {
+		t.Errorf("target = %+v", tg)
+	}
+	if j.ScrapeTimeout.D() != 10*time.Second || j.BodySizeLimit != DefaultBodySizeLimit {
+		t.Errorf("job defaults: timeout %s, body limit %d", j.ScrapeTimeout, j.BodySizeLimit)
+	}
+	if err := c.RequireEdge(); err != nil {
+		t.Errorf("RequireEdge: %v", err)
+	}
+	if err := c.RequireCentral(); err != nil {
+		t.Errorf("RequireCentral: %v", err)
+	}
+}
+
+// TestExamples loads every example config shipped in config/.
+func TestExamples(t *testing.T) {
+	files, _ := filepath.Glob("*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no example configs in config/")
+	}
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+func TestValues(t *testing.T) {
+	base := "poller_stream: {cluster_id: c, urls: 'nats://127.0.0.1:4222'}\njobs: {j: {targets: [{url: 'http://127.0.0.1:9100/metrics'}]}}\n"
+	tests := []struct {
+		name  string
+		extra string
+		check func(t *testing.T, c *Config)
+	}{
+		{"bare seconds", "max_age: 80\n", func(t *testing.T, c *Config) {
+			if c.MaxAge.D() != 80*time.Second {
+				t.Errorf("max_age %s", c.MaxAge)
+			}
+		}},
+		{"fractional seconds", "scrape_interval: 1.5\n", func(t *testing.T, c *Config) {
+			if c.ScrapeInterval.D() != 1500*time.Millisecond {
+				t.Errorf("scrape_interval %s", c.ScrapeInterval)
+			}
+			if c.ScrapeTimeout.D() != 1500*time.Millisecond {
+				t.Errorf("timeout default should be the interval when below 10s, got %s", c.ScrapeTimeout)
+			}
+		}},
+		{"duration string", "max_age: 1m30s\n", func(t *testing.T, c *Config) {
+			if c.MaxAge.D() != 90*time.Second {
+				t.Errorf("max_age %s", c.MaxAge)
+			}
+		}},
+		{"max_age default", "scrape_interval: 30s\n", func(t *testing.T, c *Config) {
+			if c.MaxAge.D() != time.Minute {
+				t.Errorf("max_age default %s, want 2×interval", c.MaxAge)
+			}
+		}},
+		{"instance from url", "", func(t *testing.T, c *Config) {
+			if got := c.Jobs["j"].Targets[0].Name; got != "127.0.0.1:9100" {
+				t.Errorf("instance %q", got)
+			}
+		}},
+		{"http client defaults as Prometheus", "", func(t *testing.T, c *Config) {
+			h := c.Jobs["j"].HTTPClientConfig
+			if !h.FollowRedirects || !h.EnableHTTP2 {
+				t.Errorf("follow_redirects=%v enable_http2=%v, want true as in Prometheus", h.FollowRedirects, h.EnableHTTP2)
+			}
+		}},
+		{"body size limit", "", func(t *testing.T, c *Config) {
+			if c.Jobs["j"].BodySizeLimit != 32<<20 {
+				t.Errorf("limit %d", c.Jobs["j"].BodySizeLimit)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.extra + base))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestURLList(t *testing.T) {
+	for _, in := range []string{
+		"urls: 'nats://a:4222,nats://b:4222'",
+		"urls: 'nats://a:4222, nats://b:4222'",
+		"urls: [nats://a:4222, nats://b:4222]",
+		"urls:\n    - nats://a:4222\n    - nats://b:4222",
+	} {
+		c, err := Parse([]byte("poller_stream:\n    cluster_id: c\n    " + in + "\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if got := c.PollerStream.URLs.String(); got != "nats://a:4222,nats://b:4222" {
+			t.Errorf("%s: got %q", in, got)
+		}
+	}
+}
+
+// TestErrors checks that every bad config names the key and the line.
+func TestErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"unknown top-level key", "scrape_intervall: 60s\n", []string{"line 1", "scrape_intervall", "unknown key"}},
+		{"unknown nested key", "poller_stream:\n  cluster_id: c\n  urls: nats://x:4222\n  clusterid: d\n", []string{"line 4", "poller_stream.clusterid", "unknown key"}},
+		{"unknown target key", "jobs:\n  j:\n    targets:\n      - url: http://h:1/m\n        nmae: x\n", []string{"line 5", "nmae", "unknown key"}},
+		{"wrong type", "scrape_interval: [1]\n", []string{"line 1", "scrape_interval"}},
+		{"bad duration", "max_age: soon\n", []string{"line 1", "max_age", `"soon"`}},
+		{"bad int", "scrape_concurrency: many\n", []string{"line 1", "scrape_concurrency"}},
+		{"timeout above interval", "scrape_interval: 10s\nscrape_timeout: 20s\n", []string{"line 2", "scrape_timeout", "above scrape_interval"}},
+		{"job timeout above interval", "scrape_interval: 10s\njobs:\n  j:\n    scrape_timeout: 1m\n    targets: [{url: 'http://h:1/'}]\n", []string{"line 4", "jobs.j.scrape_timeout", "above scrape_interval"}},
+		{"duplicate target", "jobs:\n  j:\n    targets:\n      - {name: a, url: 'http://h:1/'}\n      - {name: a, url: 'http://h:2/'}\n", []string{"line 5", "jobs.j.targets[1].name", `duplicate target "a"`}},
+		{"duplicate derived name", "jobs:\n  j:\n    targets:\n      - {url: 'http://h:1/a'}\n      - {url: 'http://h:1/b'}\n", []string{"line 5", `duplicate target "h:1"`}},
+		{"url does not parse", "jobs:\n  j:\n    targets:\n      - {name: a, url: 'http://[::1'}\n", []string{"line 4", "jobs.j.targets[0].url", "does not parse"}},
+		{"url not http", "jobs:\n  j:\n    targets:\n      - {name: a, url: 'ftp://h/'}\n", []string{"line 4", "jobs.j.targets[0].url", "http://"}},
+		{"stream url", "poller_stream: {cluster_id: c, urls: 'http://x:4222'}\n", []string{"line 1", "poller_stream.urls[0]", "nats://"}},
+		{"missing cluster id", "poller_stream:\n  urls: nats://x:4222\n", []string{"line 1", "poller_stream.cluster_id", "required"}},
+		{"receiver without client id", "receiver_stream:\n  cluster_id: c\n  urls: nats://x:4222\n", []string{"receiver_stream.client_id", "required"}},
+		{"reserved label", "jobs:\n  j:\n    labels: {instance: x}\n    targets: [{url: 'http://h:1/'}]\n", []string{"line 3", "jobs.j.labels.instance"}},
+		{"bad relabel", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    metric_relabel_configs:\n      - action: replace\n        regex: '('\n", []string{"line 5", "metric_relabel_configs[0]", "regexp"}},
+		{"unknown relabel key", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    metric_relabel_configs:\n      - action: drop\n        source_label: [a]\n", []string{"line 5", "metric_relabel_configs[0]", "source_label"}},
+		{"bad relabel action", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    metric_relabel_configs:\n      - action: explode\n", []string{"line 5", "explode"}},
+		{"two problems at once", "scrape_interval: -5\nmax_age: nope\n", []string{"line 1", "line 2"}},
+		{"no targets", "jobs:\n  j:\n    labels: {a: b}\n", []string{"line 2", "jobs.j.targets", "required"}},
+		{"http client", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    basic_auth: {username: u, password: p, password_file: /f}\n", []string{"jobs.j", "password"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestRequire(t *testing.T) {
+	c, err := Parse([]byte("push_gateway: {url: 'http://127.0.0.1:9091'}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RequireEdge(); err == nil || !strings.Contains(err.Error(), "poller_stream") || !strings.Contains(err.Error(), "jobs") {
+		t.Errorf("RequireEdge = %v", err)
+	}
+	if err := c.RequireCentral(); err == nil || !strings.Contains(err.Error(), "receiver_stream") {
+		t.Errorf("RequireCentral = %v", err)
+	}
+}
+
+// TestSecrets checks that inline secrets are accepted with a warning that does not
+// contain them, and that the redacted dump hides them.
+func TestSecrets(t *testing.T) {
+	const secret = "hunter2-very-secret"
+	c, err := Parse([]byte("jobs:\n  j:\n    targets: [{url: 'https://h:1/'}]\n    basic_auth: {username: u, password: " + secret + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "basic_auth.password") {
+		t.Errorf("warnings = %q", c.Warnings)
+	}
+	out, err := c.Redacted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range c.Warnings {
+		if strings.Contains(w, secret) {
+			t.Errorf("warning shows the secret: %q", w)
+		}
+	}
+	if strings.Contains(string(out), secret) {
+		t.Errorf("redacted config shows the secret:\n%s", out)
+	}
+	if !strings.Contains(string(out), "<secret>") {
+		t.Errorf("redacted config does not mark the secret:\n%s", out)
+	}
+}
+
+// TestRelativeFiles checks that file paths resolve against the config's directory.
+func TestRelativeFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(path, []byte("jobs:\n  j:\n    targets: [{url: 'https://h:1/'}]\n    bearer_token_file: token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Validation turns bearer_token_file into authorization.credentials_file, as Prometheus does.
+	if a := c.Jobs["j"].HTTPClientConfig.Authorization; a == nil || a.CredentialsFile != filepath.Join(dir, "token") {
+		t.Errorf("authorization = %+v", a)
+	}
+}

@@ -1,0 +1,228 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/prometheus/common/model"
+)
+
+// problem is one validation finding at a key path such as jobs.choria.targets[0].url.
+type problem struct {
+	path string
+	msg  string
+}
+
+func (p problem) Error() string { return p.path + ": " + p.msg }
+
+type problems []error
+
+func (ps *problems) add(path, format string, args ...any) {
+	*ps = append(*ps, problem{path: path, msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *Config) validate() []error {
+	var ps problems
+	if c.ScrapeInterval <= 0 {
+		ps.add("scrape_interval", "must be positive")
+	}
+	if c.ScrapeTimeout <= 0 {
+		ps.add("scrape_timeout", "must be positive")
+	} else if c.ScrapeTimeout > c.ScrapeInterval {
+		ps.add("scrape_timeout", "%s is above scrape_interval %s", c.ScrapeTimeout, c.ScrapeInterval)
+	}
+	if c.RunTimeout <= 0 {
+		ps.add("run_timeout", "must be positive")
+	} else if c.RunTimeout > c.ScrapeInterval {
+		ps.add("run_timeout", "%s is above scrape_interval %s: a slow run would overlap the next", c.RunTimeout, c.ScrapeInterval)
+	}
+	if c.ScrapeConcurrency < 0 {
+		ps.add("scrape_concurrency", "must be positive, got %d", c.ScrapeConcurrency)
+	}
+	if c.MaxAge <= 0 {
+		ps.add("max_age", "must be positive")
+	}
+	validStream(&ps, "poller_stream", c.PollerStream, false)
+	validStream(&ps, "receiver_stream", c.ReceiverStream, true)
+	if pg := c.PushGateway; pg != nil {
+		validURL(&ps, "push_gateway.url", pg.URL)
+		if pg.PublisherLabel != "" && !model.UTF8Validation.IsValidLabelName(pg.PublisherLabel) {
+			ps.add("push_gateway.publisher_label", "%q is not a valid label name", pg.PublisherLabel)
+		}
+	}
+	for _, name := range c.JobNames() {
+		c.validJob(&ps, name)
+	}
+	return ps
+}
+
+func validStream(ps *problems, key string, s *Stream, central bool) {
+	if s == nil {
+		return
+	}
+	if s.ClusterID == "" {
+		ps.add(key+".cluster_id", "required")
+	}
+	if len(s.URLs) == 0 {
+		ps.add(key+".urls", "required: at least one nats:// URL")
+	}
+	for i, u := range s.URLs {
+		pu, err := url.Parse(u)
+		switch {
+		case err != nil:
+			ps.add(fmt.Sprintf("%s.urls[%d]", key, i), "%q does not parse: %v", u, errors.Unwrap(err))
+		case pu.Scheme != "nats" && pu.Scheme != "tls":
+			ps.add(fmt.Sprintf("%s.urls[%d]", key, i), "%q: want a nats:// or tls:// URL", u)
+		case pu.Host == "":
+			ps.add(fmt.Sprintf("%s.urls[%d]", key, i), "%q has no host", u)
+		}
+	}
+	if strings.ContainsAny(s.Topic, " \t*>") || strings.HasPrefix(s.Topic, ".") || strings.HasSuffix(s.Topic, ".") {
+		ps.add(key+".topic", "%q is not a valid channel name", s.Topic)
+	}
+	if central && s.ClientID == "" {
+		ps.add(key+".client_id", "required: the drain's durable subscription is keyed by it")
+	}
+	if s.ClientID != "" && !validClientID(s.ClientID) {
+		ps.add(key+".client_id", "%q: only letters, digits, '-' and '_' are allowed", s.ClientID)
+	}
+	if s.ConnectTimeout < 0 {
+		ps.add(key+".connect_timeout", "must be positive")
+	}
+}
+
+func validClientID(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Config) validJob(ps *problems, name string) {
+	key := "jobs." + name
+	j := c.Jobs[name]
+	if j == nil {
+		ps.add(key, "empty job: want targets")
+		return
+	}
+	if name == "" {
+		ps.add(key, "job name is empty")
+	}
+	if len(j.Targets) == 0 {
+		ps.add(key+".targets", "required: at least one target")
+	}
+	if j.ScrapeTimeout <= 0 {
+		ps.add(key+".scrape_timeout", "must be positive")
+	} else if j.ScrapeTimeout > c.ScrapeInterval {
+		ps.add(key+".scrape_timeout", "%s is above scrape_interval %s", j.ScrapeTimeout, c.ScrapeInterval)
+	}
+	if j.SampleLimit < 0 {
+		ps.add(key+".sample_limit", "must not be negative")
+	}
+	if j.LabelLimit < 0 {
+		ps.add(key+".label_limit", "must not be negative")
+	}
+	if j.BodySizeLimit < 0 {
+		ps.add(key+".body_size_limit", "must not be negative")
+	}
+	validLabels(ps, key+".labels", j.Labels)
+	for i, rc := range j.MetricRelabelConfigs {
+		if rc == nil {
+			ps.add(fmt.Sprintf("%s.metric_relabel_configs[%d]", key, i), "empty relabel config")
+			continue
+		}
+		if err := rc.Validate(model.UTF8Validation); err != nil {
+			ps.add(fmt.Sprintf("%s.metric_relabel_configs[%d]", key, i), "%v", err)
+		}
+	}
+	if err := j.HTTPClientConfig.Validate(); err != nil {
+		ps.add(key, "http client settings: %v", err)
+	}
+	seen := map[string]int{}
+	for i, t := range j.Targets {
+		tkey := fmt.Sprintf("%s.targets[%d]", key, i)
+		if t == nil {
+			ps.add(tkey, "empty target: want a url")
+			continue
+		}
+		if t.URL == "" {
+			ps.add(tkey+".url", "required")
+		} else if validURL(ps, tkey+".url", t.URL) && t.Name == "" {
+			ps.add(tkey+".name", "required: the url %q has no host to name the instance by", t.URL)
+		}
+		if first, dup := seen[t.Name]; dup && t.Name != "" {
+			ps.add(tkey+".name", "duplicate target %q in job %q (also targets[%d])", t.Name, name, first)
+		} else {
+			seen[t.Name] = i
+		}
+		validLabels(ps, tkey+".labels", t.Labels)
+	}
+}
+
+func validLabels(ps *problems, key string, labels map[string]string) {
+	for n := range labels {
+		switch {
+		case !model.UTF8Validation.IsValidLabelName(n):
+			ps.add(key+"."+n, "%q is not a valid label name", n)
+		case n == model.JobLabel || n == model.InstanceLabel:
+			ps.add(key+"."+n, "%q comes from the job and target; it cannot be set as a static label", n)
+		case strings.HasPrefix(n, model.ReservedLabelPrefix):
+			ps.add(key+"."+n, "%q: names starting with __ are reserved", n)
+		}
+	}
+}
+
+// validURL reports whether raw is an absolute http(s) URL, adding a problem when not.
+func validURL(ps *problems, key, raw string) bool {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		ps.add(key, "%q does not parse: %v", raw, errors.Unwrap(err))
+	case u.Scheme != "http" && u.Scheme != "https":
+		ps.add(key, "%q: want an http:// or https:// URL", raw)
+	case u.Host == "":
+		ps.add(key, "%q has no host", raw)
+	default:
+		return true
+	}
+	return false
+}
+
+// instanceFromURL is the URL's host[:port] as written, as Prometheus 3 names instances.
+func instanceFromURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Host
+}
+
+// secretWarnings lists inline secrets, accepted as Prometheus accepts them but better kept
+// in files. The messages name the key, never the value.
+func (c *Config) secretWarnings() []string {
+	var w []string
+	for _, name := range c.JobNames() {
+		h := c.Jobs[name].HTTPClientConfig
+		key := "jobs." + name
+		if h.BasicAuth != nil && h.BasicAuth.Password != "" {
+			w = append(w, key+".basic_auth.password is inline; prefer password_file")
+		}
+		if h.Authorization != nil && h.Authorization.Credentials != "" {
+			w = append(w, key+".authorization.credentials is inline; prefer credentials_file")
+		}
+		if h.BearerToken != "" {
+			w = append(w, key+".bearer_token is inline; prefer bearer_token_file")
+		}
+		if h.OAuth2 != nil && h.OAuth2.ClientSecret != "" {
+			w = append(w, key+".oauth2.client_secret is inline; prefer client_secret_file")
+		}
+		if h.TLSConfig.Key != "" {
+			w = append(w, key+".tls_config.key is inline; prefer key_file")
+		}
+	}
+	return w
+}
