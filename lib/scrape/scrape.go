@@ -1,0 +1,196 @@
+// Package scrape fetches one target's exposition as Prometheus would (content negotiation,
+// gzip, a timeout and a body size cap), validates it, applies the job's limits and
+// metric_relabel_configs, and reports the outcome. A failed scrape is a result with a
+// precise reason, never a panic or a hang; one target never affects another.
+package scrape
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	promcfg "github.com/prometheus/common/config"
+
+	"github.com/prometheus-streams/prometheus-streams/config"
+)
+
+// AcceptHeader asks for OpenMetrics first, then the text format, as Prometheus does.
+const AcceptHeader = `application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1`
+
+// Errors a caller may branch on; a Result's Err wraps one of them where it applies.
+var (
+	ErrHTTPStatus    = errors.New("server returned HTTP status")
+	ErrBodyTooLarge  = errors.New("body size limit exceeded")
+	ErrInvalidBody   = errors.New("invalid exposition")
+	ErrSampleLimit   = errors.New("sample_limit exceeded")
+	ErrLabelLimit    = errors.New("label_limit exceeded")
+	ErrContentType   = errors.New("unsupported Content-Type")
+	ErrScrapeTimeout = errors.New("scrape timed out")
+)
+
+// Result is the outcome of one scrape.
+type Result struct {
+	Job      string
+	Instance string
+	URL      string
+	Start    time.Time
+	Duration time.Duration
+	// HTTPStatus is 0 when no response arrived.
+	HTTPStatus int
+	// ContentType is the media type of Body as the target served it.
+	ContentType string
+	// Body is the validated exposition, uncompressed; relabelled when the job says so.
+	Body []byte
+	// RawSize is the size of the uncompressed body the target served.
+	RawSize int
+	// Series counts the samples of the exposition after relabelling, as Prometheus counts
+	// them for sample_limit (a histogram counts its buckets, _sum and _count).
+	Series int
+	// Err is nil when the scrape succeeded.
+	Err error
+}
+
+// Scraper scrapes the targets of one job. It is safe for concurrent use.
+type Scraper struct {
+	job    *config.Job
+	client *http.Client
+	ua     string
+}
+
+// New builds the job's HTTP client from its Prometheus HTTP client settings.
+func New(job *config.Job, userAgent string) (*Scraper, error) {
+	client, err := promcfg.NewClientFromConfig(job.HTTPClientConfig, job.Name, promcfg.WithUserAgent(userAgent))
+	if err != nil {
+		return nil, fmt.Errorf("job %s: http client: %w", job.Name, err)
+	}
+	return &Scraper{job: job, client: client, ua: userAgent}, nil
+}
+
+// Scrape scrapes t within the job's scrape_timeout (or ctx's deadline, if sooner).
+func (s *Scraper) Scrape(ctx context.Context, t *config.Target) *Result {
+	r := &Result{Job: s.job.Name, Instance: t.Name, URL: t.URL, Start: time.Now()}
+	timeout := s.job.ScrapeTimeout.D()
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+		timeout = time.Until(d)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	// One buffer per scrape: scrape-once scrapes each target once per process, so there
+	// is nothing for a pool to reuse.
+	buf := new(bytes.Buffer)
+	r.Err = s.fetch(ctx, t, r, buf, timeout)
+	r.Duration = time.Since(r.Start)
+	if r.Err != nil {
+		return r
+	}
+	r.RawSize = buf.Len()
+	body, series, err := Process(buf.Bytes(), r.ContentType, Limits{
+		SampleLimit: s.job.SampleLimit,
+		LabelLimit:  s.job.LabelLimit,
+		ExtraLabels: 2 + len(s.job.Labels) + len(t.Labels), // job, instance and static labels
+	}, s.job.MetricRelabelConfigs)
+	r.Series = series
+	if err != nil {
+		r.Err = err
+		r.Duration = time.Since(r.Start)
+		return r
+	}
+	r.Body = body
+	r.Duration = time.Since(r.Start)
+	return r
+}
+
+func (s *Scraper) fetch(ctx context.Context, t *config.Target, r *Result, buf *bytes.Buffer, timeout time.Duration) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.URL, nil)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Accept", AcceptHeader)
+	req.Header.Set("Accept-Encoding", "gzip")
+	req.Header.Set("User-Agent", s.ua)
+	req.Header.Set("X-Prometheus-Scrape-Timeout-Seconds", strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64))
+
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return timeoutError(ctx, timeout, err)
+	}
+	defer func() {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+	}()
+	r.HTTPStatus = resp.StatusCode
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("%w %s", ErrHTTPStatus, resp.Status)
+	}
+	r.ContentType = resp.Header.Get("Content-Type")
+	if _, err := mediaType(r.ContentType); err != nil {
+		return err
+	}
+
+	limit := int64(s.job.BodySizeLimit)
+	var body io.Reader = resp.Body
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		gz, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			return timeoutError(ctx, timeout, fmt.Errorf("%w: gzip: %v", ErrInvalidBody, err))
+		}
+		defer gz.Close()
+		body = gz
+	}
+	if resp.ContentLength > 0 && (limit <= 0 || resp.ContentLength <= limit) {
+		buf.Grow(int(resp.ContentLength))
+	}
+	if limit > 0 {
+		if resp.ContentLength > limit && resp.Header.Get("Content-Encoding") == "" {
+			return fmt.Errorf("%w: Content-Length %d > %d bytes", ErrBodyTooLarge, resp.ContentLength, limit)
+		}
+		body = io.LimitReader(body, limit+1)
+	}
+	if _, err := buf.ReadFrom(body); err != nil {
+		return timeoutError(ctx, timeout, fmt.Errorf("read body: %w", err))
+	}
+	if limit > 0 && int64(buf.Len()) > limit {
+		return fmt.Errorf("%w: more than %d bytes", ErrBodyTooLarge, limit)
+	}
+	return nil
+}
+
+// timeoutError names a timeout as such: "context deadline exceeded" from deep inside
+// net/http tells an operator less than the timeout that was hit.
+func timeoutError(ctx context.Context, timeout time.Duration, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w after %s: %v", ErrScrapeTimeout, timeout.Round(time.Millisecond), err)
+	}
+	return err
+}
+
+// Media types the scraper reads.
+const (
+	TextType        = "text/plain"
+	OpenMetricsType = "application/openmetrics-text"
+)
+
+// mediaType reduces a Content-Type to the formats this package parses. A missing
+// Content-Type is read as the text format, as Prometheus 2 did.
+func mediaType(contentType string) (string, error) {
+	if contentType == "" {
+		return TextType, nil
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return "", fmt.Errorf("%w %q: %v", ErrContentType, contentType, err)
+	}
+	switch mt {
+	case TextType, OpenMetricsType:
+		return mt, nil
+	}
+	return "", fmt.Errorf("%w %q: want OpenMetrics or the text format", ErrContentType, contentType)
+}
