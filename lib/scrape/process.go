@@ -141,9 +141,9 @@ func relabelBody(body []byte, mt string, rcs []*relabel.Config) ([]byte, error) 
 	var (
 		pending     []byte // metadata lines not yet written: written before the first kept sample
 		pendingName string
-		lset    labels.Labels
-		lb      = labels.NewBuilder(labels.EmptyLabels())
-		ex      exemplar.Exemplar
+		lset        labels.Labels
+		lb          = labels.NewBuilder(labels.EmptyLabels())
+		ex          exemplar.Exemplar
 	)
 	for {
 		e, err := p.Next()
