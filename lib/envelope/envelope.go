@@ -1,0 +1,322 @@
+package envelope
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Version is the format version this build writes, and the only one it reads.
+const Version = 1
+
+// DefaultMaxBodySize is the largest uncompressed body a Codec accepts unless MaxBodySize
+// says otherwise. It is far above any real exposition (node_exporter's is ~60 KB, and
+// a target with 100k series is some MB) and exists to stop decompression bombs.
+const DefaultMaxBodySize = 256 << 20
+
+// maxMaxBodySize keeps a whole envelope inside the 32-bit length in the header.
+const maxMaxBodySize = 1 << 30
+
+// Sentinel errors. Every error Decode returns wraps exactly one of ErrNotEnvelope,
+// ErrUnknownVersion, ErrTruncated, ErrCorrupt, ErrTooLarge and ErrUnsupported (or is
+// ErrClosed), so a drain can count and log rejects by cause with errors.Is; the text
+// after the sentinel says what exactly was wrong.
+var (
+	// ErrNotEnvelope: the message does not start with the envelope magic; it is not
+	// something this package wrote (for example JSON from the pre-envelope system).
+	ErrNotEnvelope = errors.New("envelope: not an envelope")
+	// ErrUnknownVersion: an envelope of a format version this build cannot read.
+	ErrUnknownVersion = errors.New("envelope: unknown format version")
+	// ErrTruncated: the message is shorter than the length its header declares.
+	ErrTruncated = errors.New("envelope: truncated")
+	// ErrCorrupt: the checksum does not match, or the content is malformed.
+	ErrCorrupt = errors.New("envelope: corrupt")
+	// ErrTooLarge: the body is (or declares itself) larger than the Codec's MaxBodySize.
+	ErrTooLarge = errors.New("envelope: body too large")
+
+	// ErrUnsupported: a well-formed envelope using a feature of the format this build
+	// does not implement: an unknown body compression, or a scrape split over several
+	// messages. Decode returns it; Encode returns it for Part and Parts.
+	ErrUnsupported = errors.New("envelope: unsupported")
+	// ErrInvalid: Encode was given an envelope that breaks the contract of its fields.
+	ErrInvalid = errors.New("envelope: invalid envelope")
+	// ErrClosed: the Codec was used after Close.
+	ErrClosed = errors.New("envelope: codec closed")
+)
+
+// Label is one static label of the scrape target, from configuration.
+type Label struct{ Name, Value string }
+
+// Envelope is one scrape of one target, as published by scrape-once and consumed by
+// drain. The zero value of each field is a valid "absent" value.
+type Envelope struct {
+	Publisher   string        // edge host identity
+	Site        string        // optional site/DC label
+	Job         string        // job name of the target
+	Instance    string        // instance of the target, usually host:port
+	Labels      []Label       // static labels, sorted by name, names unique and non-empty
+	HonorLabels bool          // honor_labels of the scrape config
+	Start       time.Time     // scrape start; decoded as UTC with nanosecond precision
+	Duration    time.Duration // scrape duration
+	Error       string        // "" when the scrape succeeded
+	HTTPStatus  int           // 0 when there was no response, else 100 to 999
+	ContentType string        // media type of Body, e.g. "text/plain; version=0.0.4; charset=utf-8"
+	Body        []byte        // exposition, uncompressed; nil after Decode when empty
+	Series      int           // number of series in Body, as counted by the publisher
+
+	// Part and Parts are reserved for a later version that splits one scrape over
+	// several messages (Part is 0-based, of Parts). Format version 1 sends a whole
+	// scrape per message: Part is 0 and Parts is 0 or 1, and both round-trip as given.
+	Part, Parts int
+}
+
+// Compression is how the body is compressed on the wire. It is recorded in each
+// envelope, so the publisher's choice can change without a format version bump as long
+// as the drains were built with support for it.
+type Compression uint8
+
+// Body compressions. The values are wire values: never renumber.
+const (
+	CompressionNone Compression = 0
+	CompressionZstd Compression = 1
+)
+
+func (c Compression) String() string {
+	switch c {
+	case CompressionNone:
+		return "none"
+	case CompressionZstd:
+		return "zstd"
+	}
+	return "compression(" + strconv.Itoa(int(c)) + ")"
+}
+
+// Option configures a Codec.
+type Option func(*Codec) error
+
+// MaxBodySize sets the largest uncompressed body, in bytes, that Decode accepts (and
+// Encode, so an edge fails early on what its drains would reject). Default
+// DefaultMaxBodySize, at most 1 GiB.
+func MaxBodySize(n int) Option {
+	return func(c *Codec) error {
+		if n <= 0 || n > maxMaxBodySize {
+			return fmt.Errorf("envelope: MaxBodySize %d: must be between 1 and %d", n, maxMaxBodySize)
+		}
+		c.maxBody = n
+		return nil
+	}
+}
+
+// BodyCompression sets the compression Encode uses; default CompressionZstd. Bodies
+// that would not shrink (tiny ones) are sent uncompressed whatever the setting. Decode
+// reads every compression this build knows regardless of the setting.
+func BodyCompression(comp Compression) Option {
+	return func(c *Codec) error {
+		switch comp {
+		case CompressionNone, CompressionZstd:
+			c.compression = comp
+			return nil
+		}
+		return fmt.Errorf("envelope: BodyCompression: unknown compression %v", comp)
+	}
+}
+
+// Codec compresses and frames envelopes. It is safe for concurrent use; build one per
+// process, because it holds the compressor's tables (a few MB once used) and reusable
+// buffers. A Codec must not be copied.
+type Codec struct {
+	compression Compression
+	maxBody     int
+	crc         *crc32.Table
+	zenc        *zstd.Encoder
+	zdec        *zstd.Decoder
+	// scratch holds *[]byte buffers that bodies are compressed into before being
+	// copied into an exactly sized message; see Append.
+	scratch sync.Pool
+	closed  atomic.Bool
+}
+
+// NewCodec returns a Codec configured by opts.
+func NewCodec(opts ...Option) (*Codec, error) {
+	c := &Codec{
+		compression: CompressionZstd,
+		maxBody:     DefaultMaxBodySize,
+		crc:         crc32.MakeTable(crc32.Castagnoli),
+	}
+	c.scratch.New = func() any { return new([]byte) }
+	for _, opt := range opts {
+		if err := opt(c); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	// The encoder allocates its tables on first use, one set per concurrent Encode,
+	// so a drain that never encodes pays nothing for it.
+	c.zenc, err = zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedDefault),
+		// The envelope's CRC-32C already covers the compressed bytes; zstd's own
+		// checksum would cost 4 bytes and a second pass over the body.
+		zstd.WithEncoderCRC(false),
+		// Always record the content size in the frame header, so Decode can check it
+		// against the envelope's raw size before allocating anything.
+		zstd.WithSingleSegment(true),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("envelope: zstd encoder: %w", err)
+	}
+	c.zdec, err = zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(0), // GOMAXPROCS concurrent Decodes
+		zstd.WithDecoderMaxMemory(uint64(c.maxBody)),
+		// Never decode past cap(dst), which Decode sets to the declared raw size.
+		zstd.WithDecodeAllCapLimit(true),
+	)
+	if err != nil {
+		_ = c.zenc.Close()
+		return nil, fmt.Errorf("envelope: zstd decoder: %w", err)
+	}
+	return c, nil
+}
+
+// Close releases the compressor's resources. Encode and Decode return ErrClosed
+// afterwards. Close must not be called concurrently with Encode or Decode; calling it
+// again does nothing.
+func (c *Codec) Close() {
+	if !c.closed.CompareAndSwap(false, true) {
+		return
+	}
+	_ = c.zenc.Close()
+	c.zdec.Close()
+}
+
+// Encode returns e as a message: a new slice of exactly the message's length.
+func (c *Codec) Encode(e *Envelope) ([]byte, error) {
+	return c.Append(nil, e)
+}
+
+// maxPooledScratch bounds the compression buffers kept between calls, so one huge
+// scrape does not pin its buffer for the life of the process.
+const maxPooledScratch = 4 << 20
+
+// Append appends e as a message to dst and returns the extended slice. It grows dst at
+// most once. On error dst is returned unchanged.
+func (c *Codec) Append(dst []byte, e *Envelope) ([]byte, error) {
+	if c.closed.Load() {
+		return dst, ErrClosed
+	}
+	if err := c.check(e); err != nil {
+		return dst, err
+	}
+	comp, payload := CompressionNone, e.Body
+	if c.compression == CompressionZstd && len(e.Body) > 0 {
+		// Compress into a pooled buffer rather than into dst: the compressed size is
+		// not known beforehand, and writing the body's length prefix first would
+		// otherwise mean over-allocating dst by the raw size or moving the body.
+		buf := c.scratch.Get().(*[]byte)
+		defer func() {
+			if cap(*buf) > maxPooledScratch {
+				*buf = nil
+			}
+			c.scratch.Put(buf)
+		}()
+		*buf = c.zenc.EncodeAll(e.Body, (*buf)[:0])
+		// Tiny or incompressible bodies go as they are: smaller, and cheaper to read.
+		if len(*buf) < len(e.Body) {
+			comp, payload = CompressionZstd, *buf
+		}
+	}
+	return c.frame(dst, e, comp, payload)
+}
+
+// Decode parses and checks a message and returns its envelope, with the body
+// decompressed. It never retains b. Errors wrap one of ErrNotEnvelope,
+// ErrUnknownVersion, ErrTruncated, ErrCorrupt, ErrTooLarge or ErrUnsupported (or are
+// ErrClosed).
+func (c *Codec) Decode(b []byte) (*Envelope, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	fields, err := c.unframe(b)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		w      wireFields
+		buf    [8][2][]byte
+		labels [][2][]byte
+	)
+	if labels, err = parseFields(fields, &w, buf[:0]); err != nil {
+		return nil, err
+	}
+	e := new(Envelope)
+	if err := w.envelope(e, labels); err != nil {
+		return nil, err
+	}
+	if err := c.decodeBody(e, &w); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Range of Start in Unix seconds: years 1 to 9999, the years time.Time formats and
+// parses. Checked against time.Date in the tests.
+const (
+	minStartUnix = -62135596800 // 0001-01-01T00:00:00Z
+	maxStartUnix = 253402300799 // 9999-12-31T23:59:59Z
+)
+
+// check enforces on e what Decode enforces on the wire, so every envelope Encode
+// accepts decodes to an equal one.
+func (c *Codec) check(e *Envelope) error {
+	if e == nil {
+		return fmt.Errorf("%w: nil", ErrInvalid)
+	}
+	if err := checkLabels(e.Labels); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if !e.Start.IsZero() {
+		if s := e.Start.Unix(); s < minStartUnix || s > maxStartUnix {
+			return fmt.Errorf("%w: start %v is outside years 1 to 9999", ErrInvalid, e.Start)
+		}
+	}
+	if e.HTTPStatus < 0 || !validStatus(uint64(e.HTTPStatus)) {
+		return fmt.Errorf("%w: HTTP status %d is neither 0 nor 100 to 999", ErrInvalid, e.HTTPStatus)
+	}
+	if e.Series < 0 {
+		return fmt.Errorf("%w: negative series count %d", ErrInvalid, e.Series)
+	}
+	if e.Part != 0 || e.Parts < 0 || e.Parts > 1 {
+		return fmt.Errorf("%w: split scrape (part %d of %d): format version %d sends a whole scrape per message",
+			ErrUnsupported, e.Part, e.Parts, Version)
+	}
+	if len(e.Body) > c.maxBody {
+		return fmt.Errorf("%w: body is %d bytes, limit %d", ErrTooLarge, len(e.Body), c.maxBody)
+	}
+	return nil
+}
+
+// validStatus reports whether s is a valid HTTPStatus: 0 (no response) or a
+// three-digit code.
+func validStatus(s uint64) bool { return s == 0 || (s >= 100 && s <= 999) }
+
+// checkLabels reports whether labels are sorted by name with unique, non-empty names.
+// Both ends check it: a drain must never have to choose between two values of a label.
+func checkLabels(labels []Label) error {
+	for i, l := range labels {
+		if l.Name == "" {
+			return fmt.Errorf("label %d has an empty name", i)
+		}
+		if i > 0 && labels[i-1].Name >= l.Name {
+			if labels[i-1].Name == l.Name {
+				return fmt.Errorf("label %q appears twice", l.Name)
+			}
+			return fmt.Errorf("labels not sorted by name: %q before %q", labels[i-1].Name, l.Name)
+		}
+	}
+	return nil
+}
