@@ -1,0 +1,152 @@
+// Command scrape-once scrapes the configured targets once, publishes one message per
+// target scrape to the stream, waits for the server's acks and exits. A systemd timer (or
+// cron) starts it every scrape_interval.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	flags "github.com/jessevdk/go-flags"
+
+	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/lib/edge"
+	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/lib/logging"
+	"github.com/prometheus-streams/prometheus-streams/lib/stream"
+	"github.com/prometheus-streams/prometheus-streams/lib/version"
+)
+
+// Exit codes, from sysexits.h so that systemd and cron report them meaningfully.
+const (
+	exitOK          = 0
+	exitFailure     = 1
+	exitUsage       = 64 // EX_USAGE
+	exitUnavailable = 69 // EX_UNAVAILABLE: stream unreachable
+	exitTempFail    = 75 // EX_TEMPFAIL: acks missing or partial at the deadline
+	exitConfig      = 78 // EX_CONFIG
+)
+
+type options struct {
+	Config      string   `short:"c" long:"config" default:"/etc/prometheus-streams/prometheus-streams.yaml" description:"configuration file"`
+	Target      []string `long:"target" value-name:"NAME" description:"scrape only this target: its name or job/name (repeatable)"`
+	Job         []string `long:"job" value-name:"NAME" description:"scrape only the targets of this job (repeatable)"`
+	DryRun      bool     `long:"dry-run" description:"scrape and print each target's outcome and exposition; publish nothing"`
+	CheckConfig bool     `long:"check-config" description:"validate the configuration, print it with secrets hidden, and exit"`
+	Version     bool     `long:"version" description:"print the version and exit"`
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var opts options
+	parser := flags.NewParser(&opts, flags.HelpFlag|flags.PassDoubleDash)
+	parser.Name = "scrape-once"
+	if _, err := parser.ParseArgs(args); err != nil {
+		if flags.WroteHelp(err) {
+			fmt.Fprintln(stdout, err)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
+		return exitUsage
+	}
+	if opts.Version {
+		fmt.Fprintln(stdout, version.Info("scrape-once"))
+		return exitOK
+	}
+
+	cfg, err := config.Load(opts.Config)
+	if err == nil && !opts.DryRun {
+		err = cfg.RequireEdge()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "scrape-once: config: %v\n", err)
+		return exitConfig
+	}
+	logger, closer, err := logging.New(logging.Level(cfg.Verbose, cfg.Debug), cfg.LogFile, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
+		return exitConfig
+	}
+	defer closer.Close()
+	for _, w := range cfg.Warnings {
+		logger.Warn("config: " + w)
+	}
+	sel, err := edge.Select(cfg, opts.Job, opts.Target)
+	if err != nil {
+		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
+		return exitUsage
+	}
+	if opts.CheckConfig {
+		out, err := cfg.Redacted()
+		if err != nil {
+			fmt.Fprintf(stderr, "scrape-once: %v\n", err)
+			return exitFailure
+		}
+		fmt.Fprintf(stdout, "%s# %s: valid for scrape-once, %d targets selected\n", out, opts.Config, len(sel))
+		return exitOK
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	codec, err := envelope.NewCodec()
+	if err != nil {
+		logger.Error("envelope codec", "err", err)
+		return exitFailure
+	}
+	defer codec.Close()
+	runner := edge.New(cfg, codec, dialer(cfg), logger, version.UserAgent())
+
+	if opts.DryRun {
+		failed, err := runner.DryRun(ctx, sel, stdout)
+		if err != nil || failed > 0 {
+			if err != nil {
+				logger.Error("dry run", "err", err)
+			}
+			return exitFailure
+		}
+		return exitOK
+	}
+
+	sum, err := runner.Run(ctx, sel)
+	switch {
+	case errors.Is(err, edge.ErrUnreachable):
+		logger.Error("run failed", append(sum.LogAttrs(), "err", err)...)
+		return exitUnavailable
+	case errors.Is(err, edge.ErrAcksMissing):
+		logger.Error("run failed", append(sum.LogAttrs(), "err", err)...)
+		return exitTempFail
+	case err != nil:
+		logger.Error("run failed", append(sum.LogAttrs(), "err", err)...)
+		return exitFailure
+	case sum.Failed > 0:
+		logger.Warn("run done, some scrapes failed", sum.LogAttrs()...)
+	default:
+		logger.Info("run done", sum.LogAttrs()...)
+	}
+	return exitOK
+}
+
+func dialer(cfg *config.Config) edge.Dialer {
+	ps := cfg.PollerStream
+	return func(ctx context.Context) (edge.Conn, error) {
+		if ps == nil {
+			return nil, errors.New("no poller_stream configured")
+		}
+		ctx, cancel := context.WithTimeout(ctx, ps.ConnectTimeout.D())
+		defer cancel()
+		return stream.DialSTAN(ctx, stream.STANOptions{
+			URLs:      ps.URLs,
+			ClusterID: ps.ClusterID,
+			ClientID:  stream.ClientID(ps.ClientID, cfg.Identity),
+			Name:      "scrape-once " + cfg.Identity,
+		})
+	}
+}
