@@ -1,0 +1,44 @@
+# prometheus-streams
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
+COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+PKG       := github.com/prometheus-streams/prometheus-streams
+LDFLAGS   := -s -w -X $(PKG)/lib/version.Version=$(VERSION) -X $(PKG)/lib/version.Commit=$(COMMIT)
+BINARIES  := scrape-once drain
+BENCHTIME ?= 1s
+
+.PHONY: all build test lint vet fmt bench fuzz clean
+
+all: build
+
+build: $(addprefix bin/,$(BINARIES))
+
+bin/%: FORCE
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
+
+FORCE:
+
+# The whole suite, race detector on; fuzz targets run their seed corpus.
+test: lint
+	$(GO) test -race -count=1 -timeout 10m ./...
+
+lint: vet fmt
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+# Benchmarks: envelope codec, compression choice, and a whole scrape-once run.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./lib/envelope/ ./lib/edge/
+
+# Fuzz the envelope decoder for a while (make test runs only the seed corpus).
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./lib/envelope/
+
+clean:
+	rm -rf bin dist
