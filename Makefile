@@ -33,7 +33,7 @@ fmt:
 
 # Benchmarks: envelope codec, compression choice, and a whole scrape-once run.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./lib/envelope/ ./lib/edge/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./lib/envelope/ ./lib/scrape/ ./lib/edge/
 
 # Fuzz the envelope decoder for a while (make test runs only the seed corpus).
 FUZZTIME ?= 60s

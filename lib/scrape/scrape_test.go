@@ -252,7 +252,7 @@ func TestUTF8Names(t *testing.T) {
 	}
 }
 
-func relabels(t *testing.T, y string) []*relabel.Config {
+func relabels(t testing.TB, y string) []*relabel.Config {
 	t.Helper()
 	var rcs config.RelabelConfigs
 	if err := yaml.Unmarshal([]byte(y), &rcs); err != nil {
