@@ -27,6 +27,11 @@ const (
 	DefaultTopic             = "prometheus"
 	DefaultClientIDPrefix    = "scrape-once"
 	DefaultConnectTimeout    = Duration(5e9)
+	DefaultMaxInflight       = 1024
+	DefaultAckWait           = Duration(30e9)
+	DefaultPushTimeout       = Duration(10e9)
+	DefaultPushWorkers       = 8
+	DefaultMonitorListen     = ":9898"
 	// DefaultRunTimeoutRatio sets a run's deadline just under the interval, so a run that
 	// hangs ends before the timer's next tick and no tick is skipped.
 	DefaultRunTimeoutRatio = 0.9
@@ -57,12 +62,19 @@ type Config struct {
 	ReceiverStream *Stream      `yaml:"receiver_stream"`
 	PushGateway    *PushGateway `yaml:"push_gateway"`
 
+	// Monitor is the drain's own HTTP listener: /metrics and /healthz.
+	Monitor *Monitor `yaml:"monitor"`
+	// MonitorPort is the earlier system's key: monitor.listen on all interfaces.
+	MonitorPort int `yaml:"monitor_port"`
+
 	Jobs map[string]*Job `yaml:"jobs"`
 
 	// Warnings are non-fatal findings of Load (e.g. an inline secret), for the caller to log.
 	Warnings []string `yaml:"-"`
 	// Path is the file the config was loaded from, if any.
 	Path string `yaml:"-"`
+
+	monitorBoth bool // monitor and monitor_port both set: an error
 }
 
 // Stream is a connection to NATS Streaming.
@@ -74,6 +86,23 @@ type Stream struct {
 	// unique ID each run makes (prefix, host, random part).
 	ClientID       string   `yaml:"client_id"`
 	ConnectTimeout Duration `yaml:"connect_timeout"`
+
+	// Consumer settings, read by the drain only.
+
+	// DurableName names the durable subscription; client_id by default.
+	DurableName string `yaml:"durable_name"`
+	// QueueGroup, when set, makes the subscription a durable queue group so several
+	// drains share the channel.
+	QueueGroup string `yaml:"queue_group"`
+	// MaxInflight is how many unacknowledged messages the server sends before waiting.
+	MaxInflight int `yaml:"max_inflight"`
+	// AckWait is how long the server waits for an ack before redelivering.
+	AckWait Duration `yaml:"ack_wait"`
+}
+
+// Monitor is an HTTP listener.
+type Monitor struct {
+	Listen string `yaml:"listen"`
 }
 
 // PushGateway is the Push Gateway sink.
@@ -81,6 +110,12 @@ type PushGateway struct {
 	URL string `yaml:"url"`
 	// PublisherLabel, when set, adds the publisher's identity as a grouping label.
 	PublisherLabel string `yaml:"publisher_label"`
+	// Timeout bounds one request to the gateway.
+	Timeout Duration `yaml:"timeout"`
+	// Workers is how many targets are pushed at once.
+	Workers int `yaml:"workers"`
+
+	HTTPClientConfig promcfg.HTTPClientConfig `yaml:",inline"`
 }
 
 // Job is a group of targets scraped alike, with the options a Prometheus user expects.
@@ -126,6 +161,9 @@ func Load(path string) (*Config, error) {
 		// config file, as in Prometheus.
 		j.HTTPClientConfig.SetDirectory(dir)
 	}
+	if c.PushGateway != nil {
+		c.PushGateway.HTTPClientConfig.SetDirectory(dir)
+	}
 	return c, nil
 }
 
@@ -144,17 +182,14 @@ func Parse(b []byte) (*Config, error) {
 		return nil, idx.explain(err)
 	}
 	c.applyDefaults()
+	if pg := c.PushGateway; pg != nil {
+		setHTTPDefaults(idx, "push_gateway", &pg.HTTPClientConfig)
+	}
 	for name, j := range c.Jobs {
 		// Prometheus's HTTP client defaults, which its own unmarshaller would set but an
 		// inlined struct cannot: set them where the file does not.
-		if j == nil {
-			continue
-		}
-		if _, set := idx.lines["jobs."+name+".follow_redirects"]; !set {
-			j.HTTPClientConfig.FollowRedirects = promcfg.DefaultHTTPClientConfig.FollowRedirects
-		}
-		if _, set := idx.lines["jobs."+name+".enable_http2"]; !set {
-			j.HTTPClientConfig.EnableHTTP2 = promcfg.DefaultHTTPClientConfig.EnableHTTP2
+		if j != nil {
+			setHTTPDefaults(idx, "jobs."+name, &j.HTTPClientConfig)
 		}
 	}
 	if errs := c.validate(); len(errs) > 0 {
@@ -162,6 +197,17 @@ func Parse(b []byte) (*Config, error) {
 	}
 	c.Warnings = c.secretWarnings()
 	return c, nil
+}
+
+// setHTTPDefaults sets Prometheus's HTTP client defaults, which its own unmarshaller
+// would set but an inlined struct cannot, where the file does not set them.
+func setHTTPDefaults(idx *index, key string, h *promcfg.HTTPClientConfig) {
+	if _, set := idx.lines[key+".follow_redirects"]; !set {
+		h.FollowRedirects = promcfg.DefaultHTTPClientConfig.FollowRedirects
+	}
+	if _, set := idx.lines[key+".enable_http2"]; !set {
+		h.EnableHTTP2 = promcfg.DefaultHTTPClientConfig.EnableHTTP2
+	}
 }
 
 func (c *Config) applyDefaults() {
@@ -196,6 +242,35 @@ func (c *Config) applyDefaults() {
 	}
 	if c.PollerStream != nil && c.PollerStream.ClientID == "" {
 		c.PollerStream.ClientID = DefaultClientIDPrefix
+	}
+	if r := c.ReceiverStream; r != nil {
+		if r.DurableName == "" {
+			r.DurableName = r.ClientID
+		}
+		if r.MaxInflight == 0 {
+			r.MaxInflight = DefaultMaxInflight
+		}
+		if r.AckWait == 0 {
+			r.AckWait = DefaultAckWait
+		}
+	}
+	if pg := c.PushGateway; pg != nil {
+		if pg.Timeout == 0 {
+			pg.Timeout = DefaultPushTimeout
+		}
+		if pg.Workers == 0 {
+			pg.Workers = DefaultPushWorkers
+		}
+	}
+	switch {
+	case c.Monitor != nil && c.MonitorPort != 0:
+		c.monitorBoth = true
+	case c.MonitorPort != 0:
+		c.Monitor = &Monitor{Listen: fmt.Sprintf(":%d", c.MonitorPort)}
+	case c.Monitor == nil:
+		c.Monitor = &Monitor{Listen: DefaultMonitorListen}
+	case c.Monitor.Listen == "":
+		c.Monitor.Listen = DefaultMonitorListen
 	}
 	for name, j := range c.Jobs {
 		if j == nil {

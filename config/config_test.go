@@ -52,6 +52,15 @@ func TestLegacySample(t *testing.T) {
 	if j.ScrapeTimeout.D() != 10*time.Second || j.BodySizeLimit != DefaultBodySizeLimit {
 		t.Errorf("job defaults: timeout %s, body limit %d", j.ScrapeTimeout, j.BodySizeLimit)
 	}
+	if r.DurableName != "prometheus_receiver" || r.MaxInflight != DefaultMaxInflight || r.AckWait != DefaultAckWait || r.QueueGroup != "" {
+		t.Errorf("receiver consumer defaults: %+v", r)
+	}
+	if c.PushGateway.Workers != DefaultPushWorkers || c.PushGateway.Timeout != DefaultPushTimeout || !c.PushGateway.HTTPClientConfig.FollowRedirects {
+		t.Errorf("push_gateway defaults: %+v", c.PushGateway)
+	}
+	if c.Monitor == nil || c.Monitor.Listen != DefaultMonitorListen {
+		t.Errorf("monitor default: %+v", c.Monitor)
+	}
 	if err := c.RequireEdge(); err != nil {
 		t.Errorf("RequireEdge: %v", err)
 	}
@@ -176,6 +185,11 @@ func TestErrors(t *testing.T) {
 		{"bad relabel action", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    metric_relabel_configs:\n      - action: explode\n", []string{"line 5", "explode"}},
 		{"two problems at once", "scrape_interval: -5\nmax_age: nope\n", []string{"line 1", "line 2"}},
 		{"no targets", "jobs:\n  j:\n    labels: {a: b}\n", []string{"line 2", "jobs.j.targets", "required"}},
+		{"monitor twice", "monitor: {listen: ':9898'}\nmonitor_port: 9898\n", []string{"line 2", "monitor_port", "both set"}},
+		{"monitor listen", "monitor: {listen: '9898'}\n", []string{"line 1", "monitor.listen", "host:port"}},
+		{"ack wait", "receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1', ack_wait: 500ms}\n", []string{"line 1", "receiver_stream.ack_wait", "at least 1s"}},
+		{"publisher label", "push_gateway: {url: 'http://h:1', publisher_label: instance}\n", []string{"line 1", "push_gateway.publisher_label", "grouping label"}},
+		{"push gateway url", "push_gateway: {url: 'h:1'}\n", []string{"line 1", "push_gateway.url"}},
 		{"http client", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    basic_auth: {username: u, password: p, password_file: /f}\n", []string{"jobs.j", "password"}},
 	}
 	for _, tt := range tests {
@@ -190,6 +204,16 @@ func TestErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestMonitorPort(t *testing.T) {
+	c, err := Parse([]byte("monitor_port: 9999\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Monitor.Listen != ":9999" {
+		t.Errorf("monitor_port 9999 gives listen %q", c.Monitor.Listen)
 	}
 }
 

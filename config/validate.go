@@ -3,9 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
+	"time"
 
+	promcfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 )
 
@@ -51,6 +54,31 @@ func (c *Config) validate() []error {
 		if pg.PublisherLabel != "" && !model.UTF8Validation.IsValidLabelName(pg.PublisherLabel) {
 			ps.add("push_gateway.publisher_label", "%q is not a valid label name", pg.PublisherLabel)
 		}
+		if pg.PublisherLabel == model.JobLabel || pg.PublisherLabel == model.InstanceLabel {
+			ps.add("push_gateway.publisher_label", "%q is already a grouping label", pg.PublisherLabel)
+		}
+		if pg.Timeout < 0 {
+			ps.add("push_gateway.timeout", "must be positive")
+		}
+		if pg.Workers < 0 {
+			ps.add("push_gateway.workers", "must be positive, got %d", pg.Workers)
+		}
+		if err := pg.HTTPClientConfig.Validate(); err != nil {
+			ps.add("push_gateway", "http client settings: %v", err)
+		}
+	}
+	if c.MonitorPort != 0 {
+		if c.monitorBoth {
+			ps.add("monitor_port", "monitor_port and monitor.listen are both set: keep monitor.listen")
+		}
+		if c.MonitorPort < 0 || c.MonitorPort > 65535 {
+			ps.add("monitor_port", "%d is not a port", c.MonitorPort)
+		}
+	}
+	if c.Monitor != nil && c.Monitor.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Monitor.Listen); err != nil {
+			ps.add("monitor.listen", "%q: want host:port or :port", c.Monitor.Listen)
+		}
 	}
 	for _, name := range c.JobNames() {
 		c.validJob(&ps, name)
@@ -90,6 +118,15 @@ func validStream(ps *problems, key string, s *Stream, central bool) {
 	}
 	if s.ConnectTimeout < 0 {
 		ps.add(key+".connect_timeout", "must be positive")
+	}
+	if s.MaxInflight < 0 {
+		ps.add(key+".max_inflight", "must be positive, got %d", s.MaxInflight)
+	}
+	if s.AckWait < 0 || (s.AckWait > 0 && s.AckWait.D() < time.Second) {
+		ps.add(key+".ack_wait", "must be at least 1s (NATS Streaming counts it in seconds)")
+	}
+	if s.DurableName != "" && !validClientID(s.DurableName) {
+		ps.add(key+".durable_name", "%q: only letters, digits, '-' and '_' are allowed", s.DurableName)
 	}
 }
 
@@ -206,23 +243,29 @@ func instanceFromURL(raw string) string {
 func (c *Config) secretWarnings() []string {
 	var w []string
 	for _, name := range c.JobNames() {
-		h := c.Jobs[name].HTTPClientConfig
-		key := "jobs." + name
-		if h.BasicAuth != nil && h.BasicAuth.Password != "" {
-			w = append(w, key+".basic_auth.password is inline; prefer password_file")
-		}
-		if h.Authorization != nil && h.Authorization.Credentials != "" {
-			w = append(w, key+".authorization.credentials is inline; prefer credentials_file")
-		}
-		if h.BearerToken != "" {
-			w = append(w, key+".bearer_token is inline; prefer bearer_token_file")
-		}
-		if h.OAuth2 != nil && h.OAuth2.ClientSecret != "" {
-			w = append(w, key+".oauth2.client_secret is inline; prefer client_secret_file")
-		}
-		if h.TLSConfig.Key != "" {
-			w = append(w, key+".tls_config.key is inline; prefer key_file")
-		}
+		w = inlineSecrets(w, "jobs."+name, &c.Jobs[name].HTTPClientConfig)
+	}
+	if c.PushGateway != nil {
+		w = inlineSecrets(w, "push_gateway", &c.PushGateway.HTTPClientConfig)
+	}
+	return w
+}
+
+func inlineSecrets(w []string, key string, h *promcfg.HTTPClientConfig) []string {
+	if h.BasicAuth != nil && h.BasicAuth.Password != "" {
+		w = append(w, key+".basic_auth.password is inline; prefer password_file")
+	}
+	if h.Authorization != nil && h.Authorization.Credentials != "" {
+		w = append(w, key+".authorization.credentials is inline; prefer credentials_file")
+	}
+	if h.BearerToken != "" {
+		w = append(w, key+".bearer_token is inline; prefer bearer_token_file")
+	}
+	if h.OAuth2 != nil && h.OAuth2.ClientSecret != "" {
+		w = append(w, key+".oauth2.client_secret is inline; prefer client_secret_file")
+	}
+	if h.TLSConfig.Key != "" {
+		w = append(w, key+".tls_config.key is inline; prefer key_file")
 	}
 	return w
 }
