@@ -5,12 +5,18 @@
 // ID, a small NATS max payload (for oversize-message tests), a fixed port (to restart on
 // the same address), and a NATS server separate from the streaming server (so a test can
 // stop the streaming part while NATS stays up, leaving publishes unacknowledged).
+// Channel and Client show the server's view of a channel's subscriptions and of a
+// client, so a test can await server-side state (acks processed, a durable offline).
 //
 // The servers log nothing unless WithServerLog is given.
 package stantest
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"sync"
@@ -191,6 +197,49 @@ func (s *Server) Shutdown() {
 	}
 	if s.log != nil {
 		s.log.stop()
+	}
+}
+
+// ErrNotFound is returned by Channel and Client for what the server does not know.
+var ErrNotFound = errors.New("stantest: not found")
+
+// Channel is the server's view of a channel, as its /streaming/channelsz monitoring
+// endpoint reports it (asked in-process, no HTTP port needed), with its subscriptions:
+// online and offline durables, queue members, each with its last sent sequence and
+// its count of messages awaiting an ack. A test can await a condition on it, e.g. that
+// the acks it sent were processed before it restarts the server.
+func (s *Server) Channel(name string) (*server.Channelz, error) {
+	var cz server.Channelz
+	if err := s.monitor(server.ChannelsPath+"?subs=1&channel="+url.QueryEscape(name), (*server.StanServer).HandleChannelsz, &cz); err != nil {
+		return nil, fmt.Errorf("stantest: channel %q: %w", name, err)
+	}
+	return &cz, nil
+}
+
+// Client is the server's view of a registered client (/streaming/clientsz), with its
+// subscriptions by channel.
+func (s *Server) Client(id string) (*server.Clientz, error) {
+	var cz server.Clientz
+	if err := s.monitor(server.ClientsPath+"?subs=1&client="+url.QueryEscape(id), (*server.StanServer).HandleClientsz, &cz); err != nil {
+		return nil, fmt.Errorf("stantest: client %q: %w", id, err)
+	}
+	return &cz, nil
+}
+
+func (s *Server) monitor(target string, handler func(*server.StanServer, http.ResponseWriter, *http.Request), v any) error {
+	ss := s.StanServer()
+	if ss == nil {
+		return errors.New("server shut down")
+	}
+	w := httptest.NewRecorder()
+	handler(ss, w, httptest.NewRequest(http.MethodGet, target, nil))
+	switch w.Code {
+	case http.StatusOK:
+		return json.Unmarshal(w.Body.Bytes(), v)
+	case http.StatusNotFound:
+		return ErrNotFound
+	default:
+		return fmt.Errorf("%s: %d %s", target, w.Code, w.Body.String())
 	}
 }
 

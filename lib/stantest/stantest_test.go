@@ -1,6 +1,7 @@
 package stantest_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -158,4 +159,60 @@ func TestSeparateNATSShutdownStreaming(t *testing.T) {
 	}
 	s.Shutdown()
 	s.Shutdown() // idempotent
+}
+
+func TestChannelAndClient(t *testing.T) {
+	s := stantest.Start(t)
+	publish(t, connect(t, s, "pub"), msgs("m", 3))
+	sc := connect(t, s, "sub")
+	got := make(chan *stan.Msg, 3)
+	if _, err := sc.Subscribe(channel, func(m *stan.Msg) { got <- m }, stan.DurableName("d"),
+		stan.DeliverAllAvailable(), stan.SetManualAckMode()); err != nil {
+		t.Fatal(err)
+	}
+	first := <-got
+	if err := first.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	<-got
+	<-got
+	// Acks are not confirmed to the client: await the server's count.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ch, err := s.Channel(channel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ch.Msgs != 3 || ch.LastSeq != 3 || len(ch.Subscriptions) != 1 {
+			t.Fatalf("Channel = %+v", ch)
+		}
+		sub := ch.Subscriptions[0]
+		if sub.ClientID != "sub" || sub.DurableName != "d" || !sub.IsDurable || sub.IsOffline || sub.LastSent != 3 {
+			t.Fatalf("subscription = %+v", sub)
+		}
+		if sub.PendingCount == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pending %d, want 2 after one ack of three", sub.PendingCount)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cl, err := s.Client("sub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl.ID != "sub" || len(cl.Subscriptions[channel]) != 1 {
+		t.Errorf("Client = %+v", cl)
+	}
+	if _, err := s.Channel("no.such.channel"); !errors.Is(err, stantest.ErrNotFound) {
+		t.Errorf("unknown channel: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.Client("nobody"); !errors.Is(err, stantest.ErrNotFound) {
+		t.Errorf("unknown client: err = %v, want ErrNotFound", err)
+	}
+	s.Shutdown()
+	if _, err := s.Channel(channel); err == nil {
+		t.Error("Channel after Shutdown: no error")
+	}
 }

@@ -99,6 +99,8 @@ type STAN struct {
 	done    chan struct{} // closed when the session ends (Close or loss)
 	endOnce sync.Once
 	err     atomic.Pointer[error] // why the session ended
+
+	onConnChange func() // see dialHooks; nil for DialSTAN
 }
 
 // DialSTAN connects to NATS (o.URLs, each tried once) and opens a streaming session on
@@ -115,6 +117,20 @@ func DialSTAN(ctx context.Context, o STANOptions) (*STAN, error) {
 	if err := o.normalize(); err != nil {
 		return nil, err
 	}
+	return dialWith(ctx, o, dialHooks{})
+}
+
+// dialHooks is what a caller inside the package (Consume) adds to a connection.
+type dialHooks struct {
+	// stanOpts are appended to the stan.Connect options (e.g. stan.Pings).
+	stanOpts []stan.Option
+	// onConnChange, if set, is called after each NATS disconnect and reconnect, on
+	// nats.go's callback goroutine; it must not block.
+	onConnChange func()
+}
+
+// dialWith is DialSTAN for normalized options, with hooks.
+func dialWith(ctx context.Context, o STANOptions, h dialHooks) (*STAN, error) {
 	where := redactURLs(o.URLs)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: connect to %s (cluster %q): %w", ErrUnreachable, where, o.ClusterID, err)
@@ -125,7 +141,7 @@ func DialSTAN(ctx context.Context, o STANOptions) (*STAN, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		s, err := dialSTAN(ctx, o, where)
+		s, err := dialSTAN(ctx, o, where, h)
 		ch <- result{s, err}
 	}()
 	select {
@@ -175,12 +191,13 @@ func (o *STANOptions) normalize() error {
 	return nil
 }
 
-func dialSTAN(ctx context.Context, o STANOptions, where string) (*STAN, error) {
+func dialSTAN(ctx context.Context, o STANOptions, where string, h dialHooks) (*STAN, error) {
 	s := &STAN{
-		log:      o.Logger.With("client_id", o.ClientID),
-		clientID: o.ClientID,
-		where:    where,
-		done:     make(chan struct{}),
+		log:          o.Logger.With("client_id", o.ClientID),
+		clientID:     o.ClientID,
+		where:        where,
+		done:         make(chan struct{}),
+		onConnChange: h.onConnChange,
 	}
 	nc, err := nats.Connect(strings.Join(o.URLs, ","),
 		nats.Name(o.Name),
@@ -204,13 +221,13 @@ func dialSTAN(ctx context.Context, o STANOptions, where string) (*STAN, error) {
 	// stan.Connect does not take a context either, but returns at once (with
 	// nats.ErrConnectionClosed) when its NATS connection is closed.
 	stop := context.AfterFunc(ctx, nc.Close)
-	sc, err := stan.Connect(o.ClusterID, o.ClientID,
+	sc, err := stan.Connect(o.ClusterID, o.ClientID, append([]stan.Option{
 		stan.NatsConn(nc),
 		stan.ConnectWait(o.ConnectTimeout),
 		stan.PubAckWait(o.PubAckWait),
 		stan.MaxPubAcksInflight(o.MaxPubAcksInflight),
 		stan.SetConnectionLostHandler(s.onLost),
-	)
+	}, h.stanOpts...)...)
 	if !stop() {
 		if sc != nil {
 			_ = sc.Close()
@@ -360,10 +377,14 @@ func (s *STAN) Close() error {
 	s.end(ErrClosed)
 	err := s.sc.Close()
 	s.nc.Close()
-	if err != nil {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, nats.ErrReconnectBufExceeded):
+		return fmt.Errorf("%w: close session %q while disconnected from %s: %w", ErrUnreachable, s.clientID, s.where, err)
+	default:
 		return fmt.Errorf("stream: close session %q: %w", s.clientID, err)
 	}
-	return nil
 }
 
 func (s *STAN) onLost(_ stan.Conn, err error) {
@@ -372,16 +393,32 @@ func (s *STAN) onLost(_ stan.Conn, err error) {
 	}
 }
 
+// abandon ends a session that was lost: it closes the NATS connection without
+// sending the close request, which the server may not be there to answer, and which,
+// answered late, could close a newer session of the same client ID (a close request
+// names only the client ID). The server drops the abandoned session when a new one
+// with the same client ID connects, or on its own client heartbeat timeout.
+func (s *STAN) abandon() {
+	s.end(ErrClosed)
+	s.nc.Close()
+}
+
 func (s *STAN) onDisconnect(_ *nats.Conn, err error) {
 	if err != nil {
 		s.log.Warn("disconnected from NATS", "err", err)
 	} else {
 		s.log.Debug("disconnected from NATS")
 	}
+	if s.onConnChange != nil {
+		s.onConnChange()
+	}
 }
 
 func (s *STAN) onReconnect(nc *nats.Conn) {
 	s.log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+	if s.onConnChange != nil {
+		s.onConnChange()
+	}
 }
 
 func (s *STAN) onAsyncError(_ *nats.Conn, sub *nats.Subscription, err error) {

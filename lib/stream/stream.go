@@ -3,9 +3,11 @@
 // ones the server has persisted.
 //
 // The transport today is NATS Streaming (STAN): DialSTAN connects, (*STAN).PublishAsync
-// publishes and reports each server ack. What callers need from a transport is the
-// Publisher interface and the sentinel errors below, so that another transport (e.g.
-// JetStream) and the subscribing side can sit beside STAN in this package.
+// publishes and reports each server ack. Consume is the subscribing side, for a
+// long-running consumer: it keeps a durable subscription up across faults and hands
+// over each message (Msg) to be acked once it is dealt with. What callers need from a
+// transport is the Publisher interface, Consume and the sentinel errors below, so that
+// another transport (e.g. JetStream) can sit beside STAN in this package.
 package stream
 
 import (
