@@ -1,0 +1,441 @@
+// Package pgwtest runs the real Prometheus Push Gateway binary on loopback for tests.
+//
+// Start runs Debian's prometheus-pushgateway (1.5.1 when this was written) on
+// 127.0.0.1 and a free port, with an empty persistence file so that no test shares
+// state with another or with an installed gateway's default file, and stops it when
+// the test ends. Stop and Restart give a test a gateway that goes away and comes
+// back on the same address; without a persistence file it comes back empty.
+//
+// The gateway's log is kept and printed only when the test fails.
+package pgwtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// DefaultBinary is the Debian package's binary, used unless $PUSHGATEWAY_BIN or
+// WithBinary name another.
+const DefaultBinary = "/usr/bin/prometheus-pushgateway"
+
+const (
+	readyTimeout  = 15 * time.Second // start to GET /-/ready 200
+	stopTimeout   = 10 * time.Second // SIGTERM to exit, before SIGKILL
+	bindRetries   = 5                // Start: fresh ports to try when one is taken
+	rebindFor     = 5 * time.Second  // Restart: how long to retry the same port
+	listenLogWait = 2 * time.Second  // how long to wait for the "Listening on" line
+	maxLog        = 1 << 20          // log bytes kept; the oldest are dropped beyond
+)
+
+// Option configures Start.
+type Option func(*config)
+
+type config struct {
+	binary      string
+	args        []string
+	unchecked   bool
+	persistence string
+	prefix      string
+}
+
+// WithoutConsistencyCheck starts the gateway with --push.disable-consistency-check:
+// pushes are then answered 202 before they are checked, and an inconsistent push
+// is accepted (and breaks the gateway's /metrics).
+func WithoutConsistencyCheck() Option {
+	return func(c *config) { c.unchecked = true }
+}
+
+// WithArgs adds command-line flags. The gateway refuses a flag given twice, so
+// they must not repeat --web.listen-address (always set by Start) or the flags
+// of other options; a --persistence.file here replaces the empty one.
+func WithArgs(args ...string) Option {
+	return func(c *config) { c.args = append(c.args, args...) }
+}
+
+// WithPersistenceFile makes the gateway persist its groups to path (on shutdown
+// at the latest), so that after Restart it holds them again.
+func WithPersistenceFile(path string) Option {
+	return func(c *config) { c.persistence = path }
+}
+
+// WithRoutePrefix serves the gateway under a path prefix (--web.route-prefix),
+// e.g. "/pushgateway", as behind a reverse proxy. URL then includes it.
+func WithRoutePrefix(prefix string) Option {
+	return func(c *config) { c.prefix = "/" + strings.Trim(prefix, "/") }
+}
+
+// WithBinary runs the gateway binary at path.
+func WithBinary(path string) Option {
+	return func(c *config) { c.binary = path }
+}
+
+// Server is a running Push Gateway. Its methods are safe for concurrent use,
+// except that Start and Restart must be called from the test's goroutine (they
+// may end the test).
+type Server struct {
+	tb     testing.TB
+	binary string
+	args   []string // without the listen address
+	client *http.Client
+	log    *logBuffer
+	prefix string // route prefix, "" or "/…"
+
+	mu   sync.Mutex
+	addr string // host:port, fixed by the first successful start
+	proc *process
+}
+
+// process is one run of the binary.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process has exited
+	err  error         // Wait's result, set before done is closed
+}
+
+// Start runs the gateway and waits until it is ready. It fails the test when
+// the binary is missing or the gateway does not become ready; tb.Cleanup stops it.
+func Start(tb testing.TB, opts ...Option) *Server {
+	tb.Helper()
+	c := config{binary: os.Getenv("PUSHGATEWAY_BIN")}
+	if c.binary == "" {
+		c.binary = DefaultBinary
+	}
+	for _, o := range opts {
+		o(&c)
+	}
+	if _, err := exec.LookPath(c.binary); err != nil {
+		tb.Fatalf("pgwtest: Push Gateway binary %s: %v: apt-get install prometheus-pushgateway (or set $PUSHGATEWAY_BIN)",
+			c.binary, err)
+	}
+
+	s := &Server{
+		tb:     tb,
+		binary: c.binary,
+		client: &http.Client{Timeout: 10 * time.Second},
+		log:    &logBuffer{},
+		prefix: c.prefix,
+	}
+	if !hasFlag(c.args, "persistence.file") {
+		s.args = append(s.args, "--persistence.file="+c.persistence)
+	}
+	if c.prefix != "" {
+		s.args = append(s.args, "--web.route-prefix="+c.prefix)
+	}
+	if c.unchecked {
+		s.args = append(s.args, "--push.disable-consistency-check")
+	}
+	s.args = append(s.args, c.args...)
+	tb.Cleanup(func() {
+		s.Stop()
+		s.client.CloseIdleConnections()
+		if tb.Failed() {
+			tb.Logf("pgwtest: gateway output:\n%s", s.log.String())
+		}
+	})
+
+	// Another process may take the port between our probe and the gateway's
+	// bind, so try a few.
+	var lastErr error
+	for range bindRetries {
+		addr, err := freeAddr()
+		if err != nil {
+			tb.Fatalf("pgwtest: %v", err)
+		}
+		p, err := s.run(addr)
+		if err == nil {
+			s.mu.Lock()
+			s.addr, s.proc = addr, p
+			s.mu.Unlock()
+			return s
+		}
+		lastErr = err
+		if !errors.Is(err, errInUse) {
+			break
+		}
+	}
+	tb.Fatalf("pgwtest: start %s: %v", s.binary, lastErr)
+	return nil
+}
+
+// URL is the gateway's base URL, http://127.0.0.1:<port>[<route prefix>].
+func (s *Server) URL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return "http://" + s.addr + s.prefix
+}
+
+// Addr is the gateway's host:port.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// Stop stops the gateway (SIGTERM, then SIGKILL if it has not exited within
+// 10s) and waits for it to exit. Until Restart, requests to its address are
+// refused. Stop is idempotent.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	p := s.proc
+	s.proc = nil
+	s.mu.Unlock()
+	if p != nil {
+		p.stop()
+	}
+}
+
+// Restart starts the gateway again on the same address, stopping it first if it
+// runs, and waits until it is ready. It fails the test if it cannot.
+func (s *Server) Restart() {
+	s.tb.Helper()
+	s.Stop()
+	addr := s.Addr()
+	deadline := time.Now().Add(rebindFor)
+	for {
+		p, err := s.run(addr)
+		if err == nil {
+			s.mu.Lock()
+			s.proc = p
+			s.mu.Unlock()
+			return
+		}
+		// The port can be briefly held, e.g. by a client's connection that
+		// happened to be given it as its local port.
+		if !errors.Is(err, errInUse) || time.Now().After(deadline) {
+			s.tb.Fatalf("pgwtest: restart on %s: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Scrape fetches /metrics as Prometheus would and parses it with UTF-8 names
+// allowed. It fails the test unless the answer is 200 and parses.
+func (s *Server) Scrape(tb testing.TB) map[string]*dto.MetricFamily {
+	tb.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, s.URL()+"/metrics", nil)
+	if err != nil {
+		tb.Fatalf("pgwtest: scrape: %v", err)
+	}
+	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		tb.Fatalf("pgwtest: scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("pgwtest: scrape: read: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		tb.Fatalf("pgwtest: scrape: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		tb.Fatalf("pgwtest: scrape: parse: %v", err)
+	}
+	return fams
+}
+
+// PushRaw sends body with the given Content-Type to path (e.g.
+// /metrics/job/other) with PUT, as another pusher would, and returns the
+// status. It fails the test only if there is no answer.
+func (s *Server) PushRaw(tb testing.TB, path, contentType string, body []byte) int {
+	tb.Helper()
+	status, _ := s.Do(tb, http.MethodPut, path, contentType, body)
+	return status
+}
+
+// Do sends a request to path and returns the status and body. It fails the
+// test only if there is no answer.
+func (s *Server) Do(tb testing.TB, method, path, contentType string, body []byte) (int, []byte) {
+	tb.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, s.URL()+path, bytes.NewReader(body))
+	if err != nil {
+		tb.Fatalf("pgwtest: %s %s: %v", method, path, err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		tb.Fatalf("pgwtest: %s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("pgwtest: %s %s: read: %v", method, path, err)
+	}
+	return resp.StatusCode, b
+}
+
+// errInUse is a start that failed because the port was taken.
+var errInUse = errors.New("address already in use")
+
+// run starts the binary on addr and waits until it is ready.
+func (s *Server) run(addr string) (*process, error) {
+	args := append([]string{"--web.listen-address=" + addr}, s.args...)
+	cmd := exec.Command(s.binary, args...)
+	mark := s.log.mark()
+	s.log.printf("pgwtest: %s %s\n", s.binary, strings.Join(args, " "))
+	cmd.Stdout = s.log
+	cmd.Stderr = s.log
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		s.log.printf("pgwtest: gateway exited: %v\n", p.err)
+		close(p.done)
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	url := "http://" + addr + s.prefix + "/-/ready"
+	started := time.Now()
+	for {
+		// A gateway of another test that took the port would answer too, so
+		// wait until this one says it listens (1.5's exporter-toolkit logs
+		// `msg="Listening on"`; a binary that does not is trusted after a while
+		// if it is still running).
+		ours := strings.Contains(s.log.since(mark), "Listening on") || time.Since(started) > listenLogWait
+		if ours && ready(ctx, s.client, url) {
+			select {
+			case <-p.done: // lost the port after all
+			default:
+				return p, nil
+			}
+		}
+		select {
+		case <-p.done:
+			if strings.Contains(s.log.since(mark), "address already in use") {
+				return nil, fmt.Errorf("%w: %s", errInUse, addr)
+			}
+			return nil, fmt.Errorf("gateway exited before it was ready (%v); its output:\n%s", p.err, s.log.since(mark))
+		case <-ctx.Done():
+			p.stop()
+			return nil, fmt.Errorf("not ready within %v", readyTimeout)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func ready(ctx context.Context, c *http.Client, url string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (p *process) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(stopTimeout):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// freeAddr returns a loopback address with a port nobody listened on a moment ago.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	return addr, nil
+}
+
+// hasFlag reports whether args set the kingpin flag name (--name or --name=…).
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		if a == "--"+name || strings.HasPrefix(a, "--"+name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// logBuffer collects the gateway's output across runs, keeping the newest
+// maxLog bytes.
+type logBuffer struct {
+	mu      sync.Mutex
+	b       []byte
+	dropped int
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	if over := len(l.b) - maxLog; over > 0 {
+		// Drop whole lines from the front, in one copy.
+		cut := over
+		if i := bytes.IndexByte(l.b[cut:], '\n'); i >= 0 {
+			cut += i + 1
+		}
+		l.dropped += cut
+		l.b = append(l.b[:0], l.b[cut:]...)
+	}
+	return len(p), nil
+}
+
+// mark returns how many bytes have been written so far, for since.
+func (l *logBuffer) mark() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dropped + len(l.b)
+}
+
+// since returns what was written after mark (as much as is still kept).
+func (l *logBuffer) since(mark int) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := max(mark-l.dropped, 0)
+	return string(l.b[i:])
+}
+
+func (l *logBuffer) printf(format string, args ...any) {
+	_, _ = fmt.Fprintf(l, format, args...)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dropped > 0 {
+		return "[" + strconv.Itoa(l.dropped) + " earlier bytes dropped]\n" + string(l.b)
+	}
+	return string(l.b)
+}
