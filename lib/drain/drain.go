@@ -1,0 +1,492 @@
+// Package drain is the central half's core: it takes each message from the stream, decides
+// its fate and acknowledges it only once that fate is final — delivered to every sink,
+// expired past max_age, superseded by a newer scrape of the same target, or rejected as
+// permanently bad. Everything else stays unacknowledged, is retried with capped
+// exponential backoff, and is redelivered by the stream after a crash.
+//
+// Per target, only the newest scrape matters: a sink replaces a target's state with each
+// scrape, so an older scrape still waiting when a newer one arrives is superseded and
+// acknowledged, and a late or redelivered scrape never replaces a newer one.
+package drain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
+)
+
+// Sink delivers a target's scrapes somewhere: a Push Gateway, an exposition endpoint,
+// a remote-write receiver.
+//
+// Deliver is called for one target at a time (never concurrently for the same target)
+// and for a target's scrapes in increasing start order; different targets are delivered
+// concurrently. It must not modify the Scrape. It returns nil once the sink holds the
+// scrape, an error wrapping ErrRejected when it never will (the message is then
+// acknowledged), or ErrSuperseded when it already holds a newer scrape of the target;
+// any other error is retried.
+type Sink interface {
+	Name() string
+	Deliver(ctx context.Context, s *Scrape) error
+}
+
+// Sweeper is a Sink that also removes the targets whose scrapes stopped arriving. The
+// drain calls Sweep periodically; now minus maxAge is the cut-off.
+type Sweeper interface {
+	Sweep(ctx context.Context, now time.Time, maxAge time.Duration) error
+}
+
+// Final fates a Sink reports.
+var (
+	ErrRejected   = errors.New("rejected")
+	ErrSuperseded = errors.New("superseded by a newer scrape")
+)
+
+// Scrape is one target's scrape as the sinks receive it. Sinks share it: read only.
+type Scrape struct {
+	Envelope *envelope.Envelope
+	Target   exposition.Target
+	// Families is the target's exposition, labelled with job, instance and the static
+	// labels; nil when the scrape failed.
+	Families []*dto.MetricFamily
+	// Health is the streams_scrape_* families of this scrape.
+	Health []*dto.MetricFamily
+}
+
+// Key is the target's identity: job and instance.
+func (s *Scrape) Key() string { return s.Envelope.Job + "/" + s.Envelope.Instance }
+
+// Options configure a Drain.
+type Options struct {
+	MaxAge  time.Duration
+	Workers int
+	// Backoff bounds the delay between retries of one delivery.
+	MinBackoff, MaxBackoff time.Duration
+	// SweepInterval is how often sinks are swept for targets past MaxAge.
+	SweepInterval time.Duration
+	// Now is the clock; time.Now by default.
+	Now func() time.Time
+}
+
+// Drain decides every message's fate. Build it with New, run its workers with Run, and
+// hand it each message with Handle.
+type Drain struct {
+	opts    Options
+	codec   *envelope.Codec
+	sinks   []Sink
+	logger  *slog.Logger
+	metrics *metrics
+
+	subscribed atomic.Bool
+
+	mu      sync.Mutex
+	targets map[string]*target
+	ready   []*target // targets with a pending scrape and no worker
+	wake    chan struct{}
+}
+
+// target is the drain's state for one job/instance.
+type target struct {
+	key      string
+	pending  *delivery // newest scrape not yet taken by a worker
+	inflight *delivery // the scrape a worker is delivering
+	busy     bool      // a worker holds the target (queued or delivering)
+	// delivered is the start of the newest scrape every sink has, or whose fate was final.
+	delivered time.Time
+	lastSeen  time.Time
+}
+
+// delivery is one message on its way.
+type delivery struct {
+	env      *envelope.Envelope
+	seq      uint64
+	ack      func() error
+	received time.Time
+}
+
+// New returns a Drain delivering to sinks.
+func New(opts Options, codec *envelope.Codec, sinks []Sink, logger *slog.Logger, reg prometheus.Registerer) *Drain {
+	if opts.Workers <= 0 {
+		opts.Workers = 8
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 100 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 30 * time.Second
+	}
+	if opts.SweepInterval <= 0 {
+		opts.SweepInterval = max(opts.MaxAge/4, time.Second)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	names := make([]string, len(sinks))
+	for i, s := range sinks {
+		names[i] = s.Name()
+	}
+	return &Drain{
+		opts:    opts,
+		codec:   codec,
+		sinks:   sinks,
+		logger:  logger,
+		metrics: newMetrics(reg, names),
+		targets: map[string]*target{},
+		wake:    make(chan struct{}, 1),
+	}
+}
+
+// Handle takes one message from the stream: data, its sequence number on the channel, and
+// the function that acknowledges it. It never blocks on a sink: it decides what it can at
+// once (garbage, expired, superseded) and queues the rest for the workers.
+func (d *Drain) Handle(data []byte, seq uint64, ack func() error) {
+	now := d.opts.Now()
+	d.metrics.received.Inc()
+	env, err := d.codec.Decode(data)
+	if err != nil {
+		reason := decodeReason(err)
+		d.metrics.rejected.WithLabelValues(reason).Inc()
+		d.logger.Warn("message rejected", "seq", seq, "reason", reason, "bytes", len(data), "err", err)
+		d.ack(ack, seq)
+		return
+	}
+	end := env.Start.Add(env.Duration)
+	d.metrics.publisherSeen(env.Publisher, now, now.Sub(end))
+	if age := now.Sub(env.Start); age > d.opts.MaxAge {
+		d.metrics.expired.Inc()
+		d.logger.Debug("message expired", "job", env.Job, "instance", env.Instance, "age", age)
+		d.ack(ack, seq)
+		return
+	}
+	dl := &delivery{env: env, seq: seq, ack: ack, received: now}
+	key := env.Job + "/" + env.Instance
+
+	d.mu.Lock()
+	t := d.targets[key]
+	if t == nil {
+		t = &target{key: key}
+		d.targets[key] = t
+		d.metrics.targets.Set(float64(len(d.targets)))
+	}
+	t.lastSeen = now
+	superseded := d.place(t, dl)
+	if t.pending != nil && !t.busy {
+		t.busy = true
+		d.ready = append(d.ready, t)
+		d.signal()
+	}
+	d.mu.Unlock()
+
+	if superseded != nil {
+		d.metrics.superseded.Inc()
+		d.ack(superseded.ack, superseded.seq)
+	}
+}
+
+// place puts dl where it belongs in t and returns the delivery it made redundant, to be
+// acknowledged, if any. Called with d.mu held.
+func (d *Drain) place(t *target, dl *delivery) (superseded *delivery) {
+	s := dl.env.Start
+	switch {
+	case !s.After(t.delivered) && !t.delivered.IsZero():
+		return dl // older than, or the same as, what the sinks have
+	case t.inflight != nil && s.Equal(t.inflight.env.Start):
+		// A redelivery of the scrape a worker is delivering: adopt the newest handle,
+		// which belongs to the live subscription, and acknowledge through it later.
+		t.inflight.ack, t.inflight.seq = dl.ack, dl.seq
+		return nil
+	case t.inflight != nil && s.Before(t.inflight.env.Start):
+		return dl
+	case t.pending == nil:
+		t.pending = dl
+		return nil
+	case s.Equal(t.pending.env.Start):
+		t.pending.ack, t.pending.seq = dl.ack, dl.seq
+		return nil
+	case s.Before(t.pending.env.Start):
+		return dl
+	default:
+		old := t.pending
+		t.pending = dl
+		return old
+	}
+}
+
+func (d *Drain) signal() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Drain) ack(ack func() error, seq uint64) {
+	if err := ack(); err != nil {
+		// The stream redelivers it; its fate will be decided again then.
+		d.metrics.ackErrors.Inc()
+		d.logger.Debug("ack failed", "seq", seq, "err", err)
+	}
+}
+
+// Run runs the workers and the periodic sweep until ctx ends, then waits for the
+// workers: a delivery cut short by ctx is left unacknowledged, for the stream to
+// redeliver.
+func (d *Drain) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range d.opts.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.work(ctx)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.sweepLoop(ctx)
+	}()
+	wg.Wait()
+}
+
+func (d *Drain) work(ctx context.Context) {
+	for {
+		t := d.next(ctx)
+		if t == nil {
+			return
+		}
+		for {
+			d.mu.Lock()
+			dl := t.pending
+			t.pending, t.inflight = nil, dl
+			if dl == nil {
+				t.busy = false
+				d.mu.Unlock()
+				break
+			}
+			d.mu.Unlock()
+			if !d.deliver(ctx, t, dl) {
+				return // ctx ended: leave it unacknowledged
+			}
+		}
+	}
+}
+
+// next waits for a target with a pending scrape.
+func (d *Drain) next(ctx context.Context) *target {
+	for {
+		d.mu.Lock()
+		if len(d.ready) > 0 {
+			t := d.ready[0]
+			d.ready[0] = nil
+			d.ready = d.ready[1:]
+			if len(d.ready) > 0 {
+				d.signal() // another worker can take the next one
+			}
+			d.mu.Unlock()
+			return t
+		}
+		d.mu.Unlock()
+		select {
+		case <-d.wake:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// deliver takes dl to every sink, retrying what can be retried, and acknowledges it once
+// its fate is final. It returns false when ctx ended first.
+func (d *Drain) deliver(ctx context.Context, t *target, dl *delivery) bool {
+	s, err := d.prepare(dl.env)
+	if err != nil {
+		d.metrics.rejected.WithLabelValues("invalid_body").Inc()
+		d.logger.Warn("message rejected", "job", dl.env.Job, "instance", dl.env.Instance, "publisher", dl.env.Publisher, "reason", "invalid_body", "err", err)
+		d.finish(t, dl, false)
+		return true
+	}
+	done := make([]bool, len(d.sinks))
+	for attempt := 0; ; attempt++ {
+		if age := d.opts.Now().Sub(dl.env.Start); age > d.opts.MaxAge {
+			d.metrics.expired.Inc()
+			d.logger.Warn("scrape expired before delivery", "job", dl.env.Job, "instance", dl.env.Instance, "age", age.Round(time.Millisecond))
+			d.finish(t, dl, false)
+			return true
+		}
+		if d.newer(t, dl) {
+			d.metrics.superseded.Inc()
+			d.finish(t, dl, false)
+			return true
+		}
+		var retry error
+		for i, sink := range d.sinks {
+			if done[i] {
+				continue
+			}
+			start := time.Now()
+			err := sink.Deliver(ctx, s)
+			d.metrics.pushDuration.WithLabelValues(sink.Name()).Observe(time.Since(start).Seconds())
+			switch {
+			case err == nil:
+				done[i] = true
+				d.metrics.delivered.WithLabelValues(sink.Name()).Inc()
+				d.metrics.lag.Observe(d.opts.Now().Sub(dl.env.Start).Seconds())
+			case errors.Is(err, ErrSuperseded):
+				done[i] = true
+				d.metrics.sinkSuperseded.WithLabelValues(sink.Name()).Inc()
+			case errors.Is(err, ErrRejected):
+				done[i] = true
+				d.metrics.sinkRejected.WithLabelValues(sink.Name()).Inc()
+				d.logger.Warn("sink rejected scrape", "sink", sink.Name(), "job", dl.env.Job, "instance", dl.env.Instance, "publisher", dl.env.Publisher, "err", err)
+			case ctx.Err() != nil:
+				return false
+			default:
+				retry = errors.Join(retry, err)
+			}
+		}
+		if retry == nil {
+			d.finish(t, dl, true)
+			return true
+		}
+		d.metrics.retries.Inc()
+		delay := d.backoff(attempt)
+		level := slog.LevelDebug
+		if attempt == 0 || attempt%10 == 9 {
+			level = slog.LevelWarn // the first failure and every tenth: enough to see an outage
+		}
+		d.logger.Log(ctx, level, "delivery failed, will retry", "job", dl.env.Job, "instance", dl.env.Instance, "attempt", attempt+1, "retry_in", delay.Round(time.Millisecond), "err", retry)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// newer reports whether a newer scrape of t arrived while dl was being delivered.
+func (d *Drain) newer(t *target, dl *delivery) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return t.pending != nil && t.pending.env.Start.After(dl.env.Start)
+}
+
+// finish acknowledges dl, whose fate is final, and records what the sinks now have.
+func (d *Drain) finish(t *target, dl *delivery, delivered bool) {
+	d.mu.Lock()
+	if delivered || dl.env.Start.After(t.delivered) {
+		// Also a rejected or expired scrape: nothing older may follow it.
+		t.delivered = dl.env.Start
+	}
+	t.inflight = nil
+	ack, seq := dl.ack, dl.seq
+	d.mu.Unlock()
+	d.ack(ack, seq)
+}
+
+// backoff is the delay before retry attempt+1: exponential, capped, with jitter so that
+// many targets waiting on one gateway do not retry in step.
+func (d *Drain) backoff(attempt int) time.Duration {
+	delay := d.opts.MinBackoff << min(attempt, 20)
+	if delay > d.opts.MaxBackoff || delay <= 0 {
+		delay = d.opts.MaxBackoff
+	}
+	return delay/2 + rand.N(delay/2+1)
+}
+
+// prepare parses and labels the scrape once for all sinks.
+func (d *Drain) prepare(env *envelope.Envelope) (*Scrape, error) {
+	labels := make([]exposition.Label, len(env.Labels))
+	for i, l := range env.Labels {
+		labels[i] = exposition.Label{Name: l.Name, Value: l.Value}
+	}
+	s := &Scrape{
+		Envelope: env,
+		Target:   exposition.Target{Job: env.Job, Instance: env.Instance, Labels: labels, HonorLabels: env.HonorLabels},
+	}
+	up := env.Error == ""
+	if up {
+		fams, err := exposition.Parse(env.Body, env.ContentType)
+		if err != nil {
+			return nil, fmt.Errorf("parse body: %w", err)
+		}
+		exposition.Attach(fams, s.Target)
+		s.Families = fams
+	}
+	s.Health = exposition.Health(s.Target, exposition.Outcome{Up: up, Start: env.Start, Duration: env.Duration, Samples: env.Series})
+	return s, nil
+}
+
+func (d *Drain) sweepLoop(ctx context.Context) {
+	tick := time.NewTicker(d.opts.SweepInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		d.Sweep(ctx)
+	}
+}
+
+// Sweep forgets targets not heard from for max_age and asks every Sweeper sink to remove
+// them too. Run calls it periodically.
+func (d *Drain) Sweep(ctx context.Context) {
+	now := d.opts.Now()
+	d.mu.Lock()
+	for k, t := range d.targets {
+		if !t.busy && now.Sub(t.lastSeen) > d.opts.MaxAge {
+			delete(d.targets, k)
+		}
+	}
+	d.metrics.targets.Set(float64(len(d.targets)))
+	d.mu.Unlock()
+	for _, s := range d.sinks {
+		if sw, ok := s.(Sweeper); ok {
+			if err := sw.Sweep(ctx, now, d.opts.MaxAge); err != nil && ctx.Err() == nil {
+				d.logger.Warn("sweep failed", "sink", s.Name(), "err", err)
+			}
+		}
+	}
+}
+
+// StreamState records whether the drain is subscribed to the stream, and why not.
+func (d *Drain) StreamState(connected bool, err error) {
+	was := d.subscribed.Swap(connected)
+	if connected {
+		d.metrics.connected.Set(1)
+		if !was {
+			d.logger.Info("subscribed to the stream")
+		}
+		return
+	}
+	d.metrics.connected.Set(0)
+	d.logger.Warn("not subscribed to the stream", "err", err)
+}
+
+// Ready reports whether the drain is subscribed: what /healthz answers.
+func (d *Drain) Ready() bool { return d.subscribed.Load() }
+
+// decodeReason names why an envelope could not be decoded, for the rejected counter.
+func decodeReason(err error) string {
+	switch {
+	case errors.Is(err, envelope.ErrUnknownVersion):
+		return "unknown_version"
+	case errors.Is(err, envelope.ErrUnsupported):
+		return "unsupported"
+	case errors.Is(err, envelope.ErrTooLarge):
+		return "too_large"
+	case errors.Is(err, envelope.ErrNotEnvelope):
+		return "not_an_envelope"
+	default:
+		return "corrupt"
+	}
+}
