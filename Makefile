@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X $(PKG)/lib/version.Version=$(VERSION) -X $(PKG)/lib/versio
 BINARIES  := scrape-once drain
 BENCHTIME ?= 1s
 
-.PHONY: all build test lint vet fmt bench fuzz clean
+.PHONY: all build test lint vet fmt bench fuzz demo clean
 
 all: build
 
@@ -39,6 +39,10 @@ bench:
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./lib/envelope/
+
+# The whole chain on one machine, then stop: see README.
+demo:
+	tests/demo/run.sh
 
 clean:
 	rm -rf bin dist

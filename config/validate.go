@@ -51,8 +51,9 @@ func (c *Config) validate() []error {
 	validStream(&ps, "receiver_stream", c.ReceiverStream, true)
 	if pg := c.PushGateway; pg != nil {
 		validURL(&ps, "push_gateway.url", pg.URL)
-		if pg.PublisherLabel != "" && !model.UTF8Validation.IsValidLabelName(pg.PublisherLabel) {
-			ps.add("push_gateway.publisher_label", "%q is not a valid label name", pg.PublisherLabel)
+		if pg.PublisherLabel != "" && !model.LegacyValidation.IsValidLabelName(pg.PublisherLabel) {
+			// The gateway's grouping labels are legacy names only.
+			ps.add("push_gateway.publisher_label", "%q is not a valid grouping label name ([a-zA-Z_][a-zA-Z0-9_]*)", pg.PublisherLabel)
 		}
 		if pg.PublisherLabel == model.JobLabel || pg.PublisherLabel == model.InstanceLabel {
 			ps.add("push_gateway.publisher_label", "%q is already a grouping label", pg.PublisherLabel)

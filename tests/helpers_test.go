@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	for _, b := range []string{"scrape-once"} {
+	for _, b := range []string{"scrape-once", "drain"} {
 		cmd := exec.Command("go", "build", "-race", "-o", filepath.Join(dir, b), "../cmd/"+b)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
