@@ -31,9 +31,12 @@ fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-# Benchmarks: envelope codec, compression choice, and a whole scrape-once run.
+# Benchmarks: envelope codec, compression choice, validation, a whole scrape-once run, and
+# the drain into a real Push Gateway beside the gateway's own ingest rate.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./lib/envelope/ ./lib/scrape/ ./lib/edge/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./lib/envelope/ ./lib/scrape/ ./lib/exposition/ ./lib/edge/
+	$(GO) test -run '^$$' -bench 'DrainIntoGateway' -benchtime 300x ./lib/pushgateway/
+	$(GO) test -run '^$$' -bench 'DrainMemory' -benchtime 1x ./lib/pushgateway/
 
 # Fuzz the envelope decoder for a while (make test runs only the seed corpus).
 FUZZTIME ?= 60s
