@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -32,6 +33,12 @@ const (
 	DefaultPushTimeout       = Duration(10e9)
 	DefaultPushWorkers       = 8
 	DefaultMonitorListen     = ":9898"
+	DefaultExposeListen      = ":9899"
+	DefaultExposePath        = "/metrics"
+	DefaultEmbeddedListen    = "127.0.0.1:4222"
+	DefaultEmbeddedStoreDir  = "/var/lib/prometheus-streams/stream"
+	DefaultEmbeddedClusterID = "prometheus_streams"
+	DefaultDrainClientID     = "prometheus_streams_drain"
 	// DefaultRunTimeoutRatio sets a run's deadline just under the interval, so a run that
 	// hangs ends before the timer's next tick and no tick is skipped.
 	DefaultRunTimeoutRatio = 0.9
@@ -66,6 +73,10 @@ type Config struct {
 	Monitor *Monitor `yaml:"monitor"`
 	// MonitorPort is the earlier system's key: monitor.listen on all interfaces.
 	MonitorPort int `yaml:"monitor_port"`
+	// Expose makes the drain serve the federated metrics itself.
+	Expose *Expose `yaml:"expose"`
+	// EmbeddedStream makes the drain run a NATS Streaming server in-process.
+	EmbeddedStream *EmbeddedStream `yaml:"embedded_stream"`
 
 	Jobs map[string]*Job `yaml:"jobs"`
 
@@ -103,6 +114,34 @@ type Stream struct {
 // Monitor is an HTTP listener.
 type Monitor struct {
 	Listen string `yaml:"listen"`
+	// WebConfigFile enables TLS and basic auth, in the Prometheus exporter-toolkit format.
+	WebConfigFile string `yaml:"web_config_file"`
+}
+
+// Expose is the drain's own exposition endpoint.
+type Expose struct {
+	Listen        string `yaml:"listen"`
+	Path          string `yaml:"path"`
+	WebConfigFile string `yaml:"web_config_file"`
+	// Timestamps stamps each sample with its scrape's time, as Prometheus's /federate
+	// does; false serves samples without timestamps. See the README for the trade-off.
+	Timestamps *bool `yaml:"timestamps"`
+}
+
+// KeepTimestamps reports whether samples are served with their scrape's time.
+func (e *Expose) KeepTimestamps() bool { return e.Timestamps == nil || *e.Timestamps }
+
+// EmbeddedStream is a NATS Streaming server run by the drain.
+type EmbeddedStream struct {
+	Listen    string `yaml:"listen"`
+	ClusterID string `yaml:"cluster_id"`
+	// StoreDir holds the channels on disk; "memory" keeps them in memory only.
+	StoreDir string `yaml:"store_dir"`
+	// Channel limits: by default max_age, so no scrape is kept past its use and no
+	// message count or size limit drops a young one.
+	MaxAge   Duration         `yaml:"max_age"`
+	MaxMsgs  int              `yaml:"max_msgs"`
+	MaxBytes units.Base2Bytes `yaml:"max_bytes"`
 }
 
 // PushGateway is the Push Gateway sink.
@@ -163,6 +202,15 @@ func Load(path string) (*Config, error) {
 	}
 	if c.PushGateway != nil {
 		c.PushGateway.HTTPClientConfig.SetDirectory(dir)
+	}
+	if c.Monitor != nil {
+		c.Monitor.WebConfigFile = promcfg.JoinDir(dir, c.Monitor.WebConfigFile)
+	}
+	if c.Expose != nil {
+		c.Expose.WebConfigFile = promcfg.JoinDir(dir, c.Expose.WebConfigFile)
+	}
+	if c.EmbeddedStream != nil && c.EmbeddedStream.StoreDir != "memory" {
+		c.EmbeddedStream.StoreDir = promcfg.JoinDir(dir, c.EmbeddedStream.StoreDir)
 	}
 	return c, nil
 }
@@ -262,6 +310,42 @@ func (c *Config) applyDefaults() {
 			pg.Workers = DefaultPushWorkers
 		}
 	}
+	if e := c.Expose; e != nil {
+		if e.Listen == "" {
+			e.Listen = DefaultExposeListen
+		}
+		if e.Path == "" {
+			e.Path = DefaultExposePath
+		}
+	}
+	if es := c.EmbeddedStream; es != nil {
+		if es.Listen == "" {
+			es.Listen = DefaultEmbeddedListen
+		}
+		if es.ClusterID == "" {
+			es.ClusterID = DefaultEmbeddedClusterID
+			if c.ReceiverStream != nil && c.ReceiverStream.ClusterID != "" {
+				es.ClusterID = c.ReceiverStream.ClusterID
+			}
+		}
+		if es.StoreDir == "" {
+			es.StoreDir = DefaultEmbeddedStoreDir
+		}
+		if es.MaxAge == 0 {
+			es.MaxAge = c.MaxAge
+		}
+		if c.ReceiverStream == nil {
+			// The drain consumes from its own server.
+			c.ReceiverStream = &Stream{
+				ClusterID: es.ClusterID, URLs: URLList{"nats://" + dialable(es.Listen)},
+				ClientID: DefaultDrainClientID, Topic: DefaultTopic, ConnectTimeout: DefaultConnectTimeout,
+				DurableName: DefaultDrainClientID, MaxInflight: DefaultMaxInflight, AckWait: DefaultAckWait,
+			}
+			if c.PollerStream != nil {
+				c.ReceiverStream.Topic = c.PollerStream.Topic
+			}
+		}
+	}
 	switch {
 	case c.Monitor != nil && c.MonitorPort != 0:
 		c.monitorBoth = true
@@ -317,12 +401,25 @@ func (c *Config) RequireEdge() error {
 func (c *Config) RequireCentral() error {
 	var errs []error
 	if c.ReceiverStream == nil {
-		errs = append(errs, errors.New("receiver_stream: required by the drain"))
+		errs = append(errs, errors.New("receiver_stream or embedded_stream: required by the drain"))
 	}
-	if c.PushGateway == nil {
-		errs = append(errs, errors.New("push_gateway: required by the drain: at least one sink"))
+	if c.PushGateway == nil && c.Expose == nil {
+		errs = append(errs, errors.New("push_gateway or expose: the drain needs at least one sink"))
 	}
 	return errors.Join(errs...)
+}
+
+// dialable turns a listen address into one a client on this host can dial: an
+// unspecified host means this host.
+func dialable(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // Redacted returns the config as YAML with every secret replaced, for --check-config.

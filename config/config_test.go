@@ -190,6 +190,9 @@ func TestErrors(t *testing.T) {
 		{"ack wait", "receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1', ack_wait: 500ms}\n", []string{"line 1", "receiver_stream.ack_wait", "at least 1s"}},
 		{"publisher label", "push_gateway: {url: 'http://h:1', publisher_label: instance}\n", []string{"line 1", "push_gateway.publisher_label", "grouping label"}},
 		{"push gateway url", "push_gateway: {url: 'h:1'}\n", []string{"line 1", "push_gateway.url"}},
+		{"expose path", "expose: {path: metrics}\n", []string{"line 1", "expose.path"}},
+		{"expose on the monitor's address", "monitor: {listen: ':9000'}\nexpose: {listen: ':9000'}\n", []string{"line 2", "expose.listen"}},
+		{"web config missing", "expose: {web_config_file: /nonexistent/web.yml}\n", []string{"line 1", "expose.web_config_file", "no such file"}},
 		{"http client", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    basic_auth: {username: u, password: p, password_file: /f}\n", []string{"jobs.j", "password"}},
 	}
 	for _, tt := range tests {
@@ -204,6 +207,36 @@ func TestErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestCentralWithoutGateway(t *testing.T) {
+	c, err := Parse([]byte("max_age: 90s\nembedded_stream: {store_dir: /tmp/x}\nexpose: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RequireCentral(); err != nil {
+		t.Fatalf("embedded stream and expose should do: %v", err)
+	}
+	es, r := c.EmbeddedStream, c.ReceiverStream
+	if es.Listen != DefaultEmbeddedListen || es.ClusterID != DefaultEmbeddedClusterID || es.MaxAge.D() != 90*time.Second {
+		t.Errorf("embedded_stream defaults: %+v", es)
+	}
+	if r == nil || r.URLs.String() != "nats://127.0.0.1:4222" || r.ClusterID != es.ClusterID || r.ClientID == "" || r.DurableName == "" || r.Topic != "prometheus" {
+		t.Errorf("derived receiver_stream: %+v", r)
+	}
+	if e := c.Expose; e.Listen != DefaultExposeListen || e.Path != "/metrics" || !e.KeepTimestamps() {
+		t.Errorf("expose defaults: %+v", e)
+	}
+	c, err = Parse([]byte("embedded_stream: {listen: '0.0.0.0:4333', store_dir: memory}\nexpose: {timestamps: false}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ReceiverStream.URLs.String(); got != "nats://127.0.0.1:4333" {
+		t.Errorf("receiver dials %q", got)
+	}
+	if c.Expose.KeepTimestamps() {
+		t.Error("timestamps: false ignored")
 	}
 }
 
@@ -225,8 +258,15 @@ func TestRequire(t *testing.T) {
 	if err := c.RequireEdge(); err == nil || !strings.Contains(err.Error(), "poller_stream") || !strings.Contains(err.Error(), "jobs") {
 		t.Errorf("RequireEdge = %v", err)
 	}
-	if err := c.RequireCentral(); err == nil || !strings.Contains(err.Error(), "receiver_stream") {
+	if err := c.RequireCentral(); err == nil || !strings.Contains(err.Error(), "receiver_stream or embedded_stream") {
 		t.Errorf("RequireCentral = %v", err)
+	}
+	c, err = Parse([]byte("receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1'}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RequireCentral(); err == nil || !strings.Contains(err.Error(), "push_gateway or expose") {
+		t.Errorf("RequireCentral without a sink = %v", err)
 	}
 }
 

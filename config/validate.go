@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -76,9 +77,27 @@ func (c *Config) validate() []error {
 			ps.add("monitor_port", "%d is not a port", c.MonitorPort)
 		}
 	}
-	if c.Monitor != nil && c.Monitor.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Monitor.Listen); err != nil {
-			ps.add("monitor.listen", "%q: want host:port or :port", c.Monitor.Listen)
+	if c.Monitor != nil {
+		validListen(&ps, "monitor.listen", c.Monitor.Listen)
+		validFile(&ps, "monitor.web_config_file", c.Monitor.WebConfigFile)
+	}
+	if e := c.Expose; e != nil {
+		validListen(&ps, "expose.listen", e.Listen)
+		validFile(&ps, "expose.web_config_file", e.WebConfigFile)
+		if !strings.HasPrefix(e.Path, "/") {
+			ps.add("expose.path", "%q: want an absolute path such as /metrics", e.Path)
+		}
+		if c.Monitor != nil && e.Listen == c.Monitor.Listen {
+			ps.add("expose.listen", "%q is monitor.listen too: give each its own", e.Listen)
+		}
+	}
+	if es := c.EmbeddedStream; es != nil {
+		validListen(&ps, "embedded_stream.listen", es.Listen)
+		if !validClientID(es.ClusterID) {
+			ps.add("embedded_stream.cluster_id", "%q: only letters, digits, '-' and '_' are allowed", es.ClusterID)
+		}
+		if es.MaxAge < 0 || es.MaxMsgs < 0 || es.MaxBytes < 0 {
+			ps.add("embedded_stream", "channel limits must not be negative")
 		}
 	}
 	for _, name := range c.JobNames() {
@@ -269,4 +288,21 @@ func inlineSecrets(w []string, key string, h *promcfg.HTTPClientConfig) []string
 		w = append(w, key+".tls_config.key is inline; prefer key_file")
 	}
 	return w
+}
+
+func validListen(ps *problems, key, addr string) {
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		ps.add(key, "%q: want host:port or :port", addr)
+	}
+}
+
+// validFile reports a file that is named but cannot be read: better at load than at
+// the first request.
+func validFile(ps *problems, key, path string) {
+	if path == "" {
+		return
+	}
+	if _, err := os.Stat(path); err != nil {
+		ps.add(key, "%v", err)
+	}
 }

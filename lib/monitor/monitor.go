@@ -1,5 +1,6 @@
-// Package monitor serves a binary's own HTTP endpoints: /metrics (its self-metrics) and
-// /healthz (ready or not).
+// Package monitor serves a binary's HTTP endpoints — its self-metrics and health, or the
+// drain's federated exposition — with optional TLS and basic auth from a Prometheus
+// exporter-toolkit web config file, as exporters do.
 package monitor
 
 import (
@@ -13,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 )
 
 // Handler serves /metrics from g and /healthz from ready: 200 when ready, else 503.
@@ -36,12 +38,18 @@ type Server struct {
 	err chan error
 }
 
-// Listen binds addr and serves h until Shutdown. Binding happens before it returns, so a
-// port in use is an error at start.
-func Listen(addr string, h http.Handler, logger *slog.Logger) (*Server, error) {
+// Listen binds addr and serves h until Shutdown. webConfigFile, when not empty, is an
+// exporter-toolkit web config (TLS, basic auth), checked before anything is served.
+// Binding happens before Listen returns, so a port in use is an error at start.
+func Listen(addr, webConfigFile string, h http.Handler, logger *slog.Logger) (*Server, error) {
+	if webConfigFile != "" {
+		if err := web.Validate(webConfigFile); err != nil {
+			return nil, fmt.Errorf("web config %s: %w", webConfigFile, err)
+		}
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("monitor listen %s: %w", addr, err)
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	s := &Server{
 		srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)},
@@ -49,7 +57,7 @@ func Listen(addr string, h http.Handler, logger *slog.Logger) (*Server, error) {
 		err: make(chan error, 1),
 	}
 	go func() {
-		err := s.srv.Serve(ln)
+		err := web.Serve(ln, s.srv, &web.FlagConfig{WebConfigFile: &webConfigFile}, logger)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
@@ -64,7 +72,7 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // Shutdown stops the server within ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.srv.Shutdown(ctx); err != nil {
-		return fmt.Errorf("monitor shutdown: %w", err)
+		return fmt.Errorf("shutdown %s: %w", s.Addr(), err)
 	}
 	return <-s.err
 }

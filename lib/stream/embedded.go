@@ -1,0 +1,93 @@
+package stream
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	natsd "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats-streaming-server/server"
+	"github.com/nats-io/nats-streaming-server/stores"
+)
+
+// EmbeddedOptions configure an in-process NATS Streaming server.
+type EmbeddedOptions struct {
+	// Listen is the host:port NATS clients (scrape-once, the drain) connect to.
+	Listen    string
+	ClusterID string
+	// StoreDir holds the channels in a file store; empty keeps them in memory (lost on
+	// restart).
+	StoreDir string
+	// Channel limits. NATS Streaming's defaults (1M messages, 1 GB) silently drop the
+	// oldest messages of a full channel; a scrape older than max_age is worth nothing,
+	// so MaxAge bounds the channel by time. Zero leaves a limit unset (unlimited).
+	MaxAge   time.Duration
+	MaxMsgs  int
+	MaxBytes int64
+	Logger   *slog.Logger
+}
+
+// Embedded is a running in-process NATS Streaming server.
+type Embedded struct {
+	s   *server.StanServer
+	url string
+}
+
+// StartEmbedded starts a NATS Streaming server in this process.
+func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
+	host, portStr, err := net.SplitHostPort(o.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("embedded stream: listen %q: %w", o.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded stream: listen %q: bad port", o.Listen)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	nopts := server.DefaultNatsServerOptions // a copy
+	nopts.Host = host
+	nopts.Port = port
+	nopts.NoSigs = true
+
+	sopts := server.GetDefaultOptions()
+	sopts.ID = o.ClusterID
+	if o.StoreDir != "" {
+		sopts.StoreType = stores.TypeFile
+		sopts.FilestoreDir = o.StoreDir
+	}
+	sopts.StoreLimits.MaxAge = o.MaxAge
+	sopts.StoreLimits.MaxMsgs = o.MaxMsgs
+	sopts.StoreLimits.MaxBytes = o.MaxBytes
+	if o.Logger != nil {
+		sopts.EnableLogging = true
+		sopts.CustomLogger = slogAdapter{o.Logger.With("component", "embedded-stream")}
+		nopts.NoLog = false
+	}
+	s, err := server.RunServerWithOpts(sopts, &nopts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded stream: start on %s: %w", o.Listen, err)
+	}
+	return &Embedded{s: s, url: s.ClientURL()}, nil
+}
+
+// URL is the nats:// URL clients in this process use to reach the server.
+func (e *Embedded) URL() string { return e.url }
+
+// Shutdown stops the server; a file store keeps its channels for the next start.
+func (e *Embedded) Shutdown() { e.s.Shutdown() }
+
+// slogAdapter gives the server's logger interface a slog.Logger.
+type slogAdapter struct{ l *slog.Logger }
+
+var _ natsd.Logger = slogAdapter{}
+
+func (a slogAdapter) Noticef(format string, v ...any) { a.l.Info(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }

@@ -1,0 +1,119 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// consumeN runs Consume until n messages arrived, acknowledging those n only, and
+// returns their bodies.
+func consumeN(t *testing.T, url string, n int) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan string, 100)
+	done := make(chan error, 1)
+	handled := 0 // the handler is never called concurrently
+	go func() {
+		done <- Consume(ctx, SubscribeOptions{
+			STANOptions: STANOptions{URLs: []string{url}, ClusterID: "emb", ClientID: "consumer"},
+			Subject:     "prometheus", DurableName: "d",
+		}, func(m *Msg) {
+			if handled == n {
+				return // leave the rest unacknowledged
+			}
+			handled++
+			_ = m.Ack()
+			got <- string(m.Data)
+		}, func(State) {})
+	}()
+	var out []string
+	for len(out) < n {
+		select {
+		case s := <-got:
+			out = append(out, s)
+		case <-ctx.Done():
+			t.Fatalf("got %v, want %d messages", out, n)
+		}
+	}
+	cancel()
+	<-done
+	return out
+}
+
+func publishN(t *testing.T, url string, n, from int) {
+	t.Helper()
+	s, err := DialSTAN(context.Background(), STANOptions{URLs: []string{url}, ClusterID: "emb", ClientID: ClientID("pub", "h")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var acks Acks
+	for i := from; i < from+n; i++ {
+		if err := acks.Publish(s, "prometheus", []byte(fmt.Sprint(i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if acked, _, _ := acks.Wait(context.Background()); acked != n {
+		t.Fatalf("acked %d of %d", acked, n)
+	}
+}
+
+// TestEmbeddedFileStore: what the embedded server stored survives its restart.
+func TestEmbeddedFileStore(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	e, err := StartEmbedded(EmbeddedOptions{Listen: addr, ClusterID: "emb", StoreDir: dir, MaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, e.URL(), 3, 0)
+	if got := consumeN(t, e.URL(), 2); fmt.Sprint(got) != "[0 1]" {
+		t.Errorf("got %v", got)
+	}
+	e.Shutdown()
+
+	e, err = StartEmbedded(EmbeddedOptions{Listen: addr, ClusterID: "emb", StoreDir: dir, MaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	// The durable resumes after the two it acknowledged before the restart.
+	if got := consumeN(t, e.URL(), 1); fmt.Sprint(got) != "[2]" {
+		t.Errorf("after restart got %v, want [2]", got)
+	}
+}
+
+// TestEmbeddedMaxAge: the channel drops messages older than max_age.
+func TestEmbeddedMaxAge(t *testing.T) {
+	e, err := StartEmbedded(EmbeddedOptions{Listen: freePort(t), ClusterID: "emb", MaxAge: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	publishN(t, e.URL(), 1, 0)
+	time.Sleep(2500 * time.Millisecond) // the limit is a property of time: let it pass
+	publishN(t, e.URL(), 1, 1)
+	if got := consumeN(t, e.URL(), 1); fmt.Sprint(got) != "[1]" {
+		t.Errorf("got %v, want only the young message", got)
+	}
+}
+
+func TestEmbeddedBadListen(t *testing.T) {
+	if _, err := StartEmbedded(EmbeddedOptions{Listen: "nonsense", ClusterID: "emb"}); err == nil {
+		t.Error("bad listen address accepted")
+	}
+}
