@@ -216,10 +216,27 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// natsServer is where a test publishes: a URL and a cluster ID.
+type natsServer struct{ url, cluster string }
+
+// embeddedServer is the drain's embedded stream of centralConfig at addr.
+func embeddedServer(addr string) natsServer { return natsServer{"nats://" + addr, "central"} }
+
 // publish puts raw messages on the channel.
 func publish(t *testing.T, srv *stantest.Server, channel string, msgs ...[]byte) {
 	t.Helper()
-	sc, err := stan.Connect(srv.ClusterID(), fmt.Sprintf("test-pub-%d", time.Now().UnixNano()), stan.NatsURL(srv.URL()))
+	publishOn(t, natsServer{srv.URL(), srv.ClusterID()}, channel, msgs...)
+}
+
+// publishTo puts raw messages on the prometheus channel of n.
+func publishTo(t *testing.T, n natsServer, msgs ...[]byte) {
+	t.Helper()
+	publishOn(t, n, "prometheus", msgs...)
+}
+
+func publishOn(t *testing.T, n natsServer, channel string, msgs ...[]byte) {
+	t.Helper()
+	sc, err := stan.Connect(n.cluster, fmt.Sprintf("test-pub-%d", time.Now().UnixNano()), stan.NatsURL(n.url))
 	if err != nil {
 		t.Fatal(err)
 	}

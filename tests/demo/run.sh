@@ -1,33 +1,24 @@
 #!/usr/bin/env bash
-# The whole chain on one machine: a NATS Streaming server, a Push Gateway, the drain, and
-# scrape-once scraping two local targets (the gateway's and the drain's own /metrics).
-# Prints the federated series Prometheus would see, then stops everything it started.
-# Loopback only. Needs: Go, and Debian's prometheus-pushgateway.
+# The whole chain on one machine with nothing else installed: the drain with its embedded
+# NATS Streaming server and its own exposition endpoint, and scrape-once scraping local
+# targets (captured exporter expositions, and the drain's own /metrics). Prints the
+# federated series a Prometheus would see, then stops everything it started. Loopback
+# only; the ports are those of config/quickstart.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+CONFIG=config/quickstart.yaml
 
-NSS_VERSION=v0.25.6
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/prometheus-streams/nats-streaming-server-$NSS_VERSION"
-NSS="$CACHE/nats-streaming-server"
-PGW="${PUSHGATEWAY_BIN:-/usr/bin/prometheus-pushgateway}"
-NATS_PORT="${DEMO_NATS_PORT:-14222}"
-PGW_PORT="${DEMO_PGW_PORT:-19091}"
-MON_PORT="${DEMO_MONITOR_PORT:-19898}"
-
-if [ ! -x "$NSS" ]; then
-  echo "demo: building nats-streaming-server $NSS_VERSION once into $CACHE"
-  mkdir -p "$CACHE"
-  GOBIN="$CACHE" go install "github.com/nats-io/nats-streaming-server@$NSS_VERSION"
-fi
-[ -x "$PGW" ] || { echo "demo: $PGW missing: apt-get install prometheus-pushgateway" >&2; exit 1; }
 make -s build
+go build -o bin/demo-target ./tests/demo/target
 
-work="$(mktemp -d)"
+log="$(mktemp)"
 pids=()
 cleanup() {
+  status=$?
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  if [ "$status" -ne 0 ]; then echo "demo failed; the drain's log:" >&2; cat "$log" >&2; fi
+  rm -f "$log"
 }
 trap cleanup EXIT
 
@@ -36,43 +27,23 @@ wait_http() { # url
   echo "demo: $1 did not come up" >&2; return 1
 }
 
-"$NSS" -a 127.0.0.1 -p "$NATS_PORT" -cid demo -m 0 >"$work/nss.log" 2>&1 & pids+=($!)
-"$PGW" --web.listen-address="127.0.0.1:$PGW_PORT" --persistence.file= >"$work/pgw.log" 2>&1 & pids+=($!)
-wait_http "http://127.0.0.1:$PGW_PORT/-/ready"
+bin/demo-target -listen 127.0.0.1:19100 -dir tests/testdata & pids+=($!)
+bin/drain -c "$CONFIG" 2>"$log" & pids+=($!)
+wait_http http://127.0.0.1:19898/healthz
 
-cat >"$work/demo.yaml" <<YAML
-verbose: true
-identity: demo-edge
-scrape_interval: 10s
-max_age: 60s
-poller_stream:   {cluster_id: demo, urls: 'nats://127.0.0.1:$NATS_PORT', topic: prometheus}
-receiver_stream: {cluster_id: demo, urls: 'nats://127.0.0.1:$NATS_PORT', topic: prometheus, client_id: demo_drain}
-push_gateway:    {url: 'http://127.0.0.1:$PGW_PORT'}
-monitor:         {listen: '127.0.0.1:$MON_PORT'}
-jobs:
-  pushgateway:
-    targets: [{name: pushgateway, url: 'http://127.0.0.1:$PGW_PORT/metrics'}]
-  drain:
-    labels: {role: central}
-    targets: [{name: drain, url: 'http://127.0.0.1:$MON_PORT/metrics'}]
-YAML
-
-bin/drain -c "$work/demo.yaml" 2>"$work/drain.log" & pids+=($!)
-wait_http "http://127.0.0.1:$MON_PORT/healthz"
-
-bin/scrape-once -c "$work/demo.yaml"
+bin/scrape-once -c "$CONFIG"
 
 for _ in $(seq 100); do
-  n=$(curl -fsS "http://127.0.0.1:$PGW_PORT/metrics" | grep -c '^streams_scrape_up{' || true)
-  [ "$n" -ge 2 ] && break
+  n=$(curl -fsS http://127.0.0.1:19899/metrics | grep -c '^streams_scrape_up{' || true)
+  [ "$n" -ge 3 ] && break
   sleep 0.1
 done
 echo
-echo "== what Prometheus sees on the Push Gateway (scrape health of each target) =="
-curl -fsS "http://127.0.0.1:$PGW_PORT/metrics" | grep -E '^streams_scrape_'
+echo "== scrape health of each target, as Prometheus sees it on http://127.0.0.1:19899/metrics =="
+curl -fsS http://127.0.0.1:19899/metrics | grep -E '^streams_scrape_(up|samples)'
 echo
-echo "== series per federated target =="
-curl -fsS "http://127.0.0.1:$PGW_PORT/metrics" | grep -v '^#' | grep -oE 'instance="[^"]*",job="[^"]*"' | sort | uniq -c
+echo "== a few federated series =="
+curl -fsS http://127.0.0.1:19899/metrics | grep -E '^(node_load1|node_memory_MemTotal_bytes|prometheus_build_info)\{'
 echo
-echo "== the drain's own view =="
-curl -fsS "http://127.0.0.1:$MON_PORT/metrics" | grep -E '^prometheus_streams_drain_(messages_received|scrapes_delivered)_total'
+echo "== series per target =="
+curl -fsS http://127.0.0.1:19899/metrics | grep -v '^#' | grep -oE 'instance="[^"]*"' | sort | uniq -c
