@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X $(PKG)/lib/version.Version=$(VERSION) -X $(PKG)/lib/versio
 BINARIES  := scrape-once drain
 BENCHTIME ?= 1s
 
-.PHONY: all build test lint vet fmt bench fuzz demo clean
+.PHONY: all build test lint vet fmt bench fuzz demo deb rpm clean
 
 all: build
 
@@ -46,6 +46,12 @@ fuzz:
 # The whole chain on one machine, then stop: see README.
 demo:
 	tests/demo/run.sh
+
+# Debian and RPM packages in dist/: binaries from make build, systemd units, the example
+# config (never overwritten on upgrade), user prometheus-streams. nfpm is built once per
+# machine from the Go module proxy (systemd/tools.sh).
+deb rpm:
+	systemd/package.sh $@
 
 clean:
 	rm -rf bin dist
