@@ -37,6 +37,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./lib/envelope/ ./lib/scrape/ ./lib/exposition/ ./lib/edge/
 	$(GO) test -run '^$$' -bench 'DrainIntoGateway' -benchtime 300x ./lib/pushgateway/
 	$(GO) test -run '^$$' -bench 'DrainMemory' -benchtime 1x ./lib/pushgateway/
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./lib/expose/
 
 # Fuzz the envelope decoder for a while (make test runs only the seed corpus).
 FUZZTIME ?= 60s

@@ -3,6 +3,7 @@ package tests
 import (
 	"fmt"
 	"math"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -324,5 +325,31 @@ func TestDrainQueueGroup(t *testing.T) {
 	}
 	if total < 3*targets {
 		t.Errorf("received %v messages in all, want %d", total, 3*targets)
+	}
+}
+
+// TestMetricsDocumented checks that every self-metric a drain with both sinks serves is in
+// the README's metrics reference.
+func TestMetricsDocumented(t *testing.T) {
+	pgw := pgwtest.Start(t)
+	natsAddr, exposeAddr, mon := freeAddr(t), freeAddr(t), freeAddr(t)
+	cfg := centralConfig(natsAddr, exposeAddr, mon, fmt.Sprintf("push_gateway: {url: '%s'}\n", pgw.URL()))
+	d := startDrain(t, writeConfig(t, cfg), mon)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for name := range scrapeURL(t, d.monitor+"/metrics") {
+		if !strings.HasPrefix(name, "prometheus_streams_") {
+			continue
+		}
+		n++
+		if !strings.Contains(string(readme), "`"+name+"`") && !strings.Contains(string(readme), "`"+name+"{") {
+			t.Errorf("%s is not in the README", name)
+		}
+	}
+	if n < 10 {
+		t.Errorf("only %d prometheus_streams_ metrics served", n)
 	}
 }
