@@ -80,6 +80,13 @@ type Config struct {
 
 	Jobs map[string]*Job `yaml:"jobs"`
 
+	// TLS is the earlier system's top-level TLS to NATS, for stream sections that set none.
+	TLS *TLS `yaml:"tls"`
+	// Signing makes scrape-once sign every envelope.
+	Signing *Signing `yaml:"signing"`
+	// Trust lists the publishers the drain accepts; when set, everything else is rejected.
+	Trust []*TrustedPublisher `yaml:"trust"`
+
 	// Warnings are non-fatal findings of Load (e.g. an inline secret), for the caller to log.
 	Warnings []string `yaml:"-"`
 	// Path is the file the config was loaded from, if any.
@@ -98,6 +105,16 @@ type Stream struct {
 	ClientID       string   `yaml:"client_id"`
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 
+	// TLS to NATS; the top-level tls when unset.
+	TLS *TLS `yaml:"tls"`
+	// Authentication to NATS, each secret from a file: user and password_file, or
+	// token_file, or nkey_seed_file, or credentials_file (a .creds file: JWT and seed).
+	User            string `yaml:"user"`
+	PasswordFile    string `yaml:"password_file"`
+	TokenFile       string `yaml:"token_file"`
+	NKeySeedFile    string `yaml:"nkey_seed_file"`
+	CredentialsFile string `yaml:"credentials_file"`
+
 	// Consumer settings, read by the drain only.
 
 	// DurableName names the durable subscription; client_id by default.
@@ -109,6 +126,32 @@ type Stream struct {
 	MaxInflight int `yaml:"max_inflight"`
 	// AckWait is how long the server waits for an ack before redelivering.
 	AckWait Duration `yaml:"ack_wait"`
+}
+
+// TLS configures TLS to a NATS server; the keys are the earlier system's.
+type TLS struct {
+	CA                 string `yaml:"ca"`
+	Cert               string `yaml:"cert"`
+	Key                string `yaml:"key"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// Signing is the edge's signing key.
+type Signing struct {
+	// NKeySeedFile holds an NKey (ed25519) seed, as `nk -gen user` writes it.
+	NKeySeedFile string `yaml:"nkey_seed_file"`
+}
+
+// TrustedPublisher is a public key the drain trusts, and what it may publish.
+type TrustedPublisher struct {
+	// PublicKey is the NKey public key (U...) of the publisher's seed.
+	PublicKey string `yaml:"public_key"`
+	// Jobs the key may publish; at least one.
+	Jobs []string `yaml:"jobs"`
+	// Instances, when set, are regular expressions (anchored) one of which each
+	// instance the key publishes must match.
+	Instances []string `yaml:"instances"`
 }
 
 // Monitor is an HTTP listener.
@@ -183,40 +226,32 @@ type Target struct {
 }
 
 // Load reads and validates the file at path. A returned error lists every problem found,
-// each naming its key and line.
+// each naming its key and line. Relative file paths in it are relative to its directory,
+// as in Prometheus.
 func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := Parse(b)
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := parse(b, dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	c.Path = path
-	dir, _ := filepath.Abs(filepath.Dir(path))
-	for _, j := range c.Jobs {
-		// Relative file paths (CA, cert, password and token files) are relative to the
-		// config file, as in Prometheus.
-		j.HTTPClientConfig.SetDirectory(dir)
-	}
-	if c.PushGateway != nil {
-		c.PushGateway.HTTPClientConfig.SetDirectory(dir)
-	}
-	if c.Monitor != nil {
-		c.Monitor.WebConfigFile = promcfg.JoinDir(dir, c.Monitor.WebConfigFile)
-	}
-	if c.Expose != nil {
-		c.Expose.WebConfigFile = promcfg.JoinDir(dir, c.Expose.WebConfigFile)
-	}
-	if c.EmbeddedStream != nil && c.EmbeddedStream.StoreDir != "memory" {
-		c.EmbeddedStream.StoreDir = promcfg.JoinDir(dir, c.EmbeddedStream.StoreDir)
-	}
 	return c, nil
 }
 
-// Parse decodes and validates a config held in memory.
+// Parse decodes and validates a config held in memory; relative paths in it are
+// relative to the working directory.
 func Parse(b []byte) (*Config, error) {
+	return parse(b, "")
+}
+
+func parse(b []byte, dir string) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, fmt.Errorf("parse yaml: %w", err)
@@ -234,17 +269,57 @@ func Parse(b []byte) (*Config, error) {
 		setHTTPDefaults(idx, "push_gateway", &pg.HTTPClientConfig)
 	}
 	for name, j := range c.Jobs {
-		// Prometheus's HTTP client defaults, which its own unmarshaller would set but an
-		// inlined struct cannot: set them where the file does not.
 		if j != nil {
 			setHTTPDefaults(idx, "jobs."+name, &j.HTTPClientConfig)
 		}
+	}
+	if dir != "" {
+		c.resolvePaths(dir)
 	}
 	if errs := c.validate(); len(errs) > 0 {
 		return nil, idx.annotate(errs)
 	}
 	c.Warnings = c.secretWarnings()
 	return c, nil
+}
+
+// resolvePaths makes the file paths of the config relative to dir.
+func (c *Config) resolvePaths(dir string) {
+	for _, j := range c.Jobs {
+		if j == nil {
+			continue
+		}
+		// CA, cert, password and token files, as Prometheus resolves them.
+		j.HTTPClientConfig.SetDirectory(dir)
+	}
+	if c.PushGateway != nil {
+		c.PushGateway.HTTPClientConfig.SetDirectory(dir)
+	}
+	if c.Monitor != nil {
+		c.Monitor.WebConfigFile = promcfg.JoinDir(dir, c.Monitor.WebConfigFile)
+	}
+	if c.Expose != nil {
+		c.Expose.WebConfigFile = promcfg.JoinDir(dir, c.Expose.WebConfigFile)
+	}
+	for _, s := range []*Stream{c.PollerStream, c.ReceiverStream} {
+		if s == nil {
+			continue
+		}
+		for _, f := range []*string{&s.PasswordFile, &s.TokenFile, &s.NKeySeedFile, &s.CredentialsFile} {
+			*f = promcfg.JoinDir(dir, *f)
+		}
+	}
+	for _, t := range []*TLS{c.TLS, c.streamTLS(c.PollerStream), c.streamTLS(c.ReceiverStream)} {
+		if t != nil {
+			t.CA, t.Cert, t.Key = promcfg.JoinDir(dir, t.CA), promcfg.JoinDir(dir, t.Cert), promcfg.JoinDir(dir, t.Key)
+		}
+	}
+	if c.Signing != nil {
+		c.Signing.NKeySeedFile = promcfg.JoinDir(dir, c.Signing.NKeySeedFile)
+	}
+	if c.EmbeddedStream != nil && c.EmbeddedStream.StoreDir != "memory" {
+		c.EmbeddedStream.StoreDir = promcfg.JoinDir(dir, c.EmbeddedStream.StoreDir)
+	}
 }
 
 // setHTTPDefaults sets Prometheus's HTTP client defaults, which its own unmarshaller
@@ -280,6 +355,9 @@ func (c *Config) applyDefaults() {
 	for _, s := range []*Stream{c.PollerStream, c.ReceiverStream} {
 		if s == nil {
 			continue
+		}
+		if s.TLS == nil && c.TLS != nil {
+			s.TLS = c.TLS // a stream section's own tls overrides the top-level one
 		}
 		if s.Topic == "" {
 			s.Topic = DefaultTopic
@@ -383,6 +461,14 @@ func (c *Config) JobNames() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// streamTLS is s's own TLS section, nil when it has none or shares the top-level one.
+func (c *Config) streamTLS(s *Stream) *TLS {
+	if s == nil || s.TLS == c.TLS {
+		return nil
+	}
+	return s.TLS
 }
 
 // RequireEdge reports what scrape-once needs and the file lacks.

@@ -6,9 +6,11 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nkeys"
 	promcfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 )
@@ -103,7 +105,50 @@ func (c *Config) validate() []error {
 	for _, name := range c.JobNames() {
 		c.validJob(&ps, name)
 	}
+	validTLS(&ps, "tls", c.TLS)
+	if c.Signing != nil {
+		if c.Signing.NKeySeedFile == "" {
+			ps.add("signing.nkey_seed_file", "required")
+		}
+		validFile(&ps, "signing.nkey_seed_file", c.Signing.NKeySeedFile)
+	}
+	seen := map[string]int{}
+	for i, tp := range c.Trust {
+		key := fmt.Sprintf("trust[%d]", i)
+		if tp == nil {
+			ps.add(key, "empty entry: want public_key and jobs")
+			continue
+		}
+		if !nkeys.IsValidPublicUserKey(tp.PublicKey) {
+			ps.add(key+".public_key", "%q is not an NKey user public key (U...)", tp.PublicKey)
+		}
+		if first, dup := seen[tp.PublicKey]; dup {
+			ps.add(key+".public_key", "listed twice (also trust[%d])", first)
+		} else {
+			seen[tp.PublicKey] = i
+		}
+		if len(tp.Jobs) == 0 {
+			ps.add(key+".jobs", "required: the jobs this key may publish")
+		}
+		for j, re := range tp.Instances {
+			if _, err := regexp.Compile("^(?:" + re + ")$"); err != nil {
+				ps.add(fmt.Sprintf("%s.instances[%d]", key, j), "%v", err)
+			}
+		}
+	}
 	return ps
+}
+
+func validTLS(ps *problems, key string, t *TLS) {
+	if t == nil {
+		return
+	}
+	validFile(ps, key+".ca", t.CA)
+	validFile(ps, key+".cert", t.Cert)
+	validFile(ps, key+".key", t.Key)
+	if (t.Cert == "") != (t.Key == "") {
+		ps.add(key, "cert and key go together")
+	}
 }
 
 func validStream(ps *problems, key string, s *Stream, central bool) {
@@ -144,6 +189,22 @@ func validStream(ps *problems, key string, s *Stream, central bool) {
 	}
 	if s.AckWait < 0 || (s.AckWait > 0 && s.AckWait.D() < time.Second) {
 		ps.add(key+".ack_wait", "must be at least 1s (NATS Streaming counts it in seconds)")
+	}
+	validTLS(ps, key+".tls", s.TLS)
+	for k, f := range map[string]string{"password_file": s.PasswordFile, "token_file": s.TokenFile, "nkey_seed_file": s.NKeySeedFile, "credentials_file": s.CredentialsFile} {
+		validFile(ps, key+"."+k, f)
+	}
+	methods := 0
+	for _, set := range []bool{s.User != "" || s.PasswordFile != "", s.TokenFile != "", s.NKeySeedFile != "", s.CredentialsFile != ""} {
+		if set {
+			methods++
+		}
+	}
+	if methods > 1 {
+		ps.add(key, "choose one of user/password_file, token_file, nkey_seed_file and credentials_file")
+	}
+	if (s.User == "") != (s.PasswordFile == "") {
+		ps.add(key+".user", "user and password_file go together")
 	}
 	if s.DurableName != "" && !validClientID(s.DurableName) {
 		ps.add(key+".durable_name", "%q: only letters, digits, '-' and '_' are allowed", s.DurableName)
