@@ -26,18 +26,25 @@ type Limits struct {
 	ExtraLabels int
 }
 
+// Relabel is a job's metric_relabel_configs and the labels the target's series will
+// carry (job, instance, static labels), which the rules see as Prometheus's do.
+type Relabel struct {
+	Configs []*relabel.Config
+	Target  labels.Labels
+}
+
 // Process validates an exposition of the given Content-Type, applies the relabel configs
 // and enforces the limits. It returns the body to publish, which is body itself unless
 // relabelling changed it, and the number of samples. Each media type is read with a
 // parser that fully supports it: expfmt for the text format, Prometheus's own textparse
 // for OpenMetrics (exemplars, _created series, units).
-func Process(body []byte, contentType string, lim Limits, rcs []*relabel.Config) ([]byte, int, error) {
+func Process(body []byte, contentType string, lim Limits, rl Relabel) ([]byte, int, error) {
 	mt, err := mediaType(contentType)
 	if err != nil {
 		return nil, 0, err
 	}
-	if len(rcs) > 0 {
-		if body, err = relabelBody(body, mt, rcs); err != nil {
+	if len(rl.Configs) > 0 {
+		if body, err = relabelBody(body, mt, rl); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -125,10 +132,12 @@ func checkOpenMetrics(body []byte) (stats, error) {
 	}
 }
 
-// relabelBody applies metric_relabel_configs to every sample, exactly as Prometheus does
-// (each sample relabelled on its own name and labels), and writes the survivors back in
-// the same format.
-func relabelBody(body []byte, mt string, rcs []*relabel.Config) ([]byte, error) {
+// relabelBody applies metric_relabel_configs to every sample as Prometheus does: each
+// sample on its own name and labels, with the target's labels present (rules may match
+// job, instance or a static label). The target's labels are then taken off again, unless
+// a rule changed them (the central side adds them to every series), and the survivors
+// are written back in the same format.
+func relabelBody(body []byte, mt string, rl Relabel) ([]byte, error) {
 	st := labels.NewSymbolTable()
 	var p textparse.Parser
 	om := mt == OpenMetricsType
@@ -170,9 +179,19 @@ func relabelBody(body []byte, mt string, rcs []*relabel.Config) ([]byte, error) 
 			_, ts, v := p.Series()
 			p.Labels(&lset)
 			lb.Reset(lset)
-			if !relabel.ProcessBuilder(lb, rcs...) {
+			rl.Target.Range(func(l labels.Label) {
+				if lb.Get(l.Name) == "" {
+					lb.Set(l.Name, l.Value)
+				}
+			})
+			if !relabel.ProcessBuilder(lb, rl.Configs...) {
 				continue
 			}
+			rl.Target.Range(func(l labels.Label) {
+				if lb.Get(l.Name) == l.Value && lset.Get(l.Name) != l.Value {
+					lb.Del(l.Name)
+				}
+			})
 			out.Write(pending)
 			pending = pending[:0]
 			writeSeries(out, lb.Labels())

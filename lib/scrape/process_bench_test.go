@@ -16,7 +16,7 @@ import (
 // reference, and relabelling.
 func BenchmarkProcess(b *testing.B) {
 	body := fixture.Replicate(b, fixture.NodeExporter, 1000)
-	_, series, err := Process(body, fixture.TextContentType, Limits{}, nil)
+	_, series, err := Process(body, fixture.TextContentType, Limits{}, Relabel{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func BenchmarkProcess(b *testing.B) {
 	b.Run("validate=expfmt", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, err := Process(body, fixture.TextContentType, Limits{}, nil); err != nil {
+			if _, _, err := Process(body, fixture.TextContentType, Limits{}, Relabel{}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -57,7 +57,7 @@ func BenchmarkProcess(b *testing.B) {
 		rcs := relabels(b, "- {source_labels: [__name__], regex: 'node_cpu_.*', action: drop}")
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, err := Process(body, fixture.TextContentType, Limits{}, rcs); err != nil {
+			if _, _, err := Process(body, fixture.TextContentType, Limits{}, Relabel{Configs: rcs}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	promcfg "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
 )
@@ -96,7 +98,7 @@ func (s *Scraper) Scrape(ctx context.Context, t *config.Target) *Result {
 		SampleLimit: s.job.SampleLimit,
 		LabelLimit:  s.job.LabelLimit,
 		ExtraLabels: 2 + len(s.job.Labels) + len(t.Labels), // job, instance and static labels
-	}, s.job.MetricRelabelConfigs)
+	}, Relabel{Configs: s.job.MetricRelabelConfigs, Target: s.targetLabels(t)})
 	r.Series = series
 	if err != nil {
 		r.Err = err
@@ -106,6 +108,27 @@ func (s *Scraper) Scrape(ctx context.Context, t *config.Target) *Result {
 	r.Body = body
 	r.Duration = time.Since(r.Start)
 	return r
+}
+
+// targetLabels are the labels the target's series carry centrally: job, instance, and
+// the static labels (the target's own win over the job's).
+func (s *Scraper) targetLabels(t *config.Target) labels.Labels {
+	if len(s.job.MetricRelabelConfigs) == 0 {
+		return labels.EmptyLabels()
+	}
+	b := labels.NewScratchBuilder(2 + len(s.job.Labels) + len(t.Labels))
+	m := map[string]string{model.JobLabel: s.job.Name, model.InstanceLabel: t.Name}
+	for k, v := range s.job.Labels {
+		m[k] = v
+	}
+	for k, v := range t.Labels {
+		m[k] = v
+	}
+	for k, v := range m {
+		b.Add(k, v)
+	}
+	b.Sort()
+	return b.Labels()
 }
 
 func (s *Scraper) fetch(ctx context.Context, t *config.Target, r *Result, buf *bytes.Buffer, timeout time.Duration) error {

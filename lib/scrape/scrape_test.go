@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"gopkg.in/yaml.v3"
 
@@ -235,7 +236,7 @@ func TestFailures(t *testing.T) {
 
 func TestUTF8Names(t *testing.T) {
 	body := "# HELP \"my.utf8.metric\" A dotted name.\n# TYPE \"my.utf8.metric\" gauge\n{\"my.utf8.metric\",\"some.label\"=\"x\"} 1\n"
-	out, n, err := Process([]byte(body), fixture.TextContentType, Limits{}, nil)
+	out, n, err := Process([]byte(body), fixture.TextContentType, Limits{}, Relabel{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +244,7 @@ func TestUTF8Names(t *testing.T) {
 		t.Errorf("n=%d out=%q", n, out)
 	}
 	// Relabelling writes UTF-8 names back in the quoted form.
-	out, _, err = Process([]byte(body), fixture.TextContentType, Limits{}, relabels(t, "- {source_labels: [__name__], regex: nothing, action: drop}"))
+	out, _, err = Process([]byte(body), fixture.TextContentType, Limits{}, Relabel{Configs: relabels(t, "- {source_labels: [__name__], regex: nothing, action: drop}")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +303,7 @@ func TestRelabel(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, n, err := Process(node, fixture.TextContentType, Limits{}, relabels(t, tt.rules))
+			out, n, err := Process(node, fixture.TextContentType, Limits{}, Relabel{Configs: relabels(t, tt.rules)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -330,11 +331,11 @@ func countPrefix(m map[string]int, p string) int {
 func TestRelabelIdentity(t *testing.T) {
 	for _, name := range []string{fixture.NodeExporter, fixture.Prometheus, fixture.PushGateway} {
 		body := fixture.Read(t, name)
-		out, n, err := Process(body, fixture.TextContentType, Limits{}, relabels(t, "- {source_labels: [__name__], regex: nothing, action: drop}"))
+		out, n, err := Process(body, fixture.TextContentType, Limits{}, Relabel{Configs: relabels(t, "- {source_labels: [__name__], regex: nothing, action: drop}")})
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		_, n0, _ := Process(body, fixture.TextContentType, Limits{}, nil)
+		_, n0, _ := Process(body, fixture.TextContentType, Limits{}, Relabel{})
 		a, b := parseText(t, body), parseText(t, out)
 		if len(a) != len(b) || n != n0 {
 			t.Errorf("%s: %d families/%d series, want %d/%d", name, len(b), n, len(a), n0)
@@ -349,11 +350,39 @@ func TestRelabelIdentity(t *testing.T) {
 
 func TestRelabelOpenMetrics(t *testing.T) {
 	body := "# TYPE requests counter\n# HELP requests Requests.\nrequests_total{code=\"200\"} 3 # {trace_id=\"abc\"} 1 1700000000.5\nrequests_total{code=\"500\"} 1\n# EOF\n"
-	out, n, err := Process([]byte(body), "application/openmetrics-text; version=1.0.0", Limits{}, relabels(t, "- {source_labels: [code], regex: '500', action: drop}"))
+	out, n, err := Process([]byte(body), "application/openmetrics-text; version=1.0.0", Limits{}, Relabel{Configs: relabels(t, "- {source_labels: [code], regex: '500', action: drop}")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n != 1 || !bytes.Contains(out, []byte(`# {trace_id="abc"} 1 1700000000.5`)) || bytes.Contains(out, []byte("500")) || !bytes.HasSuffix(out, []byte("# EOF\n")) {
 		t.Errorf("n=%d out=\n%s", n, out)
+	}
+}
+
+// TestRelabelSeesTargetLabels: rules match job, instance and static labels as in
+// Prometheus, and those labels do not end up in the published body unless a rule
+// changed them.
+func TestRelabelSeesTargetLabels(t *testing.T) {
+	body := []byte("# TYPE a gauge\na 1\n# TYPE b gauge\nb{instance=\"own\"} 2\n")
+	target := labels.FromStrings("job", "node", "instance", "host1", "dc", "dc1")
+	tests := []struct {
+		rules string
+		want  string
+	}{
+		// drop every series of dc1's node job whose name is a
+		{"- {source_labels: [dc, __name__], regex: 'dc1;a', action: drop}", "# TYPE b gauge\nb{instance=\"own\"} 2\n"},
+		// keep only what instance host1 exposes under that instance (b's own instance label wins)
+		{"- {source_labels: [instance], regex: 'host1', action: keep}", "# TYPE a gauge\na 1\n"},
+		// a rule that writes a label from the target's: the new label stays, the target's do not
+		{"- {source_labels: [dc], target_label: site, replacement: 'site-$1'}", "# TYPE a gauge\na{site=\"site-dc1\"} 1\n# TYPE b gauge\nb{instance=\"own\",site=\"site-dc1\"} 2\n"},
+	}
+	for _, tt := range tests {
+		out, _, err := Process(body, fixture.TextContentType, Limits{}, Relabel{Configs: relabels(t, tt.rules), Target: target})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(out) != tt.want {
+			t.Errorf("%s:\n got %q\nwant %q", tt.rules, out, tt.want)
+		}
 	}
 }
