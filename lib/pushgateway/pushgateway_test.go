@@ -188,10 +188,12 @@ func TestDelete(t *testing.T) {
 	if err := c.Delete(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	fams := s.Scrape(t)
-	if series(fams, "x", map[string]string{"job": "j", "instance": "gone"}) != nil {
-		t.Error("deleted group still scraped")
-	}
+	// The gateway answers a DELETE with 202 and applies it in its write loop: await it.
+	var fams map[string]*dto.MetricFamily
+	eventually(t, "the group deleted", func() bool {
+		fams = s.Scrape(t)
+		return series(fams, "x", map[string]string{"job": "j", "instance": "gone"}) == nil
+	})
 	if series(fams, "x", map[string]string{"job": "j", "instance": "kept"}) == nil {
 		t.Error("other group deleted too")
 	}
@@ -777,5 +779,18 @@ func TestGroupsSpecialValues(t *testing.T) {
 	}
 	if !math.IsNaN(got["nan"]) || !math.IsInf(got["inf"], -1) || got["big"] != 1.2345678901234567e+300 {
 		t.Errorf("values %v", got)
+	}
+}
+
+// eventually polls cond until it holds, failing the test after 10s: for what the
+// gateway applies asynchronously (a DELETE answered 202).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -126,9 +126,10 @@ func TestSinkSweep(t *testing.T) {
 	if err := s2.Sweep(ctx, now, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := value(t, pgw, "m", "old"); ok {
-		t.Error("stale group kept")
-	}
+	eventually(t, "the stale group deleted", func() bool {
+		_, ok := value(t, pgw, "m", "old")
+		return !ok
+	})
 	if _, ok := value(t, pgw, "m", "fresh"); !ok {
 		t.Error("fresh group deleted")
 	}
@@ -157,9 +158,10 @@ func TestSinkLeftover(t *testing.T) {
 	if err := s.Sweep(ctx, now, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, body := pgw.Do(t, "GET", "/api/v1/metrics", "", nil); bytes.Contains(body, []byte(`"gauge"`)) {
-		t.Errorf("leftover group still there: %s", body)
-	}
+	eventually(t, "the leftover group deleted", func() bool {
+		_, body := pgw.Do(t, "GET", "/api/v1/metrics", "", nil)
+		return !bytes.Contains(body, []byte(`"gauge"`))
+	})
 	if _, ok := value(t, pgw, "clash", "counter"); !ok {
 		t.Error("the good group went too")
 	}
