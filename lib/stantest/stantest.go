@@ -8,24 +8,40 @@
 // Channel and Client show the server's view of a channel's subscriptions and of a
 // client, so a test can await server-side state (acks processed, a durable offline).
 //
+// Security options make the NATS server require TLS (WithTLS, optionally verifying client
+// certificates) and authentication: users with passwords (WithUser), a token (WithToken),
+// NKey users (WithNKeyUser) or decentralised JWT auth (WithOperator, with UserCreds to
+// make .creds files). The streaming server is itself a NATS client of that server and is
+// given what it needs to get in; NATSOptions (and Connect) give a test client the same.
+//
 // The servers log nothing unless WithServerLog is given.
 package stantest
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	natsd "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats-streaming-server/server"
 	"github.com/nats-io/nats-streaming-server/stores"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	"github.com/nats-io/stan.go"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/certtest"
 )
 
 // DefaultClusterID is the cluster ID of a server started without WithClusterID.
@@ -41,6 +57,13 @@ type config struct {
 	port         int
 	separateNATS bool
 	log          bool
+
+	tlsCA     *certtest.CA // WithTLS
+	tlsVerify bool
+	users     []*natsd.User // WithUser
+	token     string        // WithToken
+	nkeys     []string      // WithNKeyUser
+	operator  bool          // WithOperator
 }
 
 // WithFileStore makes the server keep channels in a file store in dir instead of memory,
@@ -77,11 +100,48 @@ func WithServerLog() Option {
 	return func(c *config) { c.log = true }
 }
 
+// WithTLS makes the NATS server require TLS, with a server certificate of ca valid for
+// 127.0.0.1, ::1 and localhost. With verifyClients it also requires a client certificate
+// signed by ca, verified (TLSVerify), and refuses connections without one. The streaming
+// server's own connection trusts ca and, with verifyClients, presents a client
+// certificate of ca.
+func WithTLS(ca *certtest.CA, verifyClients bool) Option {
+	return func(c *config) { c.tlsCA, c.tlsVerify = ca, verifyClients }
+}
+
+// WithUser adds a NATS user with a password; the server then refuses clients that do not
+// present a known user or NKey. It may be given more than once, and combined with
+// WithNKeyUser, but not with WithToken or WithOperator.
+func WithUser(user, password string) Option {
+	return func(c *config) { c.users = append(c.users, &natsd.User{Username: user, Password: password}) }
+}
+
+// WithToken makes the NATS server require the token (alone: not with users or NKeys).
+func WithToken(token string) Option {
+	return func(c *config) { c.token = token }
+}
+
+// WithNKeyUser adds an NKey user, by its public key (U...); see WithUser.
+func WithNKeyUser(publicKey string) Option {
+	return func(c *config) { c.nkeys = append(c.nkeys, publicKey) }
+}
+
+// WithOperator runs the NATS server in decentralised JWT auth mode: it trusts a fresh
+// operator with one account, whose users, made by Server.UserCreds, authenticate with a
+// .creds file. It excludes WithUser, WithNKeyUser and WithToken.
+func WithOperator() Option {
+	return func(c *config) { c.operator = true }
+}
+
 // Server is a running NATS Streaming server. Its methods are safe for concurrent use.
 type Server struct {
 	clusterID string
 	url       string
 	port      int
+
+	clientOpts []nats.Option // what the streaming server's own connections use
+	account    nkeys.KeyPair // WithOperator: signs user JWTs
+	dir        string        // for generated secrets
 
 	mu   sync.Mutex
 	stan *server.StanServer
@@ -113,6 +173,7 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	}
 
 	s := &Server{clusterID: c.clusterID}
+	s.secure(tb, &c, &nopts, sopts)
 	tb.Cleanup(s.Shutdown)
 	if c.log {
 		s.log = &tbLogger{tb: tb}
@@ -120,7 +181,19 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	}
 
 	if c.separateNATS {
-		ns, err := natsd.NewServer(&nopts)
+		nsOpts := nopts // a copy: the streaming server's is left to it
+		if c.tlsCA != nil {
+			// The streaming server builds its embedded server's tls.Config from the file
+			// options; a server started here needs it built.
+			var err error
+			nsOpts.TLSConfig, err = natsd.GenTLSConfig(&natsd.TLSConfigOpts{
+				CertFile: nopts.TLSCert, KeyFile: nopts.TLSKey, CaFile: nopts.TLSCaCert, Verify: nopts.TLSVerify,
+			})
+			if err != nil {
+				tb.Fatalf("stantest: NATS server TLS: %v", err)
+			}
+		}
+		ns, err := natsd.NewServer(&nsOpts)
 		if err != nil {
 			tb.Fatalf("stantest: NATS server options: %v", err)
 		}
@@ -276,3 +349,173 @@ func (l *tbLogger) Fatalf(format string, v ...any)  { l.logf("FTL", format, v...
 func (l *tbLogger) Errorf(format string, v ...any)  { l.logf("ERR", format, v...) }
 func (l *tbLogger) Debugf(format string, v ...any)  { l.logf("DBG", format, v...) }
 func (l *tbLogger) Tracef(format string, v ...any)  { l.logf("TRC", format, v...) }
+
+// internalUser is the NATS user the streaming server connects as when the NATS server
+// has users (WithUser, WithNKeyUser, WithOperator).
+const internalUser = "stantest-streaming"
+
+// secure applies the security options to the NATS server's options and gives the
+// streaming server, whose connections to NATS are ordinary clients, what it needs to
+// connect; s.clientOpts records the same for NATSOptions.
+func (s *Server) secure(tb testing.TB, c *config, nopts *natsd.Options, sopts *server.Options) {
+	tb.Helper()
+	switch {
+	case c.operator && (len(c.users) > 0 || len(c.nkeys) > 0 || c.token != ""):
+		tb.Fatal("stantest: WithOperator excludes WithUser, WithNKeyUser and WithToken")
+	case c.token != "" && (len(c.users) > 0 || len(c.nkeys) > 0):
+		tb.Fatal("stantest: WithToken excludes WithUser and WithNKeyUser")
+	}
+	if c.operator {
+		s.dir = tb.TempDir()
+	}
+	if ca := c.tlsCA; ca != nil {
+		// Names of their own: certtest writes a certificate to a file named after it,
+		// and another server of the same CA may be reading its own.
+		id := randomHex(tb)[:8]
+		srv := ca.Server("stantest-nats-" + id)
+		nopts.TLSCert, nopts.TLSKey = srv.CertFile, srv.KeyFile
+		nopts.TLSTimeout = 5 // seconds; the default 2s is tight under -race
+		// The streaming server turns these file options into the embedded server's
+		// tls.Config (configureNATSServerTLS).
+		sopts.Secure = true
+		sopts.ClientCA = ca.CertFile
+		s.clientOpts = append(s.clientOpts, nats.RootCAs(ca.CertFile))
+		if c.tlsVerify {
+			nopts.TLSCaCert = ca.CertFile
+			nopts.TLSVerify = true
+			cl := ca.Client(internalUser + "-" + id)
+			sopts.ClientCert, sopts.ClientKey = cl.CertFile, cl.KeyFile
+			s.clientOpts = append(s.clientOpts, nats.ClientCert(cl.CertFile, cl.KeyFile))
+		}
+	}
+	switch {
+	case c.token != "":
+		// The streaming server connects with its NATS server's Authorization on its own.
+		nopts.Authorization = c.token
+		s.clientOpts = append(s.clientOpts, nats.Token(c.token))
+	case len(c.users) > 0 || len(c.nkeys) > 0:
+		// With a users list the streaming server does not find its way in alone (it only
+		// borrows the NATS server's single Username/Password or Authorization): it
+		// connects as a user of its own, given in its options.
+		password := randomHex(tb)
+		nopts.Users = append(append([]*natsd.User(nil), c.users...), &natsd.User{Username: internalUser, Password: password})
+		for _, k := range c.nkeys {
+			nopts.Nkeys = append(nopts.Nkeys, &natsd.NkeyUser{Nkey: k})
+		}
+		sopts.Username, sopts.Password = internalUser, password
+		s.clientOpts = append(s.clientOpts, nats.UserInfo(internalUser, password))
+	case c.operator:
+		s.operatorMode(tb, nopts)
+		creds := s.UserCreds(tb, internalUser)
+		sopts.NATSCredentials = creds
+		s.clientOpts = append(s.clientOpts, nats.UserCredentials(creds))
+	}
+}
+
+// operatorMode makes the NATS server trust a fresh operator with one account, kept in
+// memory.
+func (s *Server) operatorMode(tb testing.TB, nopts *natsd.Options) {
+	tb.Helper()
+	must := func(err error) {
+		if err != nil {
+			tb.Helper()
+			tb.Fatalf("stantest: operator setup: %v", err)
+		}
+	}
+	operator, err := nkeys.CreateOperator()
+	must(err)
+	opub, err := operator.PublicKey()
+	must(err)
+	account, err := nkeys.CreateAccount()
+	must(err)
+	apub, err := account.PublicKey()
+	must(err)
+
+	oc := jwt.NewOperatorClaims(opub)
+	oc.Name = "stantest"
+	ojwt, err := oc.Encode(operator)
+	must(err)
+	oc, err = jwt.DecodeOperatorClaims(ojwt)
+	must(err)
+	ac := jwt.NewAccountClaims(apub)
+	ac.Name = "stantest"
+	ajwt, err := ac.Encode(operator)
+	must(err)
+	resolver := &natsd.MemAccResolver{}
+	must(resolver.Store(apub, ajwt))
+
+	nopts.TrustedOperators = []*jwt.OperatorClaims{oc}
+	nopts.AccountResolver = resolver
+	s.account = account
+}
+
+// UserCreds writes a .creds file (user JWT and NKey seed) for a new user called name of
+// the server's account, and returns its path. Only with WithOperator.
+func (s *Server) UserCreds(tb testing.TB, name string) string {
+	tb.Helper()
+	if s.account == nil {
+		tb.Fatal("stantest: UserCreds needs WithOperator")
+	}
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	upub, err := user.PublicKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	uc := jwt.NewUserClaims(upub)
+	uc.Name = name
+	ujwt, err := uc.Encode(s.account)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	seed, err := user.Seed()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	creds, err := jwt.FormatUserConfig(ujwt, seed)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path := filepath.Join(s.dir, name+"-"+randomHex(tb)[:8]+".creds")
+	if err := os.WriteFile(path, creds, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// NATSOptions are the nats.go options a test client needs to get into this server: the
+// TLS material and credentials the streaming server's own connections use (none for a
+// server without security options).
+func (s *Server) NATSOptions() []nats.Option {
+	return append([]nats.Option(nil), s.clientOpts...)
+}
+
+// Connect opens a streaming session as clientID with NATSOptions, closed (with its NATS
+// connection) when the test ends. It fails the test if it cannot.
+func (s *Server) Connect(tb testing.TB, clientID string) stan.Conn {
+	tb.Helper()
+	nc, err := nats.Connect(s.url, append(s.NATSOptions(), nats.Timeout(5*time.Second))...)
+	if err != nil {
+		tb.Fatalf("stantest: connect to %s: %v", s, err)
+	}
+	sc, err := stan.Connect(s.clusterID, clientID, stan.NatsConn(nc), stan.ConnectWait(5*time.Second))
+	if err != nil {
+		nc.Close()
+		tb.Fatalf("stantest: streaming session on %s: %v", s, err)
+	}
+	tb.Cleanup(func() {
+		_ = sc.Close()
+		nc.Close()
+	})
+	return sc
+}
+
+func randomHex(tb testing.TB) string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		tb.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
+}

@@ -188,8 +188,10 @@ type State struct {
 	// Connected is true while subscribed with NATS up.
 	Connected bool
 	// Err says why not connected (nil when Connected): it wraps ErrUnreachable
-	// (connect failed, NATS disconnected, session lost), ErrClientIDInUse, or
-	// ErrClosed (the session or Consume ended).
+	// (connect failed, NATS disconnected, session lost; with ErrAuth too when the
+	// server refused the credentials or TLS failed), ErrClientIDInUse, or ErrClosed
+	// (the session or Consume ended); or it names a TLS or credentials file that could
+	// not be read or used.
 	Err error
 }
 
@@ -218,7 +220,9 @@ type State struct {
 // does not return for a transient fault. A client ID in use by another live connection
 // counts as one; a holder that is gone (killed process, lost host) does not hold it: the
 // server pings the holder when the ID connects again, and replaces it when it does not
-// answer within half a second.
+// answer within half a second. So are a refusal by the server (ErrAuth: credentials or
+// TLS; logged with its reason) and an unreadable TLS or credentials file: each attempt
+// reads the files of o.Security again, so fixing them (or the server) is enough.
 //
 // When ctx ends, Consume closes the connection without unsubscribing, so the durable
 // keeps its position and the server redelivers the messages not acked, and returns
@@ -268,10 +272,14 @@ func (c *consumer) run(ctx context.Context) {
 				break
 			}
 			wait := c.backoff.next()
-			if errors.Is(err, ErrClientIDInUse) {
+			switch {
+			case errors.Is(err, ErrClientIDInUse):
 				c.log.Warn("NATS Streaming client ID in use by a live connection (another consumer with this client ID?); retrying",
 					"err", err, "retry_in", wait.Round(time.Millisecond))
-			} else {
+			case errors.Is(err, ErrAuth):
+				c.log.Warn("NATS authentication or TLS failed; retrying",
+					"reason", AuthReason(err), "err", err, "retry_in", wait.Round(time.Millisecond))
+			default:
 				c.log.Warn("could not subscribe to NATS Streaming; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 			}
 			c.report(State{Err: err})

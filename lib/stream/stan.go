@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -48,6 +49,8 @@ type STANOptions struct {
 	// MaxPubAcksInflight is how many publishes may await their ack; PublishAsync
 	// blocks while that many are outstanding (default DefaultMaxPubAcksInflight).
 	MaxPubAcksInflight int
+	// Security: TLS and authentication to NATS (none by default).
+	Security Security
 	// Logger receives connection events (disconnects, reconnects, loss); nil: discard.
 	Logger *slog.Logger
 }
@@ -107,7 +110,11 @@ type STAN struct {
 // that connection. It returns when connected, on failure, or as soon as ctx ends. Failure
 // to reach NATS, no streaming server answering for o.ClusterID, and ctx ending all give
 // an error wrapping ErrUnreachable that names the URLs tried; a client ID held by a
-// live connection gives ErrClientIDInUse.
+// live connection gives ErrClientIDInUse. A server refusing the credentials, or TLS
+// failing (either side not trusting the other's certificate, TLS on one side only),
+// gives an error wrapping both ErrAuth and ErrUnreachable that says why (see
+// AuthReason). The files of o.Security are read now; one that cannot be read or holds
+// no usable material gives an error naming it.
 //
 // Once connected, the NATS connection reconnects without limit; publishes made while it
 // is disconnected fail at once with ErrUnreachable rather than being buffered. The
@@ -170,6 +177,9 @@ func (o *STANOptions) normalize() error {
 	if o.ClientID == "" {
 		return errors.New("stream: no NATS Streaming client ID")
 	}
+	if err := o.Security.validate(); err != nil {
+		return err
+	}
 	if sanitizeClientID(o.ClientID) != o.ClientID {
 		return fmt.Errorf("stream: invalid client ID %q: only [A-Za-z0-9_-] allowed", o.ClientID)
 	}
@@ -199,8 +209,14 @@ func dialSTAN(ctx context.Context, o STANOptions, where string, h dialHooks) (*S
 		done:         make(chan struct{}),
 		onConnChange: h.onConnChange,
 	}
-	nc, err := nats.Connect(strings.Join(o.URLs, ","),
+	secure, err := o.Security.natsOptions()
+	if err != nil {
+		return nil, err
+	}
+	dialer := &infoDialer{d: net.Dialer{Timeout: o.ConnectTimeout}}
+	nc, err := nats.Connect(strings.Join(o.URLs, ","), append([]nats.Option{
 		nats.Name(o.Name),
+		nats.SetCustomDialer(dialer),
 		nats.Timeout(o.ConnectTimeout),
 		nats.MaxReconnects(-1),
 		// No reconnect buffer: a publish during a disconnect fails now instead of
@@ -210,8 +226,11 @@ func dialSTAN(ctx context.Context, o STANOptions, where string, h dialHooks) (*S
 		nats.DisconnectErrHandler(s.onDisconnect),
 		nats.ReconnectHandler(s.onReconnect),
 		nats.ErrorHandler(s.onAsyncError),
-	)
+	}, secure...)...)
 	if err != nil {
+		if r := refused(where, err, &o.Security, dialer.lastInfo()); r != nil {
+			return nil, r
+		}
 		return nil, fmt.Errorf("%w: connect to %s: %w", ErrUnreachable, where, err)
 	}
 	if err := ctx.Err(); err != nil {

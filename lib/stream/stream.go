@@ -38,6 +38,13 @@ var (
 	// ErrClientIDInUse: another live connection holds the client ID. Use ClientID to
 	// make one unique per run.
 	ErrClientIDInUse = errors.New("stream: client ID already in use")
+	// ErrAuth: the server refused the connection's credentials (authentication or
+	// authorization), or TLS failed: the server's certificate did not verify, the
+	// server refused ours (missing, expired, of a CA it does not trust), or TLS is
+	// wanted by one side only. Retrying does not help until the configuration or the
+	// server changes. Such an error wraps ErrUnreachable too (no connection was made);
+	// AuthReason says why in a few words.
+	ErrAuth = errors.New("stream: NATS authentication or TLS failed")
 )
 
 // Publisher is the publishing side of a transport.
