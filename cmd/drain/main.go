@@ -169,7 +169,16 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if cfg.PushGateway != nil {
 		workers = cfg.PushGateway.Workers
 	}
-	d := drain.New(drain.Options{MaxAge: cfg.MaxAge.D(), Workers: workers}, codec, sinks, logger, reg)
+	trust, err := drain.NewTrust(cfg.Trust)
+	if err != nil {
+		return fmt.Errorf("trust: %w", err)
+	}
+	if trust != nil {
+		logger.Info("accepting signed messages only, from the trusted keys", "keys", trust.Keys())
+	} else {
+		logger.Info("no trust configured: unsigned messages and any key's are accepted; bad signatures are still rejected")
+	}
+	d := drain.New(drain.Options{MaxAge: cfg.MaxAge.D(), Workers: workers, Trust: trust}, codec, sinks, logger, reg)
 
 	mon, err := monitor.Listen(cfg.Monitor.Listen, cfg.Monitor.WebConfigFile, monitor.Handler(reg, d.Ready), logger)
 	if err != nil {
@@ -193,10 +202,19 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}()
 
 	rs := cfg.ReceiverStream
+	sec := stream.Security{
+		User: rs.User, PasswordFile: rs.PasswordFile, TokenFile: rs.TokenFile,
+		NKeySeedFile: rs.NKeySeedFile, CredentialsFile: rs.CredentialsFile,
+	}
+	if t := rs.TLS; t != nil { // the top-level tls when the section sets none
+		sec.CAFile, sec.CertFile, sec.KeyFile = t.CA, t.Cert, t.Key
+		sec.ServerName, sec.InsecureSkipVerify = t.ServerName, t.InsecureSkipVerify
+	}
 	err = stream.Consume(ctx, stream.SubscribeOptions{
 		STANOptions: stream.STANOptions{
 			URLs: rs.URLs, ClusterID: rs.ClusterID, ClientID: rs.ClientID,
 			Name: "drain " + cfg.Identity, ConnectTimeout: rs.ConnectTimeout.D(), Logger: logger,
+			Security: sec,
 		},
 		Subject:     rs.Topic,
 		DurableName: rs.DurableName,

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	flags "github.com/jessevdk/go-flags"
+	"github.com/nats-io/nkeys"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/lib/edge"
@@ -70,6 +71,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "scrape-once: config: %v\n", err)
 		return exitConfig
 	}
+	// The signing key is loaded at start, so a bad one is a config error, found by
+	// --check-config too. A dry run publishes nothing and needs none.
+	var signer nkeys.KeyPair
+	var looseSeed bool
+	if cfg.Signing != nil && !opts.DryRun {
+		if signer, looseSeed, err = edge.LoadSigner(cfg.Signing.NKeySeedFile); err != nil {
+			fmt.Fprintf(stderr, "scrape-once: config: signing.nkey_seed_file: %v\n", err)
+			return exitConfig
+		}
+		defer signer.Wipe()
+	}
 	logger, closer, err := logging.New(logging.Level(cfg.Verbose, cfg.Debug), cfg.LogFile, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
@@ -78,6 +90,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer closer.Close()
 	for _, w := range cfg.Warnings {
 		logger.Warn("config: " + w)
+	}
+	if looseSeed {
+		logger.Warn("config: signing.nkey_seed_file is readable by group or others; make it mode 0400, owned by the user scrape-once runs as",
+			"file", cfg.Signing.NKeySeedFile)
 	}
 	sel, err := edge.Select(cfg, opts.Job, opts.Target)
 	if err != nil {
@@ -96,7 +112,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	codec, err := envelope.NewCodec()
+	var codecOpts []envelope.Option
+	if signer != nil {
+		codecOpts = append(codecOpts, envelope.WithSigner(signer))
+	}
+	codec, err := envelope.NewCodec(codecOpts...)
 	if err != nil {
 		logger.Error("envelope codec", "err", err)
 		return exitFailure
@@ -140,6 +160,14 @@ func dialer(cfg *config.Config) edge.Dialer {
 		if ps == nil {
 			return nil, errors.New("no poller_stream configured")
 		}
+		sec := stream.Security{
+			User: ps.User, PasswordFile: ps.PasswordFile, TokenFile: ps.TokenFile,
+			NKeySeedFile: ps.NKeySeedFile, CredentialsFile: ps.CredentialsFile,
+		}
+		if t := ps.TLS; t != nil { // the top-level tls when the section sets none
+			sec.CAFile, sec.CertFile, sec.KeyFile = t.CA, t.Cert, t.Key
+			sec.ServerName, sec.InsecureSkipVerify = t.ServerName, t.InsecureSkipVerify
+		}
 		ctx, cancel := context.WithTimeout(ctx, ps.ConnectTimeout.D())
 		defer cancel()
 		return stream.DialSTAN(ctx, stream.STANOptions{
@@ -147,6 +175,7 @@ func dialer(cfg *config.Config) edge.Dialer {
 			ClusterID: ps.ClusterID,
 			ClientID:  stream.ClientID(ps.ClientID, cfg.Identity),
 			Name:      "scrape-once " + cfg.Identity,
+			Security:  sec,
 		})
 	}
 }

@@ -76,6 +76,10 @@ type Options struct {
 	SweepInterval time.Duration
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
+	// Trust, when not nil, is the publisher keys the drain accepts and what each may
+	// publish; every other message is rejected. Nil accepts unsigned messages and any
+	// key's, though never a signature that does not verify.
+	Trust *Trust
 }
 
 // Drain decides every message's fate. Build it with New, run its workers with Run, and
@@ -156,7 +160,22 @@ func (d *Drain) Handle(data []byte, seq uint64, ack func() error) {
 	if err != nil {
 		reason := decodeReason(err)
 		d.metrics.rejected.WithLabelValues(reason).Inc()
-		d.logger.Warn("message rejected", "seq", seq, "reason", reason, "bytes", len(data), "err", err)
+		attrs := []any{"seq", seq, "reason", reason, "bytes", len(data)}
+		var se *envelope.SignatureError
+		if errors.As(err, &se) {
+			// What the message claims, unverified: who a forgery pretends to be.
+			attrs = append(attrs, "key", se.Signer, "job", se.Job, "instance", se.Instance, "publisher", se.Publisher)
+		}
+		d.logger.Warn("message rejected", append(attrs, "err", err)...)
+		d.ack(ack, seq)
+		return
+	}
+	// Trust comes before anything else looks at the message: an untrusted message
+	// touches no state and no per-publisher metric.
+	if reason, why := d.opts.Trust.Check(env); reason != "" {
+		d.metrics.rejected.WithLabelValues(reason).Inc()
+		d.logger.Warn("message rejected", "seq", seq, "reason", reason, "key", env.Signer,
+			"job", env.Job, "instance", env.Instance, "publisher", env.Publisher, "err", why)
 		d.ack(ack, seq)
 		return
 	}
@@ -486,6 +505,8 @@ func decodeReason(err error) string {
 		return "too_large"
 	case errors.Is(err, envelope.ErrNotEnvelope):
 		return "not_an_envelope"
+	case errors.Is(err, envelope.ErrBadSignature):
+		return reasonBadSignature
 	default:
 		return "corrupt"
 	}

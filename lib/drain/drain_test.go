@@ -83,6 +83,12 @@ type harness struct {
 
 func newHarness(t *testing.T, sink *recorder, workers int) *harness {
 	t.Helper()
+	return newHarnessWith(t, sink, workers, nil, slog.New(slog.DiscardHandler))
+}
+
+// newHarnessWith is newHarness with a trust list and a logger.
+func newHarnessWith(t *testing.T, sink *recorder, workers int, trust *Trust, logger *slog.Logger) *harness {
+	t.Helper()
 	codec, err := envelope.NewCodec()
 	if err != nil {
 		t.Fatal(err)
@@ -91,8 +97,8 @@ func newHarness(t *testing.T, sink *recorder, workers int) *harness {
 	reg := prometheus.NewRegistry()
 	base := time.Now().Add(-10 * time.Second)
 	sink.base = base
-	d := New(Options{MaxAge: time.Minute, Workers: workers, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
-		codec, []Sink{sink}, slog.New(slog.DiscardHandler), reg)
+	d := New(Options{MaxAge: time.Minute, Workers: workers, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Trust: trust},
+		codec, []Sink{sink}, logger, reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -46,7 +46,8 @@
 //	 17 scrape_key    bytes     reserved for split scrapes
 //	 18 part          uint32    reserved for split scrapes, 0-based
 //	 19 parts         uint32    reserved for split scrapes
-//	100 signature     bytes     reserved: ed25519, see below
+//	 99 signer        string    NKey user public key (U...) of the signing key
+//	100 signature     bytes     ed25519, 64 bytes, the last field: see Signatures
 //
 // Encode writes the fields in number order and leaves out zero values, so equal
 // envelopes encode to equal bytes. Decode accepts any order, refuses a known singular
@@ -54,19 +55,38 @@
 // drains may safely ignore without a version bump. A change old drains would misread
 // if they skipped it takes a new Version, which they then refuse by name.
 //
-// Two extensions are provided for:
+// Split scrapes are provided for, for targets whose compressed body outgrows one NATS
+// message (max_payload is 1 MB by default): scrape_key, part and parts. Version 1 sends
+// whole scrapes only: Encode refuses Part other than 0 and Parts other than 0 or 1, and
+// Decode refuses them with ErrUnsupported, so a part can never pass for a whole scrape
+// on an old drain.
 //
-//   - Split scrapes, for targets whose compressed body outgrows one NATS message
-//     (max_payload is 1 MB by default): scrape_key, part and parts. Version 1 sends
-//     whole scrapes only: Encode refuses Part other than 0 and Parts other than 0 or
-//     1, and Decode refuses them with ErrUnsupported, so a part can never pass for a
-//     whole scrape on an old drain.
-//   - Signatures: an ed25519 signature in field 100, written last, over bytes
-//     [0, start of its tag): the header and every other field, which is everything
-//     a drain acts on. The length in the header includes the signature (its size is
-//     fixed) and the CRC still covers the whole message. A drain that requires
-//     signatures refuses a message without one or with any field after it; older
-//     drains skip the field.
+// # Signatures
+//
+// A Codec made WithSigner signs every message with an NKey user key: ed25519, the keys
+// NATS uses (`nk -gen user` makes one). The signer's public key goes in field 99 and
+// the signature, last, in field 100: an ed25519 signature over bytes [0, start of the
+// signature's tag), that is the header (the length included, which counts the
+// signature: its size is fixed) and every other field, the signer's key included:
+// everything a drain acts on. The CRC still covers the whole message, so corruption is
+// still told from forgery: a flipped bit is ErrCorrupt, a change by someone who
+// recomputed the CRC is ErrBadSignature. ed25519 is deterministic, so equal envelopes
+// still encode to equal bytes. Signing adds 126 bytes to a message.
+//
+// Decode verifies a signature whenever there is one, over the bytes as received (not
+// a re-encoding, so nothing the parser tolerates, such as field order or unknown
+// fields, can change what was signed), before it checks the content or decompresses
+// the body, and sets Envelope.Signer only when it verifies. A signature that does not
+// verify, that is not 64 bytes, that any field follows, a signature without a signer
+// key or a signer key without a signature, is ErrBadSignature: a *SignatureError that
+// carries the claimed key and target for a log line. That holds whether or not the
+// caller trusts any key, since no genuine publisher writes such a message. An unsigned
+// message decodes with Signer "". Decode says who signed, not whether that key may
+// publish this target: that policy is the drain's (lib/drain's Trust), and it must
+// refuse unsigned messages, since anyone can strip both fields off a signed one.
+//
+// Drains built before signing skip fields 99 and 100 as unknown fields and read
+// signed messages as before: signing needs no new format version and no upgrade order.
 //
 // # Robustness
 //
@@ -77,9 +97,11 @@
 // decompressed into a buffer of exactly that size which the decompressor may not grow
 // (zstd.WithDecodeAllCapLimit), so a body that lies about its size fails there.
 // Every Decode error wraps one of ErrNotEnvelope, ErrUnknownVersion, ErrTruncated,
-// ErrCorrupt, ErrTooLarge or ErrUnsupported. The tests truncate a real message at
-// every length and flip every one of its bits; FuzzDecode also fuzzes the fields
-// behind a valid checksum, which random bytes almost never get past.
+// ErrCorrupt, ErrTooLarge, ErrUnsupported or ErrBadSignature. The tests truncate a real
+// message at every length and flip every one of its bits, and flip every bit of a
+// signed message with the CRC recomputed (none decodes); FuzzDecode also fuzzes the
+// fields behind a valid checksum, which random bytes almost never get past, and
+// FuzzDecodeSigned the fields behind a valid signature.
 //
 // # Compression
 //
@@ -117,4 +139,13 @@
 // (one allocation, 10,225 bytes on the wire) and BenchmarkDecode about 57 µs
 // (four allocations): 8.6 million series/s on one core, 13.6 million on both
 // (BenchmarkDecodeParallel).
+//
+// Signatures cost (BenchmarkSign, BenchmarkVerify, medians of three 1 s runs on the
+// same machine): the ed25519 signature of a node_exporter message takes about 60 µs,
+// 0.27 of the zstd Encode measured beside it (a signed Encode takes 1.16 times an
+// unsigned one), and its verification about 70 µs, 0.37 of that Encode and as much as
+// the whole unsigned Decode: a signed Decode takes 1.9 times as long (about 3.7
+// million series/s on one core), which a drain reading a fleet should be sized for.
+// Verification allocates 112 bytes (the signer's key), signing nothing beyond the
+// message.
 package envelope

@@ -24,9 +24,9 @@ const DefaultMaxBodySize = 256 << 20
 const maxMaxBodySize = 1 << 30
 
 // Sentinel errors. Every error Decode returns wraps exactly one of ErrNotEnvelope,
-// ErrUnknownVersion, ErrTruncated, ErrCorrupt, ErrTooLarge and ErrUnsupported (or is
-// ErrClosed), so a drain can count and log rejects by cause with errors.Is; the text
-// after the sentinel says what exactly was wrong.
+// ErrUnknownVersion, ErrTruncated, ErrCorrupt, ErrTooLarge, ErrUnsupported and
+// ErrBadSignature (or is ErrClosed), so a drain can count and log rejects by cause with
+// errors.Is; the text after the sentinel says what exactly was wrong.
 var (
 	// ErrNotEnvelope: the message does not start with the envelope magic; it is not
 	// something this package wrote (for example JSON from the pre-envelope system).
@@ -44,6 +44,10 @@ var (
 	// does not implement: an unknown body compression, or a scrape split over several
 	// messages. Decode returns it; Encode returns it for Part and Parts.
 	ErrUnsupported = errors.New("envelope: unsupported")
+	// ErrBadSignature: the envelope is signed, but the signature does not verify
+	// against the signer key it carries, or the signing fields are malformed: a
+	// message changed or forged after signing. Decode returns a *SignatureError.
+	ErrBadSignature = errors.New("envelope: bad signature")
 	// ErrInvalid: Encode was given an envelope that breaks the contract of its fields.
 	ErrInvalid = errors.New("envelope: invalid envelope")
 	// ErrClosed: the Codec was used after Close.
@@ -69,6 +73,11 @@ type Envelope struct {
 	ContentType string        // media type of Body, e.g. "text/plain; version=0.0.4; charset=utf-8"
 	Body        []byte        // exposition, uncompressed; nil after Decode when empty
 	Series      int           // number of series in Body, as counted by the publisher
+
+	// Signer is the NKey user public key (U...) whose signature over the message
+	// Decode verified; "" when the message is unsigned. Encode ignores it: a Codec
+	// made WithSigner signs with its own key.
+	Signer string
 
 	// Part and Parts are reserved for a later version that splits one scrape over
 	// several messages (Part is 0-based, of Parts). Format version 1 sends a whole
@@ -133,6 +142,7 @@ func BodyCompression(comp Compression) Option {
 type Codec struct {
 	compression Compression
 	maxBody     int
+	signer      *signer // nil: Encode does not sign
 	crc         *crc32.Table
 	zenc        *zstd.Encoder
 	zdec        *zstd.Decoder
@@ -234,9 +244,11 @@ func (c *Codec) Append(dst []byte, e *Envelope) ([]byte, error) {
 }
 
 // Decode parses and checks a message and returns its envelope, with the body
-// decompressed. It never retains b. Errors wrap one of ErrNotEnvelope,
-// ErrUnknownVersion, ErrTruncated, ErrCorrupt, ErrTooLarge or ErrUnsupported (or are
-// ErrClosed).
+// decompressed. A signed message's signature is verified, over the bytes as received,
+// before its content is checked or its body decompressed; Signer then names the key.
+// Decode does not decide whether that key is trusted: that is the caller's policy. It
+// never retains b. Errors wrap one of ErrNotEnvelope, ErrUnknownVersion, ErrTruncated,
+// ErrCorrupt, ErrTooLarge, ErrUnsupported or ErrBadSignature (or are ErrClosed).
 func (c *Codec) Decode(b []byte) (*Envelope, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
@@ -251,6 +263,9 @@ func (c *Codec) Decode(b []byte) (*Envelope, error) {
 		labels [][2][]byte
 	)
 	if labels, err = parseFields(fields, &w, buf[:0]); err != nil {
+		return nil, err
+	}
+	if err := w.verify(b); err != nil {
 		return nil, err
 	}
 	e := new(Envelope)

@@ -44,7 +44,8 @@ const (
 	fieldScrapeKey   protowire.Number = 17  // reserved: bytes, names the scrape across its parts
 	fieldPart        protowire.Number = 18  // uint32, 0-based part index (reserved: 0)
 	fieldParts       protowire.Number = 19  // uint32, part count (reserved: 0 or 1)
-	fieldSignature   protowire.Number = 100 // reserved: ed25519 signature, last field
+	fieldSigner      protowire.Number = 99  // string, NKey user public key of the signer
+	fieldSignature   protowire.Number = 100 // bytes, ed25519 signature, the last field
 )
 
 // Fields of the label message.
@@ -93,6 +94,8 @@ func fieldName(num protowire.Number) string {
 		return "part"
 	case fieldParts:
 		return "parts"
+	case fieldSigner:
+		return "signer"
 	case fieldSignature:
 		return "signature"
 	}
@@ -116,8 +119,13 @@ func parseError(n int) error {
 }
 
 // frame appends the whole message to dst: one allocation at most, of the exact size.
+// With a signer, the signer's key and then the signature over everything before it end
+// the fields.
 func (c *Codec) frame(dst []byte, e *Envelope, comp Compression, payload []byte) ([]byte, error) {
 	size := headerLen + sizeFields(e, comp, payload) + trailerLen
+	if c.signer != nil {
+		size += c.signer.size()
+	}
 	if uint64(size) > math.MaxUint32 {
 		return dst, fmt.Errorf("%w: envelope would be %d bytes, over the 4 GiB format limit", ErrTooLarge, size)
 	}
@@ -133,6 +141,9 @@ func (c *Codec) frame(dst []byte, e *Envelope, comp Compression, payload []byte)
 	b = append(b, Version)
 	b = binary.LittleEndian.AppendUint32(b, uint32(size))
 	b = appendFields(b, e, comp, payload)
+	if c.signer != nil {
+		b = c.signer.appendSignature(b, start)
+	}
 	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], c.crc))
 	return b, nil
 }
@@ -299,6 +310,7 @@ const (
 	strInstance
 	strError
 	strContentType
+	strSigner
 	numStrs
 )
 
@@ -314,6 +326,12 @@ type wireFields struct {
 	startNanos, status, series, part, parts uint64
 	compression, rawSize                    uint64
 	body                                    []byte
+
+	// The signature, and where its tag starts in the fields: it covers the message
+	// up to there. hasSigner and hasSig say the fields were present.
+	sig               []byte
+	sigAt             int
+	hasSigner, hasSig bool
 }
 
 // parseFields parses the fields of a message into w, whose slices then alias b.
@@ -325,7 +343,9 @@ type wireFields struct {
 // which would move them to the heap): Decode passes a small array on its stack, so
 // the usual handful of labels costs no allocation.
 func parseFields(b []byte, w *wireFields, labels [][2][]byte) ([][2][]byte, error) {
+	total := len(b)
 	for len(b) > 0 {
+		at := total - len(b)
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return labels, fmt.Errorf("%w: field tag: %v", ErrCorrupt, protowire.ParseError(n))
@@ -385,6 +405,20 @@ func parseFields(b []byte, w *wireFields, labels [][2][]byte) ([][2][]byte, erro
 			w.part, n = consumeVarint(typ, b)
 		case fieldParts:
 			w.parts, n = consumeVarint(typ, b)
+		case fieldSigner:
+			if w.hasSigner {
+				return labels, fmt.Errorf("%w: field %d (%s) appears twice", ErrCorrupt, num, fieldName(num))
+			}
+			w.hasSigner = true
+			w.strs[strSigner], n = consumeBytes(typ, b)
+		case fieldSignature:
+			w.sig, n = consumeBytes(typ, b)
+			w.sigAt, w.hasSig = at, true
+			if n >= 0 && n < len(b) {
+				// The signature covers what precedes it only: anything after it could
+				// be added by anyone.
+				return labels, w.badSignature("fields follow the signature, which must be the last field")
+			}
 		default:
 			n = skipField(num, typ, b)
 		}
@@ -458,6 +492,8 @@ func (w *wireFields) envelope(e *Envelope, labels [][2][]byte) error {
 	e.Instance = take(w.strs[strInstance])
 	e.Error = take(w.strs[strError])
 	e.ContentType = take(w.strs[strContentType])
+	// Set only when the signature verified: Decode calls verify first.
+	e.Signer = take(w.strs[strSigner])
 	if len(labels) > 0 {
 		e.Labels = make([]Label, len(labels))
 		for i, l := range labels {
