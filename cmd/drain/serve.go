@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/lib/drain"
+	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/lib/expose"
+	"github.com/prometheus-streams/prometheus-streams/lib/monitor"
+	"github.com/prometheus-streams/prometheus-streams/lib/pushgateway"
+	"github.com/prometheus-streams/prometheus-streams/lib/stream"
+	"github.com/prometheus-streams/prometheus-streams/lib/version"
+)
+
+// serve runs the drain until ctx ends.
+func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	codec, err := envelope.NewCodec()
+	if err != nil {
+		return err
+	}
+	defer codec.Close()
+
+	if es := cfg.EmbeddedStream; es != nil {
+		storeDir := es.StoreDir
+		if storeDir == "memory" {
+			storeDir = ""
+		}
+		srv, err := stream.StartEmbedded(stream.EmbeddedOptions{
+			Listen: es.Listen, ClusterID: es.ClusterID, StoreDir: storeDir,
+			MaxAge: es.MaxAge.D(), MaxMsgs: es.MaxMsgs, MaxBytes: int64(es.MaxBytes), Logger: logger,
+		})
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+		logger.Info("embedded stream started", "listen", es.Listen, "cluster_id", es.ClusterID, "store_dir", es.StoreDir, "max_age", es.MaxAge)
+	}
+
+	var sinks []drain.Sink
+	var servers []*monitor.Server
+	defer func() {
+		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, s := range servers {
+			if err := s.Shutdown(shutCtx); err != nil {
+				logger.Warn("http shutdown", "err", err)
+			}
+		}
+	}()
+	if pg := cfg.PushGateway; pg != nil {
+		client, err := pushgateway.New(pushgateway.Options{
+			URL: pg.URL, HTTPClientConfig: pg.HTTPClientConfig, Timeout: pg.Timeout.D(), UserAgent: version.UserAgent(),
+		})
+		if err != nil {
+			return err
+		}
+		sink := pushgateway.NewSink(client, pg.PublisherLabel, logger, reg)
+		if err := sink.Load(ctx); err != nil {
+			// Not fatal: the gateway may be down now and up later. Until a sweep lists
+			// its groups, only this process's own pushes guard against older scrapes.
+			logger.Warn("could not read the push gateway's groups at start", "err", err)
+		}
+		sinks = append(sinks, sink)
+	}
+	if e := cfg.Expose; e != nil {
+		sink := expose.New(expose.Options{Timestamps: e.KeepTimestamps(), MaxAge: cfg.MaxAge.D()}, logger, reg)
+		mux := http.NewServeMux()
+		mux.Handle(e.Path, sink.Handler())
+		srv, err := monitor.Listen(e.Listen, e.WebConfigFile, mux, logger)
+		if err != nil {
+			return fmt.Errorf("expose: %w", err)
+		}
+		servers = append(servers, srv)
+		sinks = append(sinks, sink)
+		logger.Info("serving the federated metrics", "address", srv.Addr(), "path", e.Path)
+	}
+	workers := config.DefaultPushWorkers
+	if cfg.PushGateway != nil {
+		workers = cfg.PushGateway.Workers
+	}
+	trust, err := drain.NewTrust(cfg.Trust)
+	if err != nil {
+		return fmt.Errorf("trust: %w", err)
+	}
+	if trust != nil {
+		logger.Info("accepting signed messages only, from the trusted keys", "keys", trust.Keys())
+	} else {
+		logger.Info("no trust configured: unsigned messages and any key's are accepted; bad signatures are still rejected")
+	}
+	d := drain.New(drain.Options{MaxAge: cfg.MaxAge.D(), Workers: workers, Trust: trust}, codec, sinks, logger, reg)
+
+	mon, err := monitor.Listen(cfg.Monitor.Listen, cfg.Monitor.WebConfigFile, monitor.Handler(reg, d.Ready), logger)
+	if err != nil {
+		return fmt.Errorf("monitor: %w", err)
+	}
+	servers = append(servers, mon)
+	logger.Info("drain started", "version", version.Version, "monitor", mon.Addr(), "sinks", len(sinks))
+	// systemd (Type=notify): ready once the listeners are bound; the status line says
+	// whether the drain is subscribed. Without NOTIFY_SOCKET these do nothing.
+	notify(logger, daemon.SdNotifyReady, "STATUS=connecting to the stream")
+	defer notify(logger, daemon.SdNotifyStopping, "STATUS=stopping")
+
+	// At shutdown the workers abandon what they are delivering: the connection closes
+	// with the consumer, so no ack could follow anyway, and the stream redelivers those
+	// messages to the next drain (whose sinks take a scrape they already hold at no harm).
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.Run(ctx)
+	}()
+
+	rs := cfg.ReceiverStream
+	sec := stream.Security{
+		User: rs.User, PasswordFile: rs.PasswordFile, TokenFile: rs.TokenFile,
+		NKeySeedFile: rs.NKeySeedFile, CredentialsFile: rs.CredentialsFile,
+	}
+	if t := rs.TLS; t != nil { // the top-level tls when the section sets none
+		sec.CAFile, sec.CertFile, sec.KeyFile = t.CA, t.Cert, t.Key
+		sec.ServerName, sec.InsecureSkipVerify = t.ServerName, t.InsecureSkipVerify
+	}
+	err = stream.Consume(ctx, stream.SubscribeOptions{
+		STANOptions: stream.STANOptions{
+			URLs: rs.URLs, ClusterID: rs.ClusterID, ClientID: rs.ClientID,
+			Name: "drain " + cfg.Identity, ConnectTimeout: rs.ConnectTimeout.D(), Logger: logger,
+			Security: sec,
+		},
+		Subject:     rs.Topic,
+		DurableName: rs.DurableName,
+		QueueGroup:  rs.QueueGroup,
+		MaxInflight: rs.MaxInflight,
+		AckWait:     rs.AckWait.D(),
+	}, func(m *stream.Msg) {
+		d.Handle(m.Data, m.Sequence, m.Ack)
+	}, func(s stream.State) {
+		d.StreamState(s.Connected, s.Err)
+		if s.Connected {
+			notify(logger, "STATUS=subscribed to "+rs.Topic)
+		} else if s.Err != nil {
+			notify(logger, "STATUS=not subscribed: "+s.Err.Error())
+		}
+	})
+	logger.Info("stopping")
+	wg.Wait()
+	return err
+}
+
+// notify tells systemd about the service's state.
+func notify(logger *slog.Logger, states ...string) {
+	if _, err := daemon.SdNotify(false, strings.Join(states, "\n")); err != nil {
+		logger.Warn("systemd notify", "err", err)
+	}
+}
