@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
@@ -283,4 +285,34 @@ func parseBodyNoFail(b []byte) map[string]*dto.MetricFamily {
 		m[f.GetName()] = f
 	}
 	return m
+}
+
+// TestLegacyMessages: the drain reads the earlier system's JSON messages too, so operators
+// can move the central side first and the edges one by one.
+func TestLegacyMessages(t *testing.T) {
+	natsAddr, exposeAddr, mon := freeAddr(t), freeAddr(t), freeAddr(t)
+	startDrain(t, writeConfig(t, centralConfig(natsAddr, exposeAddr, mon, "")), mon)
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	_, _ = zw.Write(fixture.Read(t, fixture.PushGateway))
+	_ = zw.Close()
+	msg, err := json.Marshal(map[string]any{"job": "old", "instance": "edge9:9091", "time": time.Now().Unix(), "publisher": "edge9", "Scrape": z.Bytes()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTo(t, embeddedServer(natsAddr), msg)
+	url := "http://" + exposeAddr + "/metrics"
+	var got map[string]*dto.MetricFamily
+	waitFor(t, 10*time.Second, "the legacy scrape", func() bool {
+		_, b := fetch(t, url, "")
+		got = parseBody(t, b)
+		_, ok := groupValue(got, exposition.HealthUp, "old", "edge9:9091")
+		return ok
+	})
+	if v, _ := groupValue(got, exposition.HealthSamples, "old", "edge9:9091"); v != 41 {
+		t.Errorf("samples = %v, want 41", v)
+	}
+	if _, ok := groupValue(got, "pushgateway_build_info", "old", "edge9:9091"); !ok {
+		t.Error("the legacy scrape's series are missing")
+	}
 }

@@ -157,6 +157,10 @@ func (d *Drain) Handle(data []byte, seq uint64, ack func() error) {
 	now := d.opts.Now()
 	d.metrics.received.Inc()
 	env, err := d.codec.Decode(data)
+	if errors.Is(err, envelope.ErrNotEnvelope) && len(data) > 0 && data[0] == '{' {
+		// The earlier system's JSON: read it too, so the central side can move first.
+		env, err = d.codec.DecodeLegacy(data)
+	}
 	if err != nil {
 		reason := decodeReason(err)
 		d.metrics.rejected.WithLabelValues(reason).Inc()
