@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -314,5 +316,54 @@ func TestLegacyMessages(t *testing.T) {
 	}
 	if _, ok := groupValue(got, "pushgateway_build_info", "old", "edge9:9091"); !ok {
 		t.Error("the legacy scrape's series are missing")
+	}
+}
+
+// TestReload: SIGHUP reloads the config; a bad one is refused and the old one kept, and
+// the expose sink keeps what it holds.
+func TestReload(t *testing.T) {
+	natsAddr, exposeAddr, mon := freeAddr(t), freeAddr(t), freeAddr(t)
+	path := writeConfig(t, centralConfig(natsAddr, exposeAddr, mon, ""))
+	d := startDrain(t, path, mon)
+	url := "http://" + exposeAddr + "/metrics"
+	publishTo(t, embeddedServer(natsAddr), encode(t, "j", "before", time.Now(), "m 1\n"))
+	waitFor(t, 10*time.Second, "the first scrape", func() bool {
+		_, b := fetch(t, url, "")
+		_, ok := groupValue(parseBody(t, b), "m", "j", "before")
+		return ok
+	})
+
+	// A bad config: refused, the drain goes on.
+	if err := os.WriteFile(path, []byte("max_age: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "the refusal", func() bool {
+		return strings.Contains(d.logs(), "config reload refused")
+	})
+	if v := d.metric("prometheus_streams_drain_config_last_reload_successful"); v != 0 {
+		t.Errorf("reload successful = %v after a bad config", v)
+	}
+
+	// A good one with trust: unsigned messages are now rejected; what was held stays.
+	trust := "trust:\n  - {public_key: UD466L6EBCM3YY5HEGHJANNTN4LSKTSUXTH7RILHCKEQMQHTBNLHJJXT, jobs: [j]}\n"
+	if err := os.WriteFile(path, []byte(centralConfig(natsAddr, exposeAddr, mon, trust)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "the reload", func() bool {
+		return d.metric("prometheus_streams_drain_config_last_reload_successful") == 1
+	})
+	publishTo(t, embeddedServer(natsAddr), encode(t, "j", "after", time.Now(), "m 2\n"))
+	waitFor(t, 10*time.Second, "the unsigned message rejected", func() bool {
+		return d.metric("prometheus_streams_drain_messages_rejected_total", "reason", "unsigned") == 1
+	})
+	_, b := fetch(t, url, "")
+	got := parseBody(t, b)
+	if _, ok := groupValue(got, "m", "j", "before"); !ok {
+		t.Error("the expose sink lost what it held")
+	}
+	if _, ok := groupValue(got, "m", "j", "after"); ok {
+		t.Error("an unsigned message was served under trust")
 	}
 }

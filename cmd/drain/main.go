@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -69,7 +70,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s# %s: valid for the drain\n", out, opts.Config)
 		return exitOK
 	}
-	logger, closer, err := logging.New(logging.Level(cfg.Verbose, cfg.Debug), cfg.LogFile, stderr)
+	level := new(slog.LevelVar) // a reload may change it
+	level.Set(logging.Level(cfg.Verbose, cfg.Debug))
+	logger, closer, err := logging.New(level, cfg.LogFile, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "drain: %v\n", err)
 		return exitConfig
@@ -80,7 +83,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, logger); err != nil {
+	if err := serve(ctx, opts.Config, cfg, level, logger); err != nil {
 		logger.Error("drain failed", "err", err)
 		return exitFailure
 	}

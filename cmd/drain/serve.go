@@ -23,8 +23,8 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/lib/version"
 )
 
-// serve runs the drain until ctx ends.
-func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+// serve runs the drain until ctx ends; SIGHUP reloads path.
+func serve(ctx context.Context, path string, cfg *config.Config, level *slog.LevelVar, logger *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	codec, err := envelope.NewCodec()
@@ -108,6 +108,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	servers = append(servers, mon)
 	logger.Info("drain started", "version", version.Version, "monitor", mon.Addr(), "sinks", len(sinks))
+	go newReloader(path, cfg, level, d, logger, reg).run(ctx)
 	// systemd (Type=notify): ready once the listeners are bound; the status line says
 	// whether the drain is subscribed. Without NOTIFY_SOCKET these do nothing.
 	notify(logger, daemon.SdNotifyReady, "STATUS=connecting to the stream")

@@ -92,6 +92,7 @@ type Drain struct {
 	metrics *metrics
 
 	subscribed atomic.Bool
+	trust      atomic.Pointer[Trust] // nil: no trust configured
 
 	mu      sync.Mutex
 	targets map[string]*target
@@ -139,7 +140,7 @@ func New(opts Options, codec *envelope.Codec, sinks []Sink, logger *slog.Logger,
 	for i, s := range sinks {
 		names[i] = s.Name()
 	}
-	return &Drain{
+	d := &Drain{
 		opts:    opts,
 		codec:   codec,
 		sinks:   sinks,
@@ -148,7 +149,13 @@ func New(opts Options, codec *envelope.Codec, sinks []Sink, logger *slog.Logger,
 		targets: map[string]*target{},
 		wake:    make(chan struct{}, 1),
 	}
+	d.trust.Store(opts.Trust)
+	return d
 }
+
+// SetTrust replaces the trusted publishers (nil: trust none in particular, accept all)
+// for the messages handled from now on: a configuration reload.
+func (d *Drain) SetTrust(t *Trust) { d.trust.Store(t) }
 
 // Handle takes one message from the stream: data, its sequence number on the channel, and
 // the function that acknowledges it. It never blocks on a sink: it decides what it can at
@@ -176,7 +183,7 @@ func (d *Drain) Handle(data []byte, seq uint64, ack func() error) {
 	}
 	// Trust comes before anything else looks at the message: an untrusted message
 	// touches no state and no per-publisher metric.
-	if reason, why := d.opts.Trust.Check(env); reason != "" {
+	if reason, why := d.trust.Load().Check(env); reason != "" {
 		d.metrics.rejected.WithLabelValues(reason).Inc()
 		d.logger.Warn("message rejected", "seq", seq, "reason", reason, "key", env.Signer,
 			"job", env.Job, "instance", env.Instance, "publisher", env.Publisher, "err", why)

@@ -22,8 +22,9 @@ func Level(verbose, debug bool) slog.Level {
 }
 
 // New returns a logfmt logger writing to logfile (appended) or, when it is empty, to
-// stderr; and a closer for the file.
-func New(level slog.Level, logfile string, stderr io.Writer) (*slog.Logger, io.Closer, error) {
+// stderr; and a closer for the file. level may be a *slog.LevelVar, to change the level
+// of a running process (the drain's reload).
+func New(level slog.Leveler, logfile string, stderr io.Writer) (*slog.Logger, io.Closer, error) {
 	var w io.Writer = stderr
 	closer := io.NopCloser(nil)
 	if logfile != "" {
