@@ -14,6 +14,8 @@
 // make .creds files). The streaming server is itself a NATS client of that server and is
 // given what it needs to get in; NATSOptions (and Connect) give a test client the same.
 //
+// WithJetStream also enables JetStream (file store) on the same NATS server and port.
+//
 // The servers log nothing unless WithServerLog is given.
 package stantest
 
@@ -57,6 +59,7 @@ type config struct {
 	port         int
 	separateNATS bool
 	log          bool
+	jetStreamDir string // WithJetStream
 
 	tlsCA     *certtest.CA // WithTLS
 	tlsVerify bool
@@ -93,6 +96,15 @@ func WithPort(port int) Option {
 // server alone, as when it crashes behind a healthy NATS.
 func WithSeparateNATS() Option {
 	return func(c *config) { c.separateNATS = true }
+}
+
+// WithJetStream also enables JetStream on the NATS server, with its file store in dir
+// (give the same dir again to restart with the streams and consumers of a previous
+// server). The one port then serves NATS Streaming and JetStream clients alike. Only
+// for servers without users or operator (WithUser, WithNKeyUser, WithOperator): their
+// accounts would need JetStream enabled too.
+func WithJetStream(dir string) Option {
+	return func(c *config) { c.jetStreamDir = dir }
 }
 
 // WithServerLog sends the streaming server's log to tb.Logf (until the test ends).
@@ -163,6 +175,13 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	nopts.Port = c.port
 	if c.maxPayload > 0 {
 		nopts.MaxPayload = c.maxPayload
+	}
+	if c.jetStreamDir != "" {
+		if len(c.users) > 0 || len(c.nkeys) > 0 || c.operator {
+			tb.Fatal("stantest: WithJetStream excludes WithUser, WithNKeyUser and WithOperator")
+		}
+		nopts.JetStream = true
+		nopts.StoreDir = c.jetStreamDir
 	}
 
 	sopts := server.GetDefaultOptions()

@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/stan.go"
 )
 
@@ -29,12 +30,15 @@ const (
 // Msg is one delivery of a message.
 type Msg struct {
 	Data        []byte
-	Sequence    uint64    // the channel's sequence number
+	Subject     string    // the subject (channel) it was published on
+	Sequence    uint64    // the channel's (JetStream: the stream's) sequence number
 	Redelivered bool      // delivered before without an ack (to this or another subscription)
 	Timestamp   time.Time // when the server received it
 
 	raw *stan.Msg
 	s   *STAN // the session of the subscription it came from
+
+	jsm jetstream.Msg // set instead of raw for a ConsumeJetStream delivery
 }
 
 // Ack acknowledges the message. It is safe from any goroutine, at any later time, and
@@ -47,10 +51,46 @@ type Msg struct {
 // sees it again. While NATS is disconnected, Ack returns an error wrapping
 // ErrUnreachable; the server redelivers the message after AckWait.
 func (m *Msg) Ack() error {
+	if m != nil && m.jsm != nil {
+		return jsAckError("ack", m, m.jsm.Ack())
+	}
 	if m == nil || m.raw == nil {
 		return errors.New("stream: ack of a message not delivered by Consume")
 	}
 	return m.s.ack(m.raw)
+}
+
+// NakWithDelay tells the server the message was not dealt with and is to be
+// redelivered, not before d (at once for d <= 0). For a JetStream message (from
+// ConsumeJetStream) it sends a nak, unconfirmed like Ack.
+//
+// NATS Streaming has no nak: for a message from Consume this sends nothing and
+// returns nil, and the server redelivers the message after the subscription's AckWait,
+// whatever d.
+func (m *Msg) NakWithDelay(d time.Duration) error {
+	if m != nil && m.jsm != nil {
+		if d <= 0 {
+			return jsAckError("nak", m, m.jsm.Nak())
+		}
+		return jsAckError("nak", m, m.jsm.NakWithDelay(d))
+	}
+	if m == nil || m.raw == nil {
+		return errors.New("stream: nak of a message not delivered by Consume")
+	}
+	return nil
+}
+
+// Term tells the server never to redeliver the message (a poison message that no
+// retry can deal with). For a JetStream message it sends a term: the message stays in
+// the stream but the durable moves past it.
+//
+// NATS Streaming has no term: for a message from Consume, Term acks the message (the
+// only way to stop its redelivery), with Ack's result.
+func (m *Msg) Term() error {
+	if m != nil && m.jsm != nil {
+		return jsAckError("term", m, m.jsm.Term())
+	}
+	return m.Ack()
 }
 
 // ack acknowledges m, received on this session.
@@ -386,6 +426,7 @@ func (c *consumer) deliver(s *STAN, m *stan.Msg) {
 	}
 	c.handle(&Msg{
 		Data:        m.Data,
+		Subject:     m.Subject,
 		Sequence:    m.Sequence,
 		Redelivered: m.Redelivered,
 		Timestamp:   time.Unix(0, m.Timestamp),
