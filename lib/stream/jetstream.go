@@ -188,10 +188,7 @@ func connectJetStream(ctx context.Context, o JetStreamOptions, where string, onC
 		nats.Timeout(o.ConnectTimeout),
 		nats.MaxReconnects(-1),
 		nats.ReconnectBufSize(-1),
-		nats.DisconnectErrHandler(j.onDisconnect),
-		nats.ReconnectHandler(j.onReconnect),
-		nats.ErrorHandler(j.onAsyncError),
-	}, secure...)...)
+	}, append(connEvents{log: j.log, onChange: j.onConnChange}.options(), secure...)...)...)
 	if err != nil {
 		if r := refused(where, err, &o.Security, dialer.lastInfo()); r != nil {
 			return nil, r
@@ -409,32 +406,6 @@ func (j *JetStream) Close() error {
 		done(fmt.Errorf("stream: publish to %q: awaiting ack: %w", m.Subject, ErrClosed))
 	}
 	return nil
-}
-
-func (j *JetStream) onDisconnect(_ *nats.Conn, err error) {
-	if err != nil {
-		j.log.Warn("disconnected from NATS", "err", err)
-	} else {
-		j.log.Debug("disconnected from NATS")
-	}
-	if j.onConnChange != nil {
-		j.onConnChange()
-	}
-}
-
-func (j *JetStream) onReconnect(nc *nats.Conn) {
-	j.log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
-	if j.onConnChange != nil {
-		j.onConnChange()
-	}
-}
-
-func (j *JetStream) onAsyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
-	if sub != nil {
-		j.log.Error("NATS async error", "subject", sub.Subject, "err", err)
-		return
-	}
-	j.log.Error("NATS async error", "err", err)
 }
 
 var _ Publisher = (*JetStream)(nil)

@@ -223,10 +223,7 @@ func dialSTAN(ctx context.Context, o STANOptions, where string, h dialHooks) (*S
 		// being flushed later, after its ack wait may have expired (as stan.go does
 		// with connections it owns).
 		nats.ReconnectBufSize(-1),
-		nats.DisconnectErrHandler(s.onDisconnect),
-		nats.ReconnectHandler(s.onReconnect),
-		nats.ErrorHandler(s.onAsyncError),
-	}, secure...)...)
+	}, append(connEvents{log: s.log, onChange: s.onConnChange}.options(), secure...)...)...)
 	if err != nil {
 		if r := refused(where, err, &o.Security, dialer.lastInfo()); r != nil {
 			return nil, r
@@ -420,32 +417,6 @@ func (s *STAN) onLost(_ stan.Conn, err error) {
 func (s *STAN) abandon() {
 	s.end(ErrClosed)
 	s.nc.Close()
-}
-
-func (s *STAN) onDisconnect(_ *nats.Conn, err error) {
-	if err != nil {
-		s.log.Warn("disconnected from NATS", "err", err)
-	} else {
-		s.log.Debug("disconnected from NATS")
-	}
-	if s.onConnChange != nil {
-		s.onConnChange()
-	}
-}
-
-func (s *STAN) onReconnect(nc *nats.Conn) {
-	s.log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
-	if s.onConnChange != nil {
-		s.onConnChange()
-	}
-}
-
-func (s *STAN) onAsyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
-	if sub != nil {
-		s.log.Error("NATS async error", "subject", sub.Subject, "err", err)
-		return
-	}
-	s.log.Error("NATS async error", "err", err)
 }
 
 // redactURLs joins the URLs for messages, hiding any password or token in them.
