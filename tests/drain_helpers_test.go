@@ -69,6 +69,15 @@ monitor:
 // subscribed (/healthz answers 200).
 func startDrain(t *testing.T, path, monitorAddr string) *drainProc {
 	t.Helper()
+	d := launchDrain(t, path, monitorAddr)
+	waitFor(t, 20*time.Second, "drain subscribed", func() bool { return d.healthz() == 200 })
+	return d
+}
+
+// launchDrain runs the drain binary with the config at path without waiting for it to
+// subscribe: only for its monitor to answer.
+func launchDrain(t *testing.T, path, monitorAddr string) *drainProc {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "drain"), "-c", path)
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=1")
 	d := &drainProc{t: t, cmd: cmd, monitor: "http://" + monitorAddr, done: make(chan struct{})}
@@ -101,20 +110,23 @@ func startDrain(t *testing.T, path, monitorAddr string) *drainProc {
 			t.Logf("drain log:\n%s", d.logs())
 		}
 	})
-	waitFor(t, 20*time.Second, "drain subscribed", func() bool {
-		select {
-		case <-d.done:
-			t.Fatalf("drain exited with %d:\n%s", d.code, d.logs())
-		default:
-		}
-		resp, err := http.Get(d.monitor + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	waitFor(t, 20*time.Second, "drain monitor up", func() bool { return d.healthz() != 0 })
 	return d
+}
+
+// healthz is the status of the drain's /healthz, 0 when it does not answer.
+func (d *drainProc) healthz() int {
+	select {
+	case <-d.done:
+		d.t.Fatalf("drain exited with %d:\n%s", d.code, d.logs())
+	default:
+	}
+	resp, err := http.Get(d.monitor + "/healthz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func (d *drainProc) logs() string {

@@ -1,15 +1,12 @@
 package tests
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -179,61 +176,6 @@ func TestScrapeOnceNATSToken(t *testing.T) {
 	if got := readSecureChannel(t, srv, "prometheus"); len(got) != 1 {
 		t.Fatalf("%d messages on the channel, want 1", len(got))
 	}
-}
-
-// launchDrain runs the drain binary with the config at path without waiting for it to
-// subscribe: only for its monitor to answer.
-func launchDrain(t *testing.T, path, monitorAddr string) *drainProc {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "drain"), "-c", path)
-	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=1")
-	d := &drainProc{t: t, cmd: cmd, monitor: "http://" + monitorAddr, done: make(chan struct{})}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			d.mu.Lock()
-			d.log.Write(sc.Bytes())
-			d.log.WriteByte('\n')
-			d.mu.Unlock()
-		}
-		err := cmd.Wait()
-		if ee, ok := err.(*exec.ExitError); ok {
-			d.code = ee.ExitCode()
-		}
-		close(d.done)
-	}()
-	t.Cleanup(func() {
-		d.signal(syscall.SIGKILL)
-		<-d.done
-		if t.Failed() {
-			t.Logf("drain log:\n%s", d.logs())
-		}
-	})
-	waitFor(t, 20*time.Second, "drain monitor up", func() bool { return d.healthz() != 0 })
-	return d
-}
-
-// healthz is the status of the drain's /healthz, 0 when it does not answer.
-func (d *drainProc) healthz() int {
-	select {
-	case <-d.done:
-		d.t.Fatalf("drain exited with %d:\n%s", d.code, d.logs())
-	default:
-	}
-	resp, err := http.Get(d.monitor + "/healthz")
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }
 
 // The drain against a server with TLS, client certificates and users: with a wrong
