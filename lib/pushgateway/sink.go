@@ -283,15 +283,13 @@ func forGateway(fams []*dto.MetricFamily) []*dto.MetricFamily {
 		if !copied {
 			out, copied = append([]*dto.MetricFamily(nil), fams...), true
 		}
-		var c *dto.MetricFamily
+		// A deep copy first: EscapeMetricFamily shares the metrics it need not escape,
+		// and those are the other sinks' too.
+		c := proto.Clone(f).(*dto.MetricFamily)
 		if utf8 {
-			c = model.EscapeMetricFamily(f, model.UnderscoreEscaping) // a copy
-		} else {
-			c = proto.Clone(f).(*dto.MetricFamily)
+			c = model.EscapeMetricFamily(c, model.UnderscoreEscaping)
 		}
-		for _, m := range c.Metric {
-			m.TimestampMs = nil
-		}
+		exposition.StripTimestamps([]*dto.MetricFamily{c})
 		out[i] = c
 	}
 	return out
