@@ -171,8 +171,6 @@ func (o *SubscribeOptions) normalize() error {
 		return fmt.Errorf("stream: invalid PingInterval %v: whole seconds, at least 1s", o.PingInterval)
 	case o.PingMaxOut < 0 || o.PingMaxOut == 1 || o.PingMaxOut > math.MaxInt32:
 		return fmt.Errorf("stream: invalid PingMaxOut %d: at least 2", o.PingMaxOut)
-	case o.MinBackoff < 0 || o.MaxBackoff < 0:
-		return fmt.Errorf("stream: negative backoff %v..%v", o.MinBackoff, o.MaxBackoff)
 	}
 	if o.MaxInflight == 0 {
 		o.MaxInflight = DefaultMaxInflight
@@ -186,19 +184,9 @@ func (o *SubscribeOptions) normalize() error {
 	if o.PingMaxOut == 0 {
 		o.PingMaxOut = DefaultPingMaxOut
 	}
-	if o.MinBackoff == 0 {
-		o.MinBackoff = DefaultMinBackoff
-		if o.MaxBackoff > 0 {
-			o.MinBackoff = min(o.MinBackoff, o.MaxBackoff)
-		}
-	}
-	if o.MaxBackoff == 0 {
-		o.MaxBackoff = max(DefaultMaxBackoff, o.MinBackoff)
-	}
-	if o.MinBackoff > o.MaxBackoff {
-		return fmt.Errorf("stream: MinBackoff %v above MaxBackoff %v", o.MinBackoff, o.MaxBackoff)
-	}
-	return nil
+	var err error
+	o.MinBackoff, o.MaxBackoff, err = backoffBounds(o.MinBackoff, o.MaxBackoff)
+	return err
 }
 
 // validChannel checks a NATS Streaming channel name: dot-separated non-empty tokens,
@@ -458,6 +446,27 @@ func (c *consumer) report(st State) {
 
 // backoff is capped exponential backoff with jitter: the nth wait is drawn uniformly
 // between half and all of min*2^n, capped at max. The zero value waits 0.
+// backoffBounds fills in the default backoff bounds and checks them: both the STAN
+// and the JetStream consumer take them.
+func backoffBounds(lo, hi time.Duration) (time.Duration, time.Duration, error) {
+	if lo < 0 || hi < 0 {
+		return 0, 0, fmt.Errorf("stream: negative backoff %v..%v", lo, hi)
+	}
+	if lo == 0 {
+		lo = DefaultMinBackoff
+		if hi > 0 {
+			lo = min(lo, hi)
+		}
+	}
+	if hi == 0 {
+		hi = max(DefaultMaxBackoff, lo)
+	}
+	if lo > hi {
+		return 0, 0, fmt.Errorf("stream: MinBackoff %v above MaxBackoff %v", lo, hi)
+	}
+	return lo, hi, nil
+}
+
 type backoff struct {
 	min, max time.Duration
 	cur      time.Duration // before jitter; 0: min

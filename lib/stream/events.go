@@ -1,10 +1,43 @@
 package stream
 
 import (
+	"fmt"
 	"log/slog"
+	"net"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
+
+// connectNATS opens the NATS connection a STAN session or a JetStream context runs on:
+// every URL tried, reconnects without end, the security options of sec, events to ev.
+// A refusal (credentials, TLS) wraps ErrAuth, any other failure ErrUnreachable.
+func connectNATS(urls []string, name string, timeout time.Duration, sec *Security, where string, ev connEvents) (*nats.Conn, error) {
+	secure, err := sec.natsOptions()
+	if err != nil {
+		return nil, err
+	}
+	dialer := &infoDialer{d: net.Dialer{Timeout: timeout}}
+	opts := append([]nats.Option{
+		nats.Name(name),
+		nats.SetCustomDialer(dialer),
+		nats.Timeout(timeout),
+		nats.MaxReconnects(-1),
+		// No reconnect buffer: a publish during a disconnect fails now instead of
+		// being flushed later, after its ack wait may have expired (as stan.go does
+		// with connections it owns).
+		nats.ReconnectBufSize(-1),
+	}, ev.options()...)
+	nc, err := nats.Connect(strings.Join(urls, ","), append(opts, secure...)...)
+	if err != nil {
+		if r := refused(where, err, sec, dialer.lastInfo()); r != nil {
+			return nil, r
+		}
+		return nil, fmt.Errorf("%w: connect to %s: %w", ErrUnreachable, where, err)
+	}
+	return nc, nil
+}
 
 // connEvents logs a NATS connection's events and tells its owner of disconnects and
 // reconnects; STAN and JetStream connections share it.

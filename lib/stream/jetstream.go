@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -177,23 +176,9 @@ func connectJetStream(ctx context.Context, o JetStreamOptions, where string, onC
 		pending:      make(map[*nats.Msg]func(error)),
 		onConnChange: onConnChange,
 	}
-	secure, err := o.Security.natsOptions()
+	nc, err := connectNATS(o.URLs, o.Name, o.ConnectTimeout, &o.Security, where, connEvents{log: j.log, onChange: j.onConnChange})
 	if err != nil {
 		return nil, err
-	}
-	dialer := &infoDialer{d: net.Dialer{Timeout: o.ConnectTimeout}}
-	nc, err := nats.Connect(strings.Join(o.URLs, ","), append([]nats.Option{
-		nats.Name(o.Name),
-		nats.SetCustomDialer(dialer),
-		nats.Timeout(o.ConnectTimeout),
-		nats.MaxReconnects(-1),
-		nats.ReconnectBufSize(-1),
-	}, append(connEvents{log: j.log, onChange: j.onConnChange}.options(), secure...)...)...)
-	if err != nil {
-		if r := refused(where, err, &o.Security, dialer.lastInfo()); r != nil {
-			return nil, r
-		}
-		return nil, fmt.Errorf("%w: connect to %s: %w", ErrUnreachable, where, err)
 	}
 	j.nc = nc
 	js, err := jetstream.New(nc,

@@ -52,8 +52,6 @@ func (o *JetStreamSubscribeOptions) normalize() error {
 		return fmt.Errorf("stream: invalid MaxAckPending %d", o.MaxAckPending)
 	case o.AckWait < 0:
 		return fmt.Errorf("stream: invalid AckWait %v", o.AckWait)
-	case o.MinBackoff < 0 || o.MaxBackoff < 0:
-		return fmt.Errorf("stream: negative backoff %v..%v", o.MinBackoff, o.MaxBackoff)
 	}
 	if o.MaxAckPending == 0 {
 		o.MaxAckPending = DefaultMaxAckPending
@@ -61,19 +59,9 @@ func (o *JetStreamSubscribeOptions) normalize() error {
 	if o.AckWait == 0 {
 		o.AckWait = DefaultAckWait
 	}
-	if o.MinBackoff == 0 {
-		o.MinBackoff = DefaultMinBackoff
-		if o.MaxBackoff > 0 {
-			o.MinBackoff = min(o.MinBackoff, o.MaxBackoff)
-		}
-	}
-	if o.MaxBackoff == 0 {
-		o.MaxBackoff = max(DefaultMaxBackoff, o.MinBackoff)
-	}
-	if o.MinBackoff > o.MaxBackoff {
-		return fmt.Errorf("stream: MinBackoff %v above MaxBackoff %v", o.MinBackoff, o.MaxBackoff)
-	}
-	return nil
+	var err error
+	o.MinBackoff, o.MaxBackoff, err = backoffBounds(o.MinBackoff, o.MaxBackoff)
+	return err
 }
 
 // ConsumeJetStream is Consume for JetStream: it connects, creates or updates the

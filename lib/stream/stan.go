@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -209,26 +208,9 @@ func dialSTAN(ctx context.Context, o STANOptions, where string, h dialHooks) (*S
 		done:         make(chan struct{}),
 		onConnChange: h.onConnChange,
 	}
-	secure, err := o.Security.natsOptions()
+	nc, err := connectNATS(o.URLs, o.Name, o.ConnectTimeout, &o.Security, where, connEvents{log: s.log, onChange: s.onConnChange})
 	if err != nil {
 		return nil, err
-	}
-	dialer := &infoDialer{d: net.Dialer{Timeout: o.ConnectTimeout}}
-	nc, err := nats.Connect(strings.Join(o.URLs, ","), append([]nats.Option{
-		nats.Name(o.Name),
-		nats.SetCustomDialer(dialer),
-		nats.Timeout(o.ConnectTimeout),
-		nats.MaxReconnects(-1),
-		// No reconnect buffer: a publish during a disconnect fails now instead of
-		// being flushed later, after its ack wait may have expired (as stan.go does
-		// with connections it owns).
-		nats.ReconnectBufSize(-1),
-	}, append(connEvents{log: s.log, onChange: s.onConnChange}.options(), secure...)...)...)
-	if err != nil {
-		if r := refused(where, err, &o.Security, dialer.lastInfo()); r != nil {
-			return nil, r
-		}
-		return nil, fmt.Errorf("%w: connect to %s: %w", ErrUnreachable, where, err)
 	}
 	if err := ctx.Err(); err != nil {
 		nc.Close()
