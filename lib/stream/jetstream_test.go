@@ -204,7 +204,8 @@ func TestJetStreamConsumeResumesDurable(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(200 * time.Millisecond) // acks are unconfirmed: let the server take them
+	// Acks are not confirmed: wait until the server has taken them all.
+	waitAcked(t, j, "drain")
 	stop()
 	publishJS(t, j, bodies("b", 3))
 	ch2 := make(chan *Msg, 100)
@@ -258,6 +259,27 @@ func TestSubjectEscaping(t *testing.T) {
 	for _, bad := range []string{"", "%2", "%zz", "%41", "a.b", "%2e"} {
 		if _, err := UnescapeToken(bad); err == nil {
 			t.Errorf("UnescapeToken(%q) accepted", bad)
+		}
+	}
+}
+
+// waitAcked waits until the durable has no message pending an ack on the server.
+func waitAcked(t *testing.T, j *JetStream, durable string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		c, err := j.js.Consumer(ctx, j.Stream(), durable)
+		if err == nil {
+			info, err := c.Info(ctx)
+			if err == nil && info.NumAckPending == 0 {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("acks of %s not taken by the server: %v", durable, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
