@@ -136,6 +136,18 @@ func (h *harness) redeliver(seq uint64, instance string, offset time.Duration) {
 	h.d.Handle(b, seq, h.acks.fn(seq))
 }
 
+// waitRetries waits until the drain has retried deliveries n times.
+func (h *harness) waitRetries(n float64) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(h.d.metrics.retries) < n {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%v retries, want %v", testutil.ToFloat64(h.d.metrics.retries), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func (h *harness) waitAcked(seqs ...uint64) {
 	h.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -198,13 +210,7 @@ func TestNoAckWhileFailing(t *testing.T) {
 	}}
 	h := newHarness(t, sink, 1)
 	a := h.send("a", time.Second)
-	deadline := time.Now().Add(5 * time.Second)
-	for testutil.ToFloat64(h.d.metrics.retries) < 5 {
-		if time.Now().After(deadline) {
-			t.Fatal("no retries")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	h.waitRetries(5)
 	if h.acks.count(a) != 0 {
 		t.Fatal("acknowledged before delivery")
 	}
@@ -274,13 +280,7 @@ func TestRedeliveryOfInflight(t *testing.T) {
 	}}
 	h := newHarness(t, sink, 1)
 	a := h.send("a", time.Second)
-	deadline := time.Now().Add(5 * time.Second)
-	for testutil.ToFloat64(h.d.metrics.retries) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("no retries")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	h.waitRetries(2)
 	h.redeliver(a, "a", time.Second)
 	if h.acks.count(a) != 0 {
 		t.Fatal("redelivery acknowledged while the first delivery is under way")
