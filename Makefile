@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X $(PKG)/lib/version.Version=$(VERSION) -X $(PKG)/lib/versio
 BINARIES  := scrape-once drain
 BENCHTIME ?= 1s
 
-.PHONY: all build test lint vet fmt bench fuzz demo deb rpm clean
+.PHONY: all build test tools lint vet fmt bench fuzz demo deb rpm clean
 
 all: build
 
@@ -19,8 +19,15 @@ bin/%: FORCE
 FORCE:
 
 # The whole suite, race detector on; fuzz targets run their seed corpus.
-test: lint
+test: lint tools
 	$(GO) test -race -count=1 -timeout 10m ./...
+
+# The tools the tests run that Debian does not package: nfpm, and Prometheus 3 (lib/promtest's
+# remote-write 2.0 receiver). Built once per machine into ~/.cache/prometheus-streams/ (see
+# systemd/tools.sh; Prometheus takes about 10 min the first time), then only looked up.
+tools:
+	@systemd/tools.sh nfpm >/dev/null
+	@systemd/tools.sh prometheus >/dev/null
 
 lint: vet fmt
 

@@ -1,0 +1,526 @@
+// Package promtest runs real Prometheus servers on loopback for tests, as
+// remote-write receivers and as scrapers to compare with.
+//
+// Start runs one of two binaries on 127.0.0.1 and a free port, with a TSDB in a
+// temporary directory, the remote-write receiver on and a generated
+// configuration, and stops it when the test ends:
+//
+//   - Prometheus2 is Debian's /usr/bin/prometheus (2.42 when this was written;
+//     apt-get install prometheus), the remote-write 1.0 receiver most of the
+//     field runs. It takes a 2.0 request for an empty 1.0 one: 204, nothing
+//     stored, no X-Prometheus-Remote-Write-Samples-Written header.
+//   - Prometheus3 is Prometheus 3 (module v0.316.0, the version in go.mod)
+//     built by `systemd/tools.sh prometheus` once per machine, about 10
+//     minutes. It receives 1.0 and, with Options.RemoteWriteV2, 2.0
+//     (io.prometheus.write.v2.Request), answering 2.0 with the
+//     X-Prometheus-Remote-Write-*-Written headers.
+//
+// Both reject samples out of order, duplicated, or more than about an hour
+// older than the newest in the TSDB with 400; a 1.0 request holding one is not stored at all,
+// while 2.0 stores the others. Both serve the HTTP API that Query, Series and
+// Metadata use, and scrape targets given in Options.ScrapeConfigs, so that a
+// test can compare what a scrape stores with what remote write stores. Stop and
+// Restart give a test a receiver that goes away and comes back on the same
+// address with the same data. The server's log is kept and printed only when
+// the test fails.
+package promtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+)
+
+// Binary selects the Prometheus that Start runs.
+type Binary int
+
+const (
+	// Prometheus2 is Debian's prometheus package (2.42): remote-write 1.0.
+	// $PROMETHEUS2_BINARY overrides the path found in $PATH.
+	Prometheus2 Binary = iota
+	// Prometheus3 is built by systemd/tools.sh prometheus: remote-write 1.0 and 2.0.
+	// $PROMETHEUS3_BINARY overrides the built one.
+	Prometheus3
+)
+
+func (b Binary) String() string {
+	switch b {
+	case Prometheus2:
+		return "Prometheus 2"
+	case Prometheus3:
+		return "Prometheus 3"
+	}
+	return "Binary(" + strconv.Itoa(int(b)) + ")"
+}
+
+// Remote-write protobuf messages, the values of Prometheus 3's
+// --web.remote-write-receiver.accepted-protobuf-messages.
+const (
+	messageV1 = "prometheus.WriteRequest"
+	messageV2 = "io.prometheus.write.v2.Request"
+)
+
+const (
+	readyTimeout  = 60 * time.Second // start (TSDB and WAL replay included) to /-/ready 200
+	stopTimeout   = 20 * time.Second // SIGTERM to exit, before SIGKILL
+	bindRetries   = 5                // Start: fresh ports to try when one is taken
+	rebindFor     = 5 * time.Second  // Restart: how long to retry the same port
+	listenLogWait = 5 * time.Second  // how long to wait for the "Listening on" line
+	waitTimeout   = 30 * time.Second // WaitFor's deadline
+	maxLog        = 1 << 20          // log bytes kept; the oldest are dropped beyond
+)
+
+// Options configure Start. The zero value runs Prometheus 2 with a 1s scrape
+// interval and no scrape configs.
+type Options struct {
+	Binary Binary
+
+	// RemoteWriteV2 makes Prometheus 3 accept remote-write 2.0 as well as 1.0.
+	// Without it Prometheus 3 accepts only 1.0 and answers a 2.0 request with
+	// 415 Unsupported Media Type, as a 1.0-only receiver should. Start fails
+	// the test if it is set for Prometheus 2, which knows only 1.0.
+	RemoteWriteV2 bool
+
+	// ScrapeInterval is the global scrape and evaluation interval; 0 means 1s.
+	ScrapeInterval time.Duration
+
+	// ScrapeConfigs is raw YAML: a sequence of scrape configs put under
+	// scrape_configs, e.g.
+	//
+	//	- job_name: target
+	//	  static_configs: [{targets: ["127.0.0.1:8080"]}]
+	//
+	// Prometheus 3 scrapes a new target within about half a second;
+	// Prometheus 2 only after about 5s (its discovery manager sends target
+	// updates every 5s, which no flag changes). Prometheus 3 fails the
+	// scrape (up 0) of a target that answers without a Content-Type unless
+	// the scrape config sets fallback_scrape_protocol: PrometheusText0.0.4,
+	// a key Prometheus 2 rejects.
+	ScrapeConfigs string
+
+	// Features are passed as --enable-feature, e.g. "type-and-unit-labels"
+	// (Prometheus 3: remote-write 2.0 metadata become __type__ and __unit__
+	// labels).
+	Features []string
+
+	// Args are extra command-line flags. They must not repeat a flag Start sets.
+	Args []string
+}
+
+// Server is a running Prometheus. Its methods are safe for concurrent use, except
+// that Start, Restart and Reload must be called from the test's goroutine (they
+// may end the test).
+type Server struct {
+	binary string
+	args   []string // without the listen address
+	config string   // path of the configuration file
+	opts   Options
+	client *http.Client
+	log    *logBuffer
+
+	mu   sync.Mutex
+	addr string // host:port, fixed by the first successful start
+	proc *process
+}
+
+// process is one run of the binary.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process has exited
+	err  error         // Wait's result, set before done is closed
+}
+
+// Start runs Prometheus and waits until it is ready. It fails the test when the
+// binary is missing or the server does not become ready; tb.Cleanup stops it.
+func Start(tb testing.TB, opts Options) *Server {
+	tb.Helper()
+	if opts.RemoteWriteV2 && opts.Binary != Prometheus3 {
+		tb.Fatalf("promtest: %v does not receive remote-write 2.0; use Prometheus3", opts.Binary)
+	}
+	bin, err := binaryPath(opts.Binary)
+	if err != nil {
+		tb.Fatalf("promtest: %v", err)
+	}
+	if opts.ScrapeInterval == 0 {
+		opts.ScrapeInterval = time.Second
+	}
+
+	// The directory is made before the cleanup below is registered, so it is
+	// removed after the server has stopped.
+	dir := tb.TempDir()
+	s := &Server{
+		binary: bin,
+		config: filepath.Join(dir, "prometheus.yml"),
+		opts:   opts,
+		client: &http.Client{Timeout: 10 * time.Second},
+		log:    &logBuffer{},
+	}
+	if err := s.writeConfig(opts.ScrapeConfigs); err != nil {
+		tb.Fatalf("promtest: %v", err)
+	}
+	s.args = []string{
+		"--config.file=" + s.config,
+		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+		"--web.enable-remote-write-receiver",
+		"--web.enable-lifecycle", // for Reload
+		// A hidden flag of both versions: the scrape manager applies target
+		// updates at once rather than every 5s (Prometheus 2's discovery
+		// manager still sends them every 5s).
+		"--scrape.discovery-reload-interval=100ms",
+	}
+	if opts.Binary == Prometheus3 {
+		// The flag is repeated, one message each; given once, it replaces the
+		// default of both.
+		s.args = append(s.args, "--web.remote-write-receiver.accepted-protobuf-messages="+messageV1)
+		if opts.RemoteWriteV2 {
+			s.args = append(s.args, "--web.remote-write-receiver.accepted-protobuf-messages="+messageV2)
+		}
+	}
+	if len(opts.Features) > 0 {
+		s.args = append(s.args, "--enable-feature="+strings.Join(opts.Features, ","))
+	}
+	s.args = append(s.args, opts.Args...)
+	tb.Cleanup(func() {
+		s.Stop()
+		s.client.CloseIdleConnections()
+		if tb.Failed() {
+			tb.Logf("promtest: %v output:\n%s", opts.Binary, s.log.String())
+		}
+	})
+
+	// Another process may take the port between our probe and the server's
+	// bind, so try a few.
+	var lastErr error
+	for range bindRetries {
+		addr, err := freeAddr()
+		if err != nil {
+			tb.Fatalf("promtest: %v", err)
+		}
+		p, err := s.run(addr)
+		if err == nil {
+			s.mu.Lock()
+			s.addr, s.proc = addr, p
+			s.mu.Unlock()
+			return s
+		}
+		lastErr = err
+		if !errors.Is(err, errInUse) {
+			break
+		}
+	}
+	tb.Fatalf("promtest: start %s: %v", s.binary, lastErr)
+	return nil
+}
+
+// binaryPath finds the binary of b, or says how to get it.
+func binaryPath(b Binary) (string, error) {
+	switch b {
+	case Prometheus2:
+		if p := os.Getenv("PROMETHEUS2_BINARY"); p != "" {
+			if _, err := exec.LookPath(p); err != nil {
+				return "", fmt.Errorf("$PROMETHEUS2_BINARY: %w", err)
+			}
+			return p, nil
+		}
+		p, err := exec.LookPath("prometheus")
+		if err != nil {
+			return "", fmt.Errorf("no Prometheus 2 (%w): apt-get install prometheus, or set $PROMETHEUS2_BINARY", err)
+		}
+		return p, nil
+	case Prometheus3:
+		if p := os.Getenv("PROMETHEUS3_BINARY"); p != "" {
+			if _, err := exec.LookPath(p); err != nil {
+				return "", fmt.Errorf("$PROMETHEUS3_BINARY: %w", err)
+			}
+			return p, nil
+		}
+		root, err := moduleRoot()
+		if err != nil {
+			return "", fmt.Errorf("no Prometheus 3: %w; set $PROMETHEUS3_BINARY", err)
+		}
+		// --check: a test must not start a build of about 10 minutes.
+		cmd := exec.Command(filepath.Join(root, "systemd", "tools.sh"), "--check", "prometheus")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return "", fmt.Errorf("no Prometheus 3 built (%v: %s): run systemd/tools.sh prometheus or make tools (once per machine, about 10 min), or set $PROMETHEUS3_BINARY",
+				err, strings.TrimSpace(stderr.String()))
+		}
+		return strings.TrimSpace(string(out)), nil
+	}
+	return "", fmt.Errorf("unknown %v", b)
+}
+
+// moduleRoot is the nearest directory at or above the working directory (the
+// test's package directory) that holds a go.mod.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// writeConfig writes the configuration file with scrapeConfigs.
+func (s *Server) writeConfig(scrapeConfigs string) error {
+	var b strings.Builder
+	iv := model.Duration(s.opts.ScrapeInterval)
+	fmt.Fprintf(&b, "global:\n  scrape_interval: %v\n  scrape_timeout: %v\n  evaluation_interval: %v\n", iv, iv, iv)
+	if strings.TrimSpace(scrapeConfigs) != "" {
+		b.WriteString("scrape_configs:\n")
+		for line := range strings.Lines(scrapeConfigs) {
+			b.WriteString("  " + strings.TrimRight(line, "\n") + "\n")
+		}
+	}
+	if err := os.WriteFile(s.config, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// URL is the server's base URL, http://127.0.0.1:<port>.
+func (s *Server) URL() string {
+	return "http://" + s.Addr()
+}
+
+// RemoteWriteURL is where the server receives remote writes.
+func (s *Server) RemoteWriteURL() string {
+	return s.URL() + "/api/v1/write"
+}
+
+// Addr is the server's host:port.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// Stop stops the server (SIGTERM, then SIGKILL if it has not exited within 20s)
+// and waits for it to exit. What it stored stays in its data directory (the
+// WAL) for Restart. Until Restart, requests to its address are refused. Stop is
+// idempotent.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	p := s.proc
+	s.proc = nil
+	s.mu.Unlock()
+	if p != nil {
+		p.stop()
+	}
+}
+
+// Restart starts the server again on the same address and data directory,
+// stopping it first if it runs, and waits until it is ready (which includes
+// replaying the WAL). It fails the test if it cannot.
+func (s *Server) Restart(tb testing.TB) {
+	tb.Helper()
+	s.Stop()
+	addr := s.Addr()
+	deadline := time.Now().Add(rebindFor)
+	for {
+		p, err := s.run(addr)
+		if err == nil {
+			s.mu.Lock()
+			s.proc = p
+			s.mu.Unlock()
+			return
+		}
+		// The port can be briefly held, e.g. by a client's connection that
+		// happened to be given it as its local port.
+		if !errors.Is(err, errInUse) || time.Now().After(deadline) {
+			tb.Fatalf("promtest: restart on %s: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Reload replaces the scrape configs (Options.ScrapeConfigs) and has the running
+// server reload its configuration. It fails the test unless the reload succeeds.
+func (s *Server) Reload(tb testing.TB, scrapeConfigs string) {
+	tb.Helper()
+	if err := s.writeConfig(scrapeConfigs); err != nil {
+		tb.Fatalf("promtest: reload: %v", err)
+	}
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, s.URL()+"/-/reload", nil)
+	if err != nil {
+		tb.Fatalf("promtest: reload: %v", err)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		tb.Fatalf("promtest: reload: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		tb.Fatalf("promtest: reload: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+}
+
+// errInUse is a start that failed because the port was taken.
+var errInUse = errors.New("address already in use")
+
+// run starts the binary on addr and waits until it is ready.
+func (s *Server) run(addr string) (*process, error) {
+	args := append([]string{"--web.listen-address=" + addr}, s.args...)
+	cmd := exec.Command(s.binary, args...)
+	mark := s.log.mark()
+	s.log.printf("promtest: %s %s\n", s.binary, strings.Join(args, " "))
+	cmd.Stdout = s.log
+	cmd.Stderr = s.log
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		s.log.printf("promtest: prometheus exited: %v\n", p.err)
+		close(p.done)
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	readyURL := "http://" + addr + "/-/ready"
+	started := time.Now()
+	for {
+		// A server of another test that took the port would answer too, so
+		// wait until this one says it listens (both versions log
+		// `msg="Listening on"`; a binary that does not is trusted after a
+		// while if it is still running).
+		ours := strings.Contains(s.log.since(mark), "Listening on") || time.Since(started) > listenLogWait
+		if ours && ready(ctx, s.client, readyURL) {
+			select {
+			case <-p.done: // lost the port after all
+			default:
+				return p, nil
+			}
+		}
+		select {
+		case <-p.done:
+			if strings.Contains(s.log.since(mark), "address already in use") {
+				return nil, fmt.Errorf("%w: %s", errInUse, addr)
+			}
+			return nil, fmt.Errorf("prometheus exited before it was ready (%v); its output:\n%s", p.err, s.log.since(mark))
+		case <-ctx.Done():
+			p.stop()
+			return nil, fmt.Errorf("not ready within %v", readyTimeout)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func ready(ctx context.Context, c *http.Client, url string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (p *process) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(stopTimeout):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// freeAddr returns a loopback address with a port nobody listened on a moment ago.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	return addr, nil
+}
+
+// logBuffer collects the server's output across runs, keeping the newest maxLog
+// bytes.
+type logBuffer struct {
+	mu      sync.Mutex
+	b       []byte
+	dropped int
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	if over := len(l.b) - maxLog; over > 0 {
+		// Drop whole lines from the front, in one copy.
+		cut := over
+		if i := bytes.IndexByte(l.b[cut:], '\n'); i >= 0 {
+			cut += i + 1
+		}
+		l.dropped += cut
+		l.b = append(l.b[:0], l.b[cut:]...)
+	}
+	return len(p), nil
+}
+
+// mark returns how many bytes have been written so far, for since.
+func (l *logBuffer) mark() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dropped + len(l.b)
+}
+
+// since returns what was written after mark (as much as is still kept).
+func (l *logBuffer) since(mark int) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := max(mark-l.dropped, 0)
+	return string(l.b[i:])
+}
+
+func (l *logBuffer) printf(format string, args ...any) {
+	_, _ = fmt.Fprintf(l, format, args...)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dropped > 0 {
+		return "[" + strconv.Itoa(l.dropped) + " earlier bytes dropped]\n" + string(l.b)
+	}
+	return string(l.b)
+}

@@ -1,0 +1,10 @@
+package promtest
+
+import "syscall"
+
+// sysProcAttr has the kernel kill Prometheus if the test binary dies without
+// running its cleanups (e.g. killed by go test's timeout), so no server outlives
+// its test.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
