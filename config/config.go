@@ -32,6 +32,16 @@ const (
 	DefaultAckWait           = Duration(30e9)
 	DefaultPushTimeout       = Duration(10e9)
 	DefaultPushWorkers       = 8
+	// Remote-write defaults: Prometheus 3's where it has one.
+	DefaultRemoteTimeout     = Duration(30e9)
+	DefaultMaxSamplesPerSend = 2000
+	DefaultRemoteMaxShards   = 4
+	DefaultRemoteMinBackoff  = Duration(30e6)
+	DefaultRemoteMaxBackoff  = Duration(5e9)
+	// RemoteWriteV1 and RemoteWriteV2 are the protobuf_message values: remote-write 1.0,
+	// the default, and 2.0.
+	RemoteWriteV1 = "prometheus.WriteRequest"
+	RemoteWriteV2 = "io.prometheus.write.v2.Request"
 	DefaultMonitorListen     = ":9898"
 	DefaultExposeListen      = ":9899"
 	DefaultExposePath        = "/metrics"
@@ -68,6 +78,8 @@ type Config struct {
 	PollerStream   *Stream      `yaml:"poller_stream"`
 	ReceiverStream *Stream      `yaml:"receiver_stream"`
 	PushGateway    *PushGateway `yaml:"push_gateway"`
+	// RemoteWrite lists remote-write receivers, each one more sink, as in Prometheus.
+	RemoteWrite []*RemoteWrite `yaml:"remote_write"`
 
 	// Monitor is the drain's own HTTP listener: /metrics and /healthz.
 	Monitor *Monitor `yaml:"monitor"`
@@ -200,6 +212,40 @@ type PushGateway struct {
 	HTTPClientConfig promcfg.HTTPClientConfig `yaml:",inline"`
 }
 
+// RemoteWrite is one remote-write receiver: an entry of Prometheus's own remote_write
+// list, with the keys that mean something here.
+type RemoteWrite struct {
+	URL string `yaml:"url"`
+	// Name identifies the endpoint in metrics and logs; the URL's host and path by default.
+	Name string `yaml:"name"`
+	// ProtobufMessage is RemoteWriteV1 (the default) or RemoteWriteV2.
+	ProtobufMessage string `yaml:"protobuf_message"`
+	// RemoteTimeout bounds one request.
+	RemoteTimeout Duration `yaml:"remote_timeout"`
+	// Headers are sent with every request; the protocol's own headers are refused.
+	Headers     map[string]string `yaml:"headers"`
+	QueueConfig QueueConfig       `yaml:"queue_config"`
+
+	HTTPClientConfig promcfg.HTTPClientConfig `yaml:",inline"`
+}
+
+// QueueConfig is how a remote-write sink batches, parallelises and retries.
+type QueueConfig struct {
+	// MaxSamplesPerSend bounds one request; scrapes of several targets share a request.
+	MaxSamplesPerSend int `yaml:"max_samples_per_send"`
+	// BatchSendDeadline is how long a sender waits for a request to fill; 0 (the
+	// default) sends what is queued as soon as a sender is free.
+	BatchSendDeadline Duration `yaml:"batch_send_deadline"`
+	// MaxShards is how many requests are in flight at once.
+	MaxShards int `yaml:"max_shards"`
+	// MinBackoff and MaxBackoff bound the quick retries of one request on 5xx, 429 and
+	// network errors; after those the drain retries the scrapes with its own backoff.
+	MinBackoff Duration `yaml:"min_backoff"`
+	MaxBackoff Duration `yaml:"max_backoff"`
+	// RetryOnRateLimit retries on 429 Too Many Requests (the default), as on a 5xx.
+	RetryOnRateLimit *bool `yaml:"retry_on_http_429"`
+}
+
 // Job is a group of targets scraped alike, with the options a Prometheus user expects.
 type Job struct {
 	Name    string            `yaml:"-"`
@@ -268,6 +314,11 @@ func parse(b []byte, dir string) (*Config, error) {
 	if pg := c.PushGateway; pg != nil {
 		setHTTPDefaults(idx, "push_gateway", &pg.HTTPClientConfig)
 	}
+	for i, rw := range c.RemoteWrite {
+		if rw != nil {
+			setHTTPDefaults(idx, fmt.Sprintf("remote_write[%d]", i), &rw.HTTPClientConfig)
+		}
+	}
 	for name, j := range c.Jobs {
 		if j != nil {
 			setHTTPDefaults(idx, "jobs."+name, &j.HTTPClientConfig)
@@ -294,6 +345,11 @@ func (c *Config) resolvePaths(dir string) {
 	}
 	if c.PushGateway != nil {
 		c.PushGateway.HTTPClientConfig.SetDirectory(dir)
+	}
+	for _, rw := range c.RemoteWrite {
+		if rw != nil {
+			rw.HTTPClientConfig.SetDirectory(dir)
+		}
 	}
 	if c.Monitor != nil {
 		c.Monitor.WebConfigFile = promcfg.JoinDir(dir, c.Monitor.WebConfigFile)
@@ -386,6 +442,37 @@ func (c *Config) applyDefaults() {
 		}
 		if pg.Workers == 0 {
 			pg.Workers = DefaultPushWorkers
+		}
+	}
+	for _, rw := range c.RemoteWrite {
+		if rw == nil {
+			continue
+		}
+		if rw.ProtobufMessage == "" {
+			rw.ProtobufMessage = RemoteWriteV1
+		}
+		if rw.RemoteTimeout == 0 {
+			rw.RemoteTimeout = DefaultRemoteTimeout
+		}
+		q := &rw.QueueConfig
+		if q.MaxSamplesPerSend == 0 {
+			q.MaxSamplesPerSend = DefaultMaxSamplesPerSend
+		}
+		if q.MaxShards == 0 {
+			q.MaxShards = DefaultRemoteMaxShards
+		}
+		if q.MinBackoff == 0 {
+			q.MinBackoff = DefaultRemoteMinBackoff
+		}
+		if q.MaxBackoff == 0 {
+			q.MaxBackoff = DefaultRemoteMaxBackoff
+		}
+		if q.RetryOnRateLimit == nil {
+			yes := true
+			q.RetryOnRateLimit = &yes
+		}
+		if rw.Name == "" {
+			rw.Name = remoteWriteName(rw.URL)
 		}
 	}
 	if e := c.Expose; e != nil {
@@ -489,8 +576,8 @@ func (c *Config) RequireCentral() error {
 	if c.ReceiverStream == nil {
 		errs = append(errs, errors.New("receiver_stream or embedded_stream: required by the drain"))
 	}
-	if c.PushGateway == nil && c.Expose == nil {
-		errs = append(errs, errors.New("push_gateway or expose: the drain needs at least one sink"))
+	if c.PushGateway == nil && c.Expose == nil && len(c.RemoteWrite) == 0 {
+		errs = append(errs, errors.New("push_gateway, expose or remote_write: the drain needs at least one sink"))
 	}
 	return errors.Join(errs...)
 }

@@ -265,7 +265,7 @@ func TestRequire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.RequireCentral(); err == nil || !strings.Contains(err.Error(), "push_gateway or expose") {
+	if err := c.RequireCentral(); err == nil || !strings.Contains(err.Error(), "push_gateway, expose or remote_write") {
 		t.Errorf("RequireCentral without a sink = %v", err)
 	}
 }
@@ -312,5 +312,77 @@ func TestRelativeFiles(t *testing.T) {
 	// Validation turns bearer_token_file into authorization.credentials_file, as Prometheus does.
 	if a := c.Jobs["j"].HTTPClientConfig.Authorization; a == nil || a.CredentialsFile != filepath.Join(dir, "token") {
 		t.Errorf("authorization = %+v", a)
+	}
+}
+
+func TestRemoteWrite(t *testing.T) {
+	c, err := Parse([]byte(`receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1'}
+remote_write:
+  - url: http://prom.example.net:9090/api/v1/write
+  - url: https://mimir.example.net/api/v1/push
+    name: mimir
+    protobuf_message: io.prometheus.write.v2.Request
+    headers: {X-Scope-OrgID: fleet}
+    basic_auth: {username: u, password: s3cr3t}
+    queue_config: {max_samples_per_send: 5000, max_shards: 2, retry_on_http_429: false}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RequireCentral(); err != nil {
+		t.Errorf("remote_write is a sink: %v", err)
+	}
+	a, b := c.RemoteWrite[0], c.RemoteWrite[1]
+	if a.Name != "prom.example.net:9090/api/v1/write" || a.ProtobufMessage != RemoteWriteV1 || a.RemoteTimeout != DefaultRemoteTimeout ||
+		a.QueueConfig.MaxSamplesPerSend != DefaultMaxSamplesPerSend || a.QueueConfig.MaxShards != DefaultRemoteMaxShards ||
+		!*a.QueueConfig.RetryOnRateLimit || !a.HTTPClientConfig.FollowRedirects {
+		t.Errorf("defaults: %+v", a)
+	}
+	if b.Name != "mimir" || b.ProtobufMessage != RemoteWriteV2 || b.QueueConfig.MaxSamplesPerSend != 5000 ||
+		b.QueueConfig.MaxShards != 2 || *b.QueueConfig.RetryOnRateLimit || b.Headers["X-Scope-OrgID"] != "fleet" {
+		t.Errorf("values: %+v", b)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "remote_write[1].basic_auth.password") || strings.Contains(c.Warnings[0], "s3cr3t") {
+		t.Errorf("warnings = %q", c.Warnings)
+	}
+
+	_, err = Parse([]byte(`remote_write:
+  - url: http://a:1/w
+    protobuf_message: v3
+  - url: ftp://b/w
+    headers: {Content-Type: x}
+  - url: http://a:1/w
+    queue_config: {max_shards: -1, min_backoff: 10s, max_backoff: 1s}
+    send_exemplars: true
+`))
+	if err == nil {
+		t.Fatal("bad remote_write accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{"send_exemplars", "line 8"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q lacks %q", msg, want)
+		}
+	}
+	_, err = Parse([]byte(`remote_write:
+  - url: http://a:1/w
+    protobuf_message: v3
+  - url: ftp://b/w
+    headers: {Content-Type: x}
+  - url: http://a:1/w
+    queue_config: {max_shards: -1, min_backoff: 10s, max_backoff: 1s}
+`))
+	if err == nil {
+		t.Fatal("bad remote_write accepted")
+	}
+	msg = err.Error()
+	for _, want := range []string{
+		"remote_write[0].protobuf_message", `"v3"`, "line 3",
+		"remote_write[1].url", "remote_write[1].headers", "Content-Type",
+		"remote_write[2].name", "remote_write[2].queue_config.max_shards", "min_backoff",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q lacks %q", msg, want)
+		}
 	}
 }

@@ -71,6 +71,7 @@ func (c *Config) validate() []error {
 			ps.add("push_gateway", "http client settings: %v", err)
 		}
 	}
+	validRemoteWrite(&ps, c.RemoteWrite)
 	if c.MonitorPort != 0 {
 		if c.monitorBoth {
 			ps.add("monitor_port", "monitor_port and monitor.listen are both set: keep monitor.listen")
@@ -329,6 +330,11 @@ func (c *Config) secretWarnings() []string {
 	if c.PushGateway != nil {
 		w = inlineSecrets(w, "push_gateway", &c.PushGateway.HTTPClientConfig)
 	}
+	for i, rw := range c.RemoteWrite {
+		if rw != nil {
+			w = inlineSecrets(w, fmt.Sprintf("remote_write[%d]", i), &rw.HTTPClientConfig)
+		}
+	}
 	return w
 }
 
@@ -366,4 +372,75 @@ func validFile(ps *problems, key, path string) {
 	if _, err := os.Stat(path); err != nil {
 		ps.add(key, "%v", err)
 	}
+}
+
+// reservedHeaders are the remote-write protocol's own headers, which Prometheus refuses in
+// a remote_write entry's headers too.
+var reservedHeaders = []string{
+	"Authorization", "Host", "Content-Encoding", "Content-Length", "Content-Type",
+	"User-Agent", "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Www-Authenticate", "Retry-After", "X-Prometheus-Remote-Write-Version",
+}
+
+func validRemoteWrite(ps *problems, rws []*RemoteWrite) {
+	names := map[string]int{}
+	for i, rw := range rws {
+		key := fmt.Sprintf("remote_write[%d]", i)
+		if rw == nil {
+			ps.add(key, "empty entry: want at least a url")
+			continue
+		}
+		if rw.URL == "" {
+			ps.add(key+".url", "required")
+		} else if validURL(ps, key+".url", rw.URL) {
+			if u, _ := url.Parse(rw.URL); u.User != nil {
+				ps.add(key+".url", "has credentials: use basic_auth instead, which keeps them secret")
+			}
+		}
+		if j, dup := names[rw.Name]; dup {
+			ps.add(key+".name", "%q is also remote_write[%d]'s name: give each entry its own name", rw.Name, j)
+		}
+		names[rw.Name] = i
+		switch rw.ProtobufMessage {
+		case RemoteWriteV1, RemoteWriteV2:
+		default:
+			ps.add(key+".protobuf_message", "%q: want %s (remote-write 1.0) or %s (2.0)", rw.ProtobufMessage, RemoteWriteV1, RemoteWriteV2)
+		}
+		if rw.RemoteTimeout < 0 {
+			ps.add(key+".remote_timeout", "must be positive")
+		}
+		for h := range rw.Headers {
+			for _, r := range reservedHeaders {
+				if strings.EqualFold(h, r) {
+					ps.add(key+".headers", "%s is set by the protocol or the client settings and cannot be overridden", r)
+				}
+			}
+		}
+		q := rw.QueueConfig
+		if q.MaxSamplesPerSend < 0 {
+			ps.add(key+".queue_config.max_samples_per_send", "must be positive, got %d", q.MaxSamplesPerSend)
+		}
+		if q.MaxShards < 0 {
+			ps.add(key+".queue_config.max_shards", "must be positive, got %d", q.MaxShards)
+		}
+		if q.BatchSendDeadline < 0 {
+			ps.add(key+".queue_config.batch_send_deadline", "must not be negative")
+		}
+		if q.MinBackoff < 0 || q.MaxBackoff < 0 || q.MinBackoff > q.MaxBackoff {
+			ps.add(key+".queue_config", "min_backoff %s and max_backoff %s: want 0 < min_backoff <= max_backoff", q.MinBackoff, q.MaxBackoff)
+		}
+		if err := rw.HTTPClientConfig.Validate(); err != nil {
+			ps.add(key, "http client settings: %v", err)
+		}
+	}
+}
+
+// remoteWriteName is a remote-write endpoint's default name: its URL's host and path,
+// which identify it without any credential.
+func remoteWriteName(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return raw
+	}
+	return u.Host + u.Path
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	remote "github.com/prometheus/client_golang/exp/api/remote"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/lib/expose"
 	"github.com/prometheus-streams/prometheus-streams/lib/monitor"
 	"github.com/prometheus-streams/prometheus-streams/lib/pushgateway"
+	"github.com/prometheus-streams/prometheus-streams/lib/remotewrite"
 	"github.com/prometheus-streams/prometheus-streams/lib/stream"
 	"github.com/prometheus-streams/prometheus-streams/lib/version"
 )
@@ -87,10 +89,22 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		sinks = append(sinks, sink)
 		logger.Info("serving the federated metrics", "address", srv.Addr(), "path", e.Path)
 	}
-	workers := config.DefaultPushWorkers
-	if cfg.PushGateway != nil {
-		workers = cfg.PushGateway.Workers
+	for _, rw := range cfg.RemoteWrite {
+		q := rw.QueueConfig
+		sink, err := remotewrite.New(remotewrite.Options{
+			Name: rw.Name, URL: rw.URL, Message: remote.WriteMessageType(rw.ProtobufMessage),
+			HTTPClientConfig: rw.HTTPClientConfig, Headers: rw.Headers, Timeout: rw.RemoteTimeout.D(),
+			MaxSamplesPerSend: q.MaxSamplesPerSend, BatchSendDeadline: q.BatchSendDeadline.D(), MaxShards: q.MaxShards,
+			MinBackoff: q.MinBackoff.D(), MaxBackoff: q.MaxBackoff.D(), RetryOnRateLimit: *q.RetryOnRateLimit,
+		}, logger, reg)
+		if err != nil {
+			return err
+		}
+		defer sink.Close()
+		sinks = append(sinks, sink)
+		logger.Info("writing to a remote-write receiver", "remote", rw.Name, "protobuf_message", rw.ProtobufMessage)
 	}
+	workers := drainWorkers(cfg)
 	trust, err := drain.NewTrust(cfg.Trust)
 	if err != nil {
 		return fmt.Errorf("trust: %w", err)
@@ -157,6 +171,20 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 	logger.Info("stopping")
 	wg.Wait()
 	return err
+}
+
+// drainWorkers is how many targets the drain delivers at once: the gateway's workers,
+// and enough for every remote-write sender to find a few scrapes to share a request.
+func drainWorkers(cfg *config.Config) int {
+	workers := config.DefaultPushWorkers
+	if cfg.PushGateway != nil {
+		workers = cfg.PushGateway.Workers
+	}
+	rw := 0
+	for _, r := range cfg.RemoteWrite {
+		rw += 4 * r.QueueConfig.MaxShards
+	}
+	return max(workers, rw)
 }
 
 // notify tells systemd about the service's state.

@@ -1,0 +1,443 @@
+package remotewrite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	remote "github.com/prometheus/client_golang/exp/api/remote"
+	"github.com/prometheus/client_golang/prometheus"
+	promcfg "github.com/prometheus/common/config"
+	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/drain"
+	"github.com/prometheus-streams/prometheus-streams/lib/version"
+)
+
+// Options describe one remote-write endpoint.
+type Options struct {
+	// Name identifies the endpoint in metrics and logs; it must not hold a secret.
+	Name string
+	URL  string
+	// Message is remote.WriteV1MessageType (the default) or remote.WriteV2MessageType.
+	Message          remote.WriteMessageType
+	HTTPClientConfig promcfg.HTTPClientConfig
+	Headers          map[string]string
+	// Timeout bounds one request with its quick retries.
+	Timeout time.Duration
+	// MaxSamplesPerSend bounds one request.
+	MaxSamplesPerSend int
+	// BatchSendDeadline is how long a sender waits for a request to fill; 0 sends at once.
+	BatchSendDeadline time.Duration
+	// MaxShards is how many requests are in flight at once.
+	MaxShards int
+	// MinBackoff and MaxBackoff bound the quick retries of a request on 5xx, 429 and
+	// network errors, of which there are MaxRetries (3 by default).
+	MinBackoff, MaxBackoff time.Duration
+	MaxRetries             int
+	RetryOnRateLimit       bool
+	// Now is the clock; time.Now by default.
+	Now func() time.Time
+}
+
+// sender batches the scrapes of many targets into requests and sends them.
+type sender struct {
+	o      Options
+	api    *remote.API
+	logger *slog.Logger
+	queue  chan *entry
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	requests *prometheus.CounterVec
+	samples  prometheus.Counter
+	rejected *prometheus.CounterVec
+	duration prometheus.Histogram
+	batch    prometheus.Histogram
+}
+
+// entry is one scrape's samples waiting for a request.
+type entry struct {
+	series []series
+	metas  []meta
+	done   chan error
+}
+
+// statusKey carries, in a request's context, where the transport records the status
+// code of the last response: the client reports a 4xx only as text.
+type statusKey struct{}
+
+type statusTransport struct{ next http.RoundTripper }
+
+func (t statusTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(r)
+	if p, ok := r.Context().Value(statusKey{}).(*int); ok && err == nil {
+		*p = resp.StatusCode
+	}
+	return resp, err
+}
+
+type headerTransport struct {
+	next    http.RoundTripper
+	headers map[string]string
+}
+
+func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range t.headers {
+		r.Header.Set(k, v)
+	}
+	return t.next.RoundTrip(r)
+}
+
+func newSender(o Options, logger *slog.Logger, reg prometheus.Registerer) (*sender, error) {
+	if o.Message == "" {
+		o.Message = remote.WriteV1MessageType
+	}
+	if err := o.Message.Validate(); err != nil {
+		return nil, fmt.Errorf("remote write %s: %w", o.Name, err)
+	}
+	if o.MaxSamplesPerSend <= 0 {
+		o.MaxSamplesPerSend = 2000
+	}
+	if o.MaxShards <= 0 {
+		o.MaxShards = 4
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 30 * time.Millisecond
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(5*time.Second, o.MinBackoff)
+	}
+	if o.MaxRetries <= 0 {
+		o.MaxRetries = 3
+	}
+	hc, err := promcfg.NewClientFromConfig(o.HTTPClientConfig, "remote_write", promcfg.WithUserAgent(version.UserAgent()))
+	if err != nil {
+		return nil, fmt.Errorf("remote write %s: HTTP client: %w", o.Name, err)
+	}
+	var rt http.RoundTripper = statusTransport{hc.Transport}
+	if len(o.Headers) > 0 {
+		rt = headerTransport{rt, o.Headers}
+	}
+	hc.Transport = rt
+	opts := []remote.APIOption{
+		remote.WithAPIHTTPClient(hc),
+		remote.WithAPIPath(""), // the URL is the whole endpoint, as in Prometheus's config
+		remote.WithAPIBackoff(remote.BackoffConfig{Min: o.MinBackoff, Max: o.MaxBackoff, MaxRetries: o.MaxRetries}),
+	}
+	if !o.RetryOnRateLimit {
+		opts = append(opts, remote.WithAPINoRetryOnRateLimit())
+	}
+	api, err := remote.NewAPI(o.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("remote write %s: %w", o.Name, err)
+	}
+	cl := prometheus.Labels{"remote": o.Name}
+	s := &sender{
+		o: o, api: api, logger: logger,
+		queue: make(chan *entry, o.MaxShards),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "prometheus_streams_remote_write_requests_total", ConstLabels: cl,
+			Help: "Remote-write requests, by HTTP status code (0: no answer), quick retries included.",
+		}, []string{"code"}),
+		samples: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "prometheus_streams_remote_write_samples_total", ConstLabels: cl,
+			Help: "Samples the receiver accepted, staleness markers included.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "prometheus_streams_remote_write_rejected_scrapes_total", ConstLabels: cl,
+			Help: "Scrapes the receiver refused for good, by reason: out_of_order (it holds newer samples), too_old (out of bounds), or the HTTP status.",
+		}, []string{"reason"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "prometheus_streams_remote_write_request_duration_seconds", ConstLabels: cl,
+			Help:    "Time to send one request, quick retries included.",
+			Buckets: prometheus.ExponentialBuckets(0.002, 2, 14),
+		}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "prometheus_streams_remote_write_request_samples", ConstLabels: cl,
+			Help:    "Samples per request.",
+			Buckets: prometheus.ExponentialBuckets(10, 2, 14),
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{s.requests, s.samples, s.rejected, s.duration, s.batch} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("remote write %s: register metrics: %w", o.Name, err)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	for range o.MaxShards {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.run(ctx)
+		}()
+	}
+	return s, nil
+}
+
+func (s *sender) close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// errClosed fails what is queued when the sink closes: the drain leaves it unacknowledged.
+var errClosed = errors.New("remote write: sink closed")
+
+// write sends one scrape's samples, sharing a request with other scrapes when several
+// wait, and returns once the receiver has them or refused them.
+func (s *sender) write(ctx context.Context, ss []series, metas []meta) error {
+	e := &entry{series: ss, metas: metas, done: make(chan error, 1)}
+	select {
+	case s.queue <- e:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-e.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err() // the request goes on; a retry of the scrape is harmless
+	}
+}
+
+// run is one sender: it takes what is queued, up to MaxSamplesPerSend samples, and sends it.
+func (s *sender) run(ctx context.Context) {
+	var carry *entry
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case first = <-s.queue:
+			case <-ctx.Done():
+				return
+			}
+		}
+		batch, n := []*entry{first}, len(first.series)
+		var deadline <-chan time.Time
+		var timer *time.Timer
+		if s.o.BatchSendDeadline > 0 {
+			timer = time.NewTimer(s.o.BatchSendDeadline)
+			deadline = timer.C
+		}
+	fill:
+		for n < s.o.MaxSamplesPerSend {
+			var e *entry
+			if deadline == nil {
+				select {
+				case e = <-s.queue:
+				default:
+					break fill
+				}
+			} else {
+				select {
+				case e = <-s.queue:
+				case <-deadline:
+					break fill
+				case <-ctx.Done():
+					break fill
+				}
+			}
+			if n+len(e.series) > s.o.MaxSamplesPerSend {
+				carry = e
+				break
+			}
+			batch, n = append(batch, e), n+len(e.series)
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		s.send(ctx, batch)
+		if ctx.Err() != nil {
+			if carry != nil {
+				carry.done <- errClosed
+			}
+			return
+		}
+	}
+}
+
+// send writes a batch and tells each of its entries the outcome. A batch refused for
+// good is sent again entry by entry, so that one bad scrape fails alone.
+func (s *sender) send(ctx context.Context, batch []*entry) {
+	err := s.request(ctx, batch)
+	if err == nil || len(batch) == 1 || !errors.Is(err, errFinal) {
+		for _, e := range batch {
+			e.done <- s.outcome(err)
+		}
+		return
+	}
+	for _, e := range batch {
+		e.done <- s.outcome(s.request(ctx, []*entry{e}))
+	}
+}
+
+// errFinal marks an answer that retrying the same request cannot change.
+var errFinal = errors.New("refused")
+
+// outcome turns a request's error into what the drain makes of it, counting refusals.
+func (s *sender) outcome(err error) error {
+	var f *finalError
+	if !errors.As(err, &f) {
+		return err
+	}
+	s.rejected.WithLabelValues(f.reason).Inc()
+	if f.reason == "out_of_order" {
+		return fmt.Errorf("%w: %w", drain.ErrSuperseded, err)
+	}
+	return fmt.Errorf("%w: %w", drain.ErrRejected, err)
+}
+
+type finalError struct {
+	reason string
+	err    error
+}
+
+func (e *finalError) Error() string { return e.err.Error() }
+func (e *finalError) Unwrap() []error {
+	return []error{errFinal, e.err}
+}
+
+// request sends the entries' samples, in requests of at most MaxSamplesPerSend (one
+// scrape can be larger than that), all of which must succeed.
+func (s *sender) request(ctx context.Context, batch []*entry) error {
+	var all []series
+	var metas []meta
+	if len(batch) == 1 {
+		all, metas = batch[0].series, batch[0].metas
+	} else {
+		for _, e := range batch {
+			off := int32(len(metas))
+			metas = append(metas, e.metas...)
+			for _, ser := range e.series {
+				if ser.meta >= 0 {
+					ser.meta += off
+				}
+				all = append(all, ser)
+			}
+		}
+	}
+	for len(all) > 0 {
+		n := min(len(all), s.o.MaxSamplesPerSend)
+		if err := s.post(ctx, all[:n], metas); err != nil {
+			return err
+		}
+		all = all[n:]
+	}
+	return nil
+}
+
+// post sends one request.
+func (s *sender) post(ctx context.Context, ss []series, metas []meta) error {
+	var msg any
+	if s.o.Message == remote.WriteV2MessageType {
+		msg = buildV2(ss, metas)
+	} else {
+		msg = buildV1(ss, metas)
+	}
+	code := 0
+	rctx, cancel := context.WithTimeout(context.WithValue(ctx, statusKey{}, &code), s.o.Timeout)
+	defer cancel()
+	start := time.Now()
+	_, err := s.api.Write(rctx, s.o.Message, msg, remote.WithWriteRetryCallback(func(error) {
+		s.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+		code = 0
+	}))
+	s.duration.Observe(time.Since(start).Seconds())
+	s.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	s.batch.Observe(float64(len(ss)))
+	if err == nil {
+		s.samples.Add(float64(len(ss)))
+		return nil
+	}
+	err = fmt.Errorf("remote write %s: %w", s.o.Name, err)
+	var retryable interface{ RetryAfter() time.Duration }
+	switch {
+	case errors.As(err, &retryable), ctx.Err() != nil:
+		return err
+	case code >= 400 && code < 500:
+		return &finalError{reason: reason(code, err.Error()), err: err}
+	case code >= 200 && code < 300:
+		// A 2.0 request answered 2xx without saying what it wrote: a 1.0-only receiver.
+		return &finalError{reason: "not_written", err: err}
+	default:
+		return err // a timeout, or the client gave up: try again later
+	}
+}
+
+// reason names a 4xx answer for the rejected counter. Prometheus names the samples it
+// cannot take in its answer; for the others the status code is the reason.
+func reason(code int, msg string) string {
+	switch {
+	case strings.Contains(msg, "out of order"), strings.Contains(msg, "duplicate sample for timestamp"):
+		return "out_of_order"
+	case strings.Contains(msg, "out of bounds"), strings.Contains(msg, "too old"):
+		return "too_old"
+	}
+	return strconv.Itoa(code)
+}
+
+// buildV1 makes a remote-write 1.0 request, with the families' metadata.
+func buildV1(ss []series, metas []meta) *prompb.WriteRequest {
+	req := &prompb.WriteRequest{Timeseries: make([]prompb.TimeSeries, len(ss))}
+	samples := make([]prompb.Sample, len(ss))
+	used := make([]bool, len(metas))
+	for i, s := range ss {
+		samples[i] = prompb.Sample{Value: s.v, Timestamp: s.t}
+		req.Timeseries[i] = prompb.TimeSeries{Labels: s.labels, Samples: samples[i : i+1 : i+1]}
+		if s.meta >= 0 {
+			used[s.meta] = true
+		}
+	}
+	seen := map[string]bool{}
+	for i, m := range metas {
+		if !used[i] || m.name == "" || seen[m.name] {
+			continue
+		}
+		seen[m.name] = true
+		req.Metadata = append(req.Metadata, prompb.MetricMetadata{
+			Type: prompb.FromMetadataType(m.typ), MetricFamilyName: m.name, Help: m.help, Unit: m.unit,
+		})
+	}
+	return req
+}
+
+// buildV2 makes a remote-write 2.0 request: labels as references into one symbol table,
+// and each series' metadata on the series.
+func buildV2(ss []series, metas []meta) *writev2.Request {
+	st := writev2.NewSymbolTable()
+	req := &writev2.Request{Timeseries: make([]writev2.TimeSeries, len(ss))}
+	samples := make([]writev2.Sample, len(ss))
+	refs := make([]uint32, 0, 2*len(ss)*8)
+	for i, s := range ss {
+		start := len(refs)
+		for _, l := range s.labels {
+			refs = append(refs, st.Symbolize(l.Name), st.Symbolize(l.Value))
+		}
+		samples[i] = writev2.Sample{Value: s.v, Timestamp: s.t}
+		ts := writev2.TimeSeries{LabelsRefs: refs[start:len(refs):len(refs)], Samples: samples[i : i+1 : i+1]}
+		if s.meta >= 0 {
+			m := metas[s.meta]
+			ts.Metadata = writev2.Metadata{
+				Type: writev2.FromMetadataType(m.typ), HelpRef: st.Symbolize(m.help), UnitRef: st.Symbolize(m.unit),
+			}
+		}
+		req.Timeseries[i] = ts
+	}
+	req.Symbols = st.Symbols()
+	return req
+}
