@@ -40,8 +40,8 @@ const (
 	DefaultRemoteMaxBackoff  = Duration(5e9)
 	// RemoteWriteV1 and RemoteWriteV2 are the protobuf_message values: remote-write 1.0,
 	// the default, and 2.0.
-	RemoteWriteV1 = "prometheus.WriteRequest"
-	RemoteWriteV2 = "io.prometheus.write.v2.Request"
+	RemoteWriteV1            = "prometheus.WriteRequest"
+	RemoteWriteV2            = "io.prometheus.write.v2.Request"
 	DefaultMonitorListen     = ":9898"
 	DefaultExposeListen      = ":9899"
 	DefaultExposePath        = "/metrics"
