@@ -95,6 +95,24 @@ func TestDecodeGroupsShadowedKeys(t *testing.T) {
 	if _, ok := g.Families["ignored"]; ok {
 		t.Error("family not filtered")
 	}
+
+	// Type and help only, as the Sink lists: the shadowing family too, and the
+	// push time still in full.
+	err = decodeEach(strings.NewReader(answer), func(string) detail { return familyMeta }, func(g Group) error {
+		if g.Grouping["job"] != "j" || g.PushTime.Unix() != 1.5e9 {
+			t.Errorf("group %+v", g)
+		}
+		if f := g.Families["labels"]; f.Type != "GAUGE" || f.Metrics != nil {
+			t.Errorf("family labels = %+v, want its type alone", f)
+		}
+		if f := g.Families["h"]; f.Type != "HISTOGRAM" || f.Metrics != nil {
+			t.Errorf("family h = %+v, want its type alone", f)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestDecodeGroupsError(t *testing.T) {

@@ -1,6 +1,7 @@
 package pushgateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -61,28 +62,62 @@ type Metric struct {
 //
 // Options.ListTimeout bounds the listing as a whole, reading included.
 func (c *Client) Groups(ctx context.Context, families ...string) ([]Group, error) {
-	keep := func(string) bool { return true }
+	want := func(string) detail { return fullFamily }
 	if len(families) > 0 {
-		want := make(map[string]bool, len(families)+2)
+		keep := make(map[string]bool, len(families)+2)
 		for _, f := range families {
-			want[f] = true
+			keep[f] = true
 		}
-		want[PushTimeFamily] = true
-		want[PushFailureTimeFamily] = true
-		keep = func(name string) bool { return want[name] }
+		keep[PushTimeFamily] = true
+		keep[PushFailureTimeFamily] = true
+		want = func(name string) detail {
+			if keep[name] {
+				return fullFamily
+			}
+			return skipFamily
+		}
 	}
 	var groups []Group
-	r := request{op: "list groups", method: http.MethodGet, path: "/api/v1/metrics", accept: "application/json", timeout: c.list}
-	_, err := c.do(ctx, r, func(body io.Reader) error {
-		var err error
-		groups, err = decodeGroups(body, keep)
-		return err
+	err := c.eachGroup(ctx, want, func(g Group) error {
+		groups = append(groups, g)
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	sort.Sort(byKey(groups))
 	return groups, nil
+}
+
+// detail is how much of a family a listing decodes.
+type detail int
+
+const (
+	skipFamily detail = iota
+	familyMeta        // type and help only: Family.Metrics is nil
+	fullFamily
+)
+
+// eachGroup lists the gateway's groups as Groups does, handing each to fn as soon
+// as it is decoded, so that a listing of a large gateway never holds more than one
+// group's families; want says how much of each family to decode.
+// push_time_seconds is always decoded in full, for Group.PushTime.
+func (c *Client) eachGroup(ctx context.Context, want func(name string) detail, fn func(Group) error) error {
+	r := request{op: "list groups", method: http.MethodGet, path: "/api/v1/metrics", accept: "application/json", timeout: c.list}
+	var fnErr error
+	_, err := c.do(ctx, r, func(body io.Reader) error {
+		return decodeEach(body, want, func(g Group) error {
+			if err := fn(g); err != nil {
+				fnErr = err
+				return err
+			}
+			return nil
+		})
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	return err
 }
 
 // byKey sorts groups by their grouping's String, computed anew per comparison:
@@ -95,8 +130,23 @@ func (s byKey) Less(i, j int) bool {
 	return GroupingOf(s[i].Grouping).String() < GroupingOf(s[j].Grouping).String()
 }
 
-// decodeGroups reads the API's answer one family at a time, so that skipped
-// families cost only a transient copy:
+// decodeGroups decodes a whole answer, keeping the families keep names in full.
+func decodeGroups(r io.Reader, keep func(string) bool) ([]Group, error) {
+	var groups []Group
+	err := decodeEach(r, func(name string) detail {
+		if keep(name) {
+			return fullFamily
+		}
+		return skipFamily
+	}, func(g Group) error {
+		groups = append(groups, g)
+		return nil
+	})
+	return groups, err
+}
+
+// decodeEach reads the API's answer one family at a time, so that skipped
+// families cost only a transient copy, and hands fn each group:
 //
 //	{"status": "success", "data": [
 //	  {"labels": {"job": "…", …}, "last_push_successful": true,
@@ -104,19 +154,16 @@ func (s byKey) Less(i, j int) bool {
 //	     "metrics": [{"labels": {…}, "value": "1.5"}]},   // "count", "sum" and
 //	   …},                                               // "buckets"/"quantiles"
 //	  …]}                                                // for histograms, summaries
-func decodeGroups(r io.Reader, keep func(string) bool) ([]Group, error) {
+func decodeEach(r io.Reader, want func(string) detail, fn func(Group) error) error {
 	dec := json.NewDecoder(r)
 	if err := expectDelim(dec, '{'); err != nil {
-		return nil, err
+		return err
 	}
-	var (
-		status, apiErr string
-		groups         []Group
-	)
+	var status, apiErr string
 	for dec.More() {
 		key, err := dec.Token()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		switch key {
 		case "status":
@@ -124,39 +171,40 @@ func decodeGroups(r io.Reader, keep func(string) bool) ([]Group, error) {
 		case "error":
 			err = dec.Decode(&apiErr)
 		case "data":
-			groups, err = decodeData(dec, keep)
+			err = decodeData(dec, want, fn)
 		default:
 			err = dec.Decode(&json.RawMessage{})
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%v: %w", key, err)
+			return fmt.Errorf("%v: %w", key, err)
 		}
 	}
 	if err := expectDelim(dec, '}'); err != nil {
-		return nil, err
+		return err
 	}
 	if status != "success" {
-		return nil, fmt.Errorf("API status %q: %s", status, apiErr)
+		return fmt.Errorf("API status %q: %s", status, apiErr)
 	}
-	return groups, nil
+	return nil
 }
 
-func decodeData(dec *json.Decoder, keep func(string) bool) ([]Group, error) {
+func decodeData(dec *json.Decoder, want func(string) detail, fn func(Group) error) error {
 	if err := expectDelim(dec, '['); err != nil {
-		return nil, err
+		return err
 	}
-	var groups []Group
-	for dec.More() {
-		g, err := decodeGroup(dec, keep)
+	for n := 0; dec.More(); n++ {
+		g, err := decodeGroup(dec, want)
 		if err != nil {
-			return nil, fmt.Errorf("group %d: %w", len(groups), err)
+			return fmt.Errorf("group %d: %w", n, err)
 		}
-		groups = append(groups, g)
+		if err := fn(g); err != nil {
+			return err
+		}
 	}
-	return groups, expectDelim(dec, ']')
+	return expectDelim(dec, ']')
 }
 
-func decodeGroup(dec *json.Decoder, keep func(string) bool) (Group, error) {
+func decodeGroup(dec *json.Decoder, want func(string) detail) (Group, error) {
 	g := Group{Families: map[string]Family{}}
 	if err := expectDelim(dec, '{'); err != nil {
 		return g, err
@@ -167,6 +215,22 @@ func decodeGroup(dec *json.Decoder, keep func(string) bool) (Group, error) {
 			return g, err
 		}
 		name, _ := tok.(string)
+		d := want(name)
+		switch {
+		case name == PushTimeFamily:
+			d = fullFamily
+		case name == "labels" || name == "last_push_successful":
+			d = fullFamily // read whole: it may be one of the group's own keys
+		}
+		if d == familyMeta {
+			// Straight from the stream: a family's series are read once, to skip them.
+			f, err := decodeMeta(dec)
+			if err != nil {
+				return g, fmt.Errorf("family %q: %w", name, err)
+			}
+			g.Families[name] = f
+			continue
+		}
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
 			return g, fmt.Errorf("%q: %w", name, err)
@@ -181,15 +245,17 @@ func decodeGroup(dec *json.Decoder, keep func(string) bool) (Group, error) {
 				g.Grouping = labels
 				continue
 			}
+			d = want(name)
 		case "last_push_successful":
 			if json.Unmarshal(raw, &g.LastPushSuccessful) == nil {
 				continue
 			}
+			d = want(name)
 		}
-		if !keep(name) {
+		if d == skipFamily {
 			continue
 		}
-		f, err := decodeFamily(raw)
+		f, err := decodeFamily(raw, d == fullFamily)
 		if err != nil {
 			return g, fmt.Errorf("family %q: %w", name, err)
 		}
@@ -224,7 +290,11 @@ type jsonFamily struct {
 	} `json:"metrics"`
 }
 
-func decodeFamily(raw json.RawMessage) (Family, error) {
+// decodeFamily decodes one family of a listing, its metrics only when full.
+func decodeFamily(raw json.RawMessage, full bool) (Family, error) {
+	if !full {
+		return decodeMeta(json.NewDecoder(bytes.NewReader(raw)))
+	}
 	var jf jsonFamily
 	if err := json.Unmarshal(raw, &jf); err != nil {
 		return Family{}, err
@@ -250,6 +320,32 @@ func decodeFamily(raw json.RawMessage) (Family, error) {
 		f.Metrics[i] = m
 	}
 	return f, nil
+}
+
+// decodeMeta reads a family object's type and help from dec, skipping the rest.
+func decodeMeta(dec *json.Decoder) (Family, error) {
+	var f Family
+	if err := expectDelim(dec, '{'); err != nil {
+		return f, err
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return f, err
+		}
+		switch key {
+		case "type":
+			err = dec.Decode(&f.Type)
+		case "help":
+			err = dec.Decode(&f.Help)
+		default:
+			err = dec.Decode(&json.RawMessage{})
+		}
+		if err != nil {
+			return f, fmt.Errorf("%v: %w", key, err)
+		}
+	}
+	return f, expectDelim(dec, '}')
 }
 
 // unixTime converts the gateway's float seconds; 0 is "never".

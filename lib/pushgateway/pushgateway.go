@@ -1,4 +1,7 @@
 // Package pushgateway talks to a Prometheus Push Gateway: replace, delete and list groups.
+// Its Sink delivers the drain's scrapes there, one group per target, and checks every
+// push for consistency with the groups it owns the way the gateway's own check would,
+// so that the gateway can run with --push.disable-consistency-check.
 //
 // The client never logs and never retries: it returns errors that wrap ErrRejected
 // (the gateway refused the request; sending it again will not help) or

@@ -8,6 +8,7 @@ import (
 	"math"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,17 +28,33 @@ import (
 // The groups it owns are those that carry exposition.HealthTimestamp: every group it
 // pushes does, and no other pusher's group would. Ownership therefore survives a drain
 // restart, and groups pushed by anyone else are never deleted.
+//
+// Before each push the sink checks it against the families of every group it owns, as
+// the gateway's consistency check would, so that a gateway run with
+// --push.disable-consistency-check never takes a push that would break its /metrics:
+// a push the check refuses fails with an InconsistentError (and drain.ErrRejected). The
+// sink learns those groups from the gateway before its first push (Load), and keeps
+// account of them with every push, delete and sweep, per family name.
 type Sink struct {
 	client         *Client
 	publisherLabel string
 	logger         *slog.Logger
 	deleted        prometheus.Counter
+	refused        *prometheus.CounterVec
+	index          *index
+
+	loadMu sync.Mutex  // serialises Load
+	loaded atomic.Bool // a Load succeeded: the index knows the gateway's groups
 
 	mu       sync.Mutex
 	groups   map[string]*group // by Grouping.Path()
 	listed   time.Time         // when the gateway's groups were last read
 	leftover map[string]bool   // paths of groups whose first push the gateway refused
+	noted    map[string]bool   // causes of refusals already logged
 }
+
+// maxNoted bounds Sink.noted: past it, causes are logged anew.
+const maxNoted = 1024
 
 // relistInterval is how often a sweep reads the gateway's groups even when the sink's
 // own state shows nothing stale: to learn groups another drain pushed. Listing is dear
@@ -63,12 +80,22 @@ func NewSink(c *Client, publisherLabel string, logger *slog.Logger, reg promethe
 		logger:         logger,
 		groups:         map[string]*group{},
 		leftover:       map[string]bool{},
+		noted:          map[string]bool{},
+		index:          newIndex(),
 		deleted: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "prometheus_streams", Subsystem: "drain", Name: "pushgateway_groups_deleted_total",
 			Help: "Push Gateway groups deleted because their target's last scrape was older than max_age.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "prometheus_streams", Subsystem: "drain", Name: "pushgateway_pushes_refused_total",
+			Help: "Pushes to the Push Gateway refused as inconsistent with what it holds or invalid, by reason: " +
+				"by the sink's own check before sending, or by the gateway itself (reason gateway).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(s.deleted)
+	reg.MustRegister(s.deleted, s.refused)
+	for _, r := range []string{ReasonTypeConflict, ReasonHelpConflict, ReasonNameCollision, ReasonDuplicateSeries, ReasonInvalidSeries, ReasonGateway} {
+		s.refused.WithLabelValues(r)
+	}
 	return s
 }
 
@@ -98,35 +125,120 @@ func (s *Sink) group(path string) *group {
 	return g
 }
 
-// Load learns, from the gateway's API, the newest scrape of every group the sink owns,
-// so that after a restart a redelivered older scrape does not replace a newer one.
+// Load learns, from the gateway's API, every group the sink owns: the newest scrape of
+// each, so that after a restart a redelivered older scrape does not replace a newer
+// one, and its families, against which the sink checks every push. Deliver calls it
+// before the first push if nobody did, or if it failed.
 func (s *Sink) Load(ctx context.Context) error {
-	groups, err := s.client.Groups(ctx, exposition.HealthTimestamp)
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	return s.load(ctx)
+}
+
+func (s *Sink) load(ctx context.Context) error {
+	start := time.Now()
+	groups, err := s.list(ctx)
 	if err != nil {
 		return fmt.Errorf("load push gateway groups: %w", err)
 	}
 	s.mu.Lock()
-	s.listed = time.Now()
+	s.listed = start
 	s.mu.Unlock()
 	for _, gr := range groups {
-		ts, ok := scrapeTime(gr)
-		if !ok {
+		if gr.shape == nil {
 			continue
 		}
-		g := s.group(GroupingOf(gr.Grouping).Path())
+		g := s.group(gr.path)
 		g.mu.Lock()
-		if ts.After(g.newest) {
-			g.newest = ts
+		if gr.scraped.After(g.newest) {
+			g.newest = gr.scraped
 		}
+		s.index.learn(gr.path, gr.grouping.String(), gr.shape)
 		g.mu.Unlock()
 	}
+	s.loaded.Store(true)
 	return nil
 }
 
-// Deliver implements drain.Sink: PUT the scrape's families and health series.
+// ensureLoaded loads the gateway's groups unless that was done: the sink cannot vouch
+// for a push without knowing what the gateway holds.
+func (s *Sink) ensureLoaded(ctx context.Context) error {
+	if s.loaded.Load() {
+		return nil
+	}
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	if s.loaded.Load() {
+		return nil
+	}
+	return s.load(ctx)
+}
+
+// listedGroup is what a listing tells the sink of one group.
+type listedGroup struct {
+	grouping Grouping
+	path     string
+	// scraped is the scrape time of an owned group; shape (with a reference to
+	// release) its families. Both are zero for a group the sink does not own.
+	scraped time.Time
+	shape   *shape
+	// empty: no push to the group succeeded and it holds nothing but the gateway's
+	// push-time series, as a refused first push leaves it.
+	empty bool
+}
+
+// list reads the gateway's groups, decoding of each family no more than its type and
+// help, but for the scrape time, so that the sink never holds more than one group's
+// families at a time. The caller must hand every shape to the index.
+func (s *Sink) list(ctx context.Context) ([]listedGroup, error) {
+	var out []listedGroup
+	err := s.client.eachGroup(ctx, func(name string) detail {
+		if name == exposition.HealthTimestamp {
+			return fullFamily
+		}
+		return familyMeta
+	}, func(gr Group) error {
+		gk := GroupingOf(gr.Grouping)
+		lg := listedGroup{grouping: gk, path: gk.Path(), empty: !gr.LastPushSuccessful && gr.PushTime.IsZero()}
+		for name := range gr.Families {
+			if name != PushTimeFamily && name != PushFailureTimeFamily {
+				lg.empty = false
+				break
+			}
+		}
+		if ts, ok := scrapeTime(gr); ok {
+			lg.scraped = ts
+			fams := make([]famMeta, 0, len(gr.Families))
+			for name, f := range gr.Families {
+				if t, ok := dto.MetricType_value[f.Type]; ok {
+					fams = append(fams, famMeta{name: name, typ: dto.MetricType(t), help: f.Help})
+				}
+			}
+			lg.shape = s.index.internListed(s.index.newShape(fams))
+		}
+		out = append(out, lg)
+		return nil
+	})
+	if err != nil {
+		for _, lg := range out {
+			if lg.shape != nil {
+				s.index.releaseListed(lg.shape)
+			}
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+// Deliver implements drain.Sink: check the scrape's families and health series against
+// the groups the sink owns, then PUT them.
 func (s *Sink) Deliver(ctx context.Context, sc *drain.Scrape) error {
 	gk := s.Grouping(sc)
-	g := s.group(gk.Path())
+	if err := s.ensureLoaded(ctx); err != nil {
+		return fmt.Errorf("push %s: cannot check it against the gateway's groups: %w", gk, err)
+	}
+	path := gk.Path()
+	g := s.group(path)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !sc.Envelope.Start.After(g.newest) && !g.newest.IsZero() {
@@ -135,21 +247,76 @@ func (s *Sink) Deliver(ctx context.Context, sc *drain.Scrape) error {
 	fams := make([]*dto.MetricFamily, 0, len(sc.Families)+len(sc.Health))
 	fams = append(fams, forGateway(sc.Families)...)
 	fams = append(fams, sc.Health...)
-	if err := s.client.Push(ctx, gk, fams); err != nil {
-		if errors.Is(err, ErrRejected) {
-			if g.newest.IsZero() {
-				// The gateway keeps an empty group for a refused first push: the
-				// next sweep removes it.
-				s.mu.Lock()
-				s.leftover[gk.Path()] = true
-				s.mu.Unlock()
-			}
-			return fmt.Errorf("%w: %w", drain.ErrRejected, err)
-		}
-		return err
+
+	res, err := s.check(gk, path, fams)
+	if err != nil {
+		return fmt.Errorf("push %s: %w: %w", gk, drain.ErrRejected, err)
 	}
+	if err := s.client.Push(ctx, gk, fams); err != nil {
+		if !errors.Is(err, ErrRejected) {
+			// It may have reached the gateway: count both what the group held
+			// and this push until a push settles it.
+			s.index.unsure(path, res)
+			return err
+		}
+		s.index.cancel(path, res)
+		var pe *Error
+		if errors.As(err, &pe) && pe.Status != 0 {
+			s.refused.WithLabelValues(ReasonGateway).Inc()
+		}
+		if g.newest.IsZero() {
+			// The gateway keeps an empty group for a refused first push: the
+			// next sweep removes it.
+			s.mu.Lock()
+			s.leftover[path] = true
+			s.mu.Unlock()
+		}
+		return fmt.Errorf("%w: %w", drain.ErrRejected, err)
+	}
+	s.index.commit(path, res)
 	g.newest = sc.Envelope.Start
 	return nil
+}
+
+// check runs the consistency check on a push of fams to the group gk (at path) and
+// reserves its families; the caller holds the group's lock. A refusal is counted, and
+// logged once per cause: the same conflict comes back with every scrape.
+func (s *Sink) check(gk Grouping, path string, fams []*dto.MetricFamily) (*shape, error) {
+	err := checkSeries(fams, gk, s.index.seed, s.index.exists(path))
+	var res *shape
+	var helpDiffers []string
+	if err == nil {
+		res, helpDiffers, err = s.index.reserve(path, gk.String(), fams)
+	}
+	for _, name := range helpDiffers {
+		if s.firstTime("help " + name) {
+			s.logger.Info("metric family has another help in another group: the push gateway serves one of them",
+				"family", name, "group", gk.String())
+		}
+	}
+	var ie *InconsistentError
+	if errors.As(err, &ie) {
+		s.refused.WithLabelValues(ie.Reason).Inc()
+		if s.firstTime(ie.cause) {
+			s.logger.Warn("push refused: the push gateway could not serve it beside what it holds (logged once per cause)",
+				"group", gk.String(), "reason", ie.Reason, "family", ie.Family, "err", ie)
+		}
+	}
+	return res, err
+}
+
+// firstTime reports whether cause is new to the log.
+func (s *Sink) firstTime(cause string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.noted[cause] {
+		return false
+	}
+	if len(s.noted) >= maxNoted {
+		clear(s.noted)
+	}
+	s.noted[cause] = true
+	return true
 }
 
 // Sweep implements drain.Sweeper: delete every owned group whose last scrape is older
@@ -158,7 +325,7 @@ func (s *Sink) Sweep(ctx context.Context, now time.Time, maxAge time.Duration) e
 	if !s.mustList(now, maxAge) {
 		return nil
 	}
-	groups, err := s.client.Groups(ctx, exposition.HealthTimestamp)
+	groups, err := s.list(ctx)
 	if err != nil {
 		return fmt.Errorf("list push gateway groups: %w", err)
 	}
@@ -167,25 +334,25 @@ func (s *Sink) Sweep(ctx context.Context, now time.Time, maxAge time.Duration) e
 	s.mu.Unlock()
 	var errs []error
 	for _, gr := range groups {
-		ts, ok := scrapeTime(gr)
-		if !ok {
+		if gr.shape == nil {
 			if err := s.removeLeftover(ctx, gr); err != nil {
 				errs = append(errs, err)
 			}
 			continue // not ours
 		}
-		gk := GroupingOf(gr.Grouping)
-		g := s.group(gk.Path())
+		g := s.group(gr.path)
 		g.mu.Lock()
-		if ts.After(g.newest) {
-			g.newest = ts // pushed by another drain of the same queue group
+		if gr.scraped.After(g.newest) {
+			g.newest = gr.scraped // pushed by another drain of the same queue group
 		}
+		s.index.learn(gr.path, gr.grouping.String(), gr.shape)
 		if age := now.Sub(g.newest); age > maxAge {
-			if err := s.client.Delete(ctx, gk); err != nil {
+			if err := s.client.Delete(ctx, gr.grouping); err != nil {
 				errs = append(errs, err)
 			} else {
+				s.index.forget(gr.path)
 				s.deleted.Inc()
-				s.logger.Info("deleted stale push gateway group", "group", gk.Path(), "last_scrape_age", age.Round(time.Second))
+				s.logger.Info("deleted stale push gateway group", "group", gr.path, "last_scrape_age", age.Round(time.Second))
 			}
 		}
 		g.mu.Unlock()
@@ -194,13 +361,14 @@ func (s *Sink) Sweep(ctx context.Context, now time.Time, maxAge time.Duration) e
 	// targets are gone, and memory must not grow with every target ever seen.
 	present := make(map[string]bool, len(groups))
 	for _, gr := range groups {
-		present[GroupingOf(gr.Grouping).Path()] = true
+		present[gr.path] = true
 	}
 	s.mu.Lock()
 	for p, g := range s.groups {
 		if !present[p] && g.mu.TryLock() {
 			if now.Sub(g.newest) > maxAge {
 				delete(s.groups, p)
+				s.index.forget(p)
 			}
 			g.mu.Unlock()
 		}
@@ -231,29 +399,20 @@ func (s *Sink) mustList(now time.Time, maxAge time.Duration) bool {
 
 // removeLeftover deletes a group the gateway kept for a first push of ours it refused:
 // it holds nothing but the gateway's own push-time series.
-func (s *Sink) removeLeftover(ctx context.Context, gr Group) error {
-	gk := GroupingOf(gr.Grouping)
+func (s *Sink) removeLeftover(ctx context.Context, gr listedGroup) error {
 	s.mu.Lock()
-	ours := s.leftover[gk.Path()]
+	ours := s.leftover[gr.path]
 	s.mu.Unlock()
-	if !ours {
-		return nil
+	if !ours || !gr.empty {
+		return nil // not a leftover of ours, or someone pushed to it since
 	}
-	for name := range gr.Families {
-		if name != PushTimeFamily && name != PushFailureTimeFamily {
-			return nil // someone else's content: not a leftover of ours
-		}
-	}
-	if gr.LastPushSuccessful || !gr.PushTime.IsZero() {
-		return nil
-	}
-	if err := s.client.Delete(ctx, gk); err != nil {
+	if err := s.client.Delete(ctx, gr.grouping); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	delete(s.leftover, gk.Path())
+	delete(s.leftover, gr.path)
 	s.mu.Unlock()
-	s.logger.Info("deleted the empty group a refused push left behind", "group", gk.String())
+	s.logger.Info("deleted the empty group a refused push left behind", "group", gr.grouping.String())
 	return nil
 }
 
