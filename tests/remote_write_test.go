@@ -2,9 +2,11 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,6 +89,29 @@ remote_write:
 			}
 			if v, err := prom.Query(ctx, `node_load1{instance="node1"}`, time.Time{}); err != nil || len(v) != 1 {
 				t.Errorf("node_load1 of the good target = %v %v", v, err)
+			}
+			// The drain's /targets page says the same.
+			type pageTarget struct {
+				Instance, State string
+				Sinks           []struct{ Sink, Fate string }
+			}
+			var page struct{ Targets []pageTarget }
+			states := map[string]string{}
+			waitFor(t, 10*time.Second, "/targets to show node1 up and gone1 down", func() bool {
+				_, b := fetch(t, "http://"+mon+"/targets?job=node&format=json", "")
+				if err := json.Unmarshal(b, &page); err != nil {
+					t.Fatalf("/targets: %v\n%s", err, b)
+				}
+				clear(states)
+				for _, tg := range page.Targets {
+					states[tg.Instance] = tg.State
+				}
+				return states["node1"] == "up" && states["gone1"] == "down" && len(states) == 2
+			})
+			for _, tg := range page.Targets {
+				if len(tg.Sinks) != 1 || !strings.HasPrefix(tg.Sinks[0].Sink, "remote_write:") || tg.Sinks[0].Fate != "delivered" {
+					t.Errorf("/targets: %s sinks %+v, want delivered to the remote write", tg.Instance, tg.Sinks)
+				}
 			}
 			if got := d.metric("prometheus_streams_remote_write_stale_markers_total"); got < float64(nodeSeries) {
 				t.Errorf("stale markers sent: %v, want at least gone1's %d series", got, nodeSeries)

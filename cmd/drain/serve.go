@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/lib/pushgateway"
 	"github.com/prometheus-streams/prometheus-streams/lib/remotewrite"
 	"github.com/prometheus-streams/prometheus-streams/lib/stream"
+	"github.com/prometheus-streams/prometheus-streams/lib/targets"
 	"github.com/prometheus-streams/prometheus-streams/lib/version"
 )
 
@@ -116,7 +117,10 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 	}
 	d := drain.New(drain.Options{MaxAge: cfg.MaxAge.D(), Workers: workers, Trust: trust}, codec, sinks, logger, reg)
 
-	mon, err := monitor.Listen(cfg.Monitor.Listen, cfg.Monitor.WebConfigFile, monitor.Handler(reg, d.Ready), logger)
+	monMux := http.NewServeMux()
+	monMux.Handle("/", monitor.Handler(reg, d.Ready))
+	monMux.Handle("/targets", targets.Handler(d.Targets))
+	mon, err := monitor.Listen(cfg.Monitor.Listen, cfg.Monitor.WebConfigFile, monMux, logger)
 	if err != nil {
 		return fmt.Errorf("monitor: %w", err)
 	}

@@ -80,24 +80,30 @@ type Options struct {
 	// publish; every other message is rejected. Nil accepts unsigned messages and any
 	// key's, though never a signature that does not verify.
 	Trust *Trust
+	// StaleRetention is how long Targets still lists, as stale, a target the sweep
+	// forgot for silence: the targets an operator most needs to see. Default one hour;
+	// negative: not at all.
+	StaleRetention time.Duration
 }
 
 // Drain decides every message's fate. Build it with New, run its workers with Run, and
 // hand it each message with Handle.
 type Drain struct {
-	opts    Options
-	codec   *envelope.Codec
-	sinks   []Sink
-	logger  *slog.Logger
-	metrics *metrics
+	opts      Options
+	codec     *envelope.Codec
+	sinks     []Sink
+	sinkNames []string
+	logger    *slog.Logger
+	metrics   *metrics
 
 	subscribed atomic.Bool
 	trust      atomic.Pointer[Trust] // nil: no trust configured
 
-	mu      sync.Mutex
-	targets map[string]*target
-	ready   []*target // targets with a pending scrape and no worker
-	wake    chan struct{}
+	mu        sync.Mutex
+	targets   map[string]*target
+	forgotten map[string]*target // swept for silence, kept for Targets for StaleRetention
+	ready     []*target          // targets with a pending scrape and no worker
+	wake      chan struct{}
 }
 
 // target is the drain's state for one job/instance.
@@ -109,6 +115,7 @@ type target struct {
 	// delivered is the start of the newest scrape every sink has, or whose fate was final.
 	delivered time.Time
 	lastSeen  time.Time
+	status    status
 }
 
 // delivery is one message on its way.
@@ -136,18 +143,23 @@ func New(opts Options, codec *envelope.Codec, sinks []Sink, logger *slog.Logger,
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.StaleRetention == 0 {
+		opts.StaleRetention = time.Hour
+	}
 	names := make([]string, len(sinks))
 	for i, s := range sinks {
 		names[i] = s.Name()
 	}
 	d := &Drain{
-		opts:    opts,
-		codec:   codec,
-		sinks:   sinks,
-		logger:  logger,
-		metrics: newMetrics(reg, names),
-		targets: map[string]*target{},
-		wake:    make(chan struct{}, 1),
+		opts:      opts,
+		codec:     codec,
+		sinks:     sinks,
+		sinkNames: names,
+		logger:    logger,
+		metrics:   newMetrics(reg, names),
+		targets:   map[string]*target{},
+		forgotten: map[string]*target{},
+		wake:      make(chan struct{}, 1),
 	}
 	d.trust.Store(opts.Trust)
 	return d
@@ -192,24 +204,29 @@ func (d *Drain) Handle(data []byte, seq uint64, ack func() error) {
 	}
 	end := env.Start.Add(env.Duration)
 	d.metrics.publisherSeen(env.Publisher, now, now.Sub(end))
+	key := env.Job + "/" + env.Instance
 	if age := now.Sub(env.Start); age > d.opts.MaxAge {
 		d.metrics.expired.Inc()
 		d.logger.Debug("message expired", "job", env.Job, "instance", env.Instance, "age", age)
+		// Recorded, so that a target whose every message arrives late (an edge clock
+		// behind, a backlog) shows as such rather than not at all.
+		d.mu.Lock()
+		t := d.target(key)
+		t.lastSeen = now
+		t.status.expired(env, seq, now)
+		d.mu.Unlock()
 		d.ack(ack, seq)
 		return
 	}
 	dl := &delivery{env: env, seq: seq, ack: ack, received: now}
-	key := env.Job + "/" + env.Instance
 
 	d.mu.Lock()
-	t := d.targets[key]
-	if t == nil {
-		t = &target{key: key}
-		d.targets[key] = t
-		d.metrics.targets.Set(float64(len(d.targets)))
-	}
+	t := d.target(key)
 	t.lastSeen = now
 	superseded := d.place(t, dl)
+	if superseded != dl {
+		t.status.observe(env, seq, now)
+	}
 	if t.pending != nil && !t.busy {
 		t.busy = true
 		d.ready = append(d.ready, t)
@@ -221,6 +238,25 @@ func (d *Drain) Handle(data []byte, seq uint64, ack func() error) {
 		d.metrics.superseded.Inc()
 		d.ack(superseded.ack, superseded.seq)
 	}
+}
+
+// target returns the target of key, made if new. Called with d.mu held.
+func (d *Drain) target(key string) *target {
+	t := d.targets[key]
+	if t != nil {
+		return t
+	}
+	t = &target{key: key}
+	if old := d.forgotten[key]; old != nil {
+		// Back after a silence: keep what the page showed, the sinks' last successes.
+		t.status = old.status
+		delete(d.forgotten, key)
+	} else {
+		t.status.sinks = make([]sinkState, len(d.sinks))
+	}
+	d.targets[key] = t
+	d.metrics.targets.Set(float64(len(d.targets)))
+	return t
 }
 
 // place puts dl where it belongs in t and returns the delivery it made redundant, to be
@@ -336,57 +372,71 @@ func (d *Drain) next(ctx context.Context) *target {
 // deliver takes dl to every sink, retrying what can be retried, and acknowledges it once
 // its fate is final. It returns false when ctx ended first.
 func (d *Drain) deliver(ctx context.Context, t *target, dl *delivery) bool {
+	var buf [4]sinkResult // on the stack for up to four sinks: no allocation per message
+	res := buf[:]
+	if len(d.sinks) > len(buf) {
+		res = make([]sinkResult, len(d.sinks))
+	}
+	res = res[:len(d.sinks)]
 	s, err := d.prepare(dl.env)
 	if err != nil {
 		d.metrics.rejected.WithLabelValues("invalid_body").Inc()
 		d.logger.Warn("message rejected", "job", dl.env.Job, "instance", dl.env.Instance, "publisher", dl.env.Publisher, "reason", "invalid_body", "err", err)
-		d.finish(t, dl, false)
+		d.finish(t, dl, false, settle(res, FateRejected, "invalid body: "+errorText(err), d.opts.Now()))
 		return true
 	}
-	done := make([]bool, len(d.sinks))
 	for attempt := 0; ; attempt++ {
 		if age := d.opts.Now().Sub(dl.env.Start); age > d.opts.MaxAge {
 			d.metrics.expired.Inc()
 			d.logger.Warn("scrape expired before delivery", "job", dl.env.Job, "instance", dl.env.Instance, "age", age.Round(time.Millisecond))
-			d.finish(t, dl, false)
+			d.finish(t, dl, false, settle(res, FateExpired, "", d.opts.Now()))
 			return true
 		}
 		if d.newer(t, dl) {
+			// The target's status already shows the newer scrape: nothing to record.
 			d.metrics.superseded.Inc()
-			d.finish(t, dl, false)
+			d.finish(t, dl, false, res)
 			return true
 		}
 		var retry error
 		for i, sink := range d.sinks {
-			if done[i] {
+			r := &res[i]
+			if r.fate != "" && r.fate != FateRetrying {
 				continue
 			}
 			start := time.Now()
 			err := sink.Deliver(ctx, s)
 			d.metrics.pushDuration.WithLabelValues(sink.Name()).Observe(time.Since(start).Seconds())
+			now := d.opts.Now()
 			switch {
 			case err == nil:
-				done[i] = true
+				r.fate, r.err = FateDelivered, ""
 				d.metrics.delivered.WithLabelValues(sink.Name()).Inc()
-				d.metrics.lag.Observe(d.opts.Now().Sub(dl.env.Start).Seconds())
+				d.metrics.lag.Observe(now.Sub(dl.env.Start).Seconds())
 			case errors.Is(err, ErrSuperseded):
-				done[i] = true
+				r.fate, r.err = FateSuperseded, ""
 				d.metrics.sinkSuperseded.WithLabelValues(sink.Name()).Inc()
 			case errors.Is(err, ErrRejected):
-				done[i] = true
+				r.fate, r.err = FateRejected, errorText(err)
 				d.metrics.sinkRejected.WithLabelValues(sink.Name()).Inc()
 				d.logger.Warn("sink rejected scrape", "sink", sink.Name(), "job", dl.env.Job, "instance", dl.env.Instance, "publisher", dl.env.Publisher, "err", err)
 			case ctx.Err() != nil:
 				return false
 			default:
+				r.fate, r.err = FateRetrying, errorText(err)
 				retry = errors.Join(retry, err)
 			}
+			r.at = now
+			r.attempts++
 		}
 		if retry == nil {
-			d.finish(t, dl, true)
+			d.finish(t, dl, true, res)
 			return true
 		}
 		d.metrics.retries.Inc()
+		d.mu.Lock()
+		t.status.record(dl.env.Start, res)
+		d.mu.Unlock()
 		delay := d.backoff(attempt)
 		level := slog.LevelDebug
 		if attempt == 0 || attempt%10 == 9 {
@@ -401,6 +451,16 @@ func (d *Drain) deliver(ctx context.Context, t *target, dl *delivery) bool {
 	}
 }
 
+// settle gives fate to every sink whose fate is not final yet.
+func settle(res []sinkResult, fate Fate, reason string, now time.Time) []sinkResult {
+	for i := range res {
+		if r := &res[i]; r.fate == "" || r.fate == FateRetrying {
+			r.fate, r.err, r.at = fate, reason, now
+		}
+	}
+	return res
+}
+
 // newer reports whether a newer scrape of t arrived while dl was being delivered.
 func (d *Drain) newer(t *target, dl *delivery) bool {
 	d.mu.Lock()
@@ -408,14 +468,16 @@ func (d *Drain) newer(t *target, dl *delivery) bool {
 	return t.pending != nil && t.pending.env.Start.After(dl.env.Start)
 }
 
-// finish acknowledges dl, whose fate is final, and records what the sinks now have.
-func (d *Drain) finish(t *target, dl *delivery, delivered bool) {
+// finish acknowledges dl, whose fate is final, and records what the sinks now have and
+// what became of dl in each.
+func (d *Drain) finish(t *target, dl *delivery, delivered bool, res []sinkResult) {
 	d.mu.Lock()
 	if delivered || dl.env.Start.After(t.delivered) {
 		// Also a rejected or expired scrape: nothing older may follow it.
 		t.delivered = dl.env.Start
 	}
 	t.inflight = nil
+	t.status.record(dl.env.Start, res)
 	ack, seq := dl.ack, dl.seq
 	d.mu.Unlock()
 	d.ack(ack, seq)
@@ -468,13 +530,22 @@ func (d *Drain) sweepLoop(ctx context.Context) {
 }
 
 // Sweep forgets targets not heard from for max_age and asks every Sweeper sink to remove
-// them too. Run calls it periodically.
+// them too; Targets lists them as stale for StaleRetention more. Run calls it
+// periodically.
 func (d *Drain) Sweep(ctx context.Context) {
 	now := d.opts.Now()
 	d.mu.Lock()
 	for k, t := range d.targets {
 		if !t.busy && now.Sub(t.lastSeen) > d.opts.MaxAge {
 			delete(d.targets, k)
+			if d.opts.StaleRetention > 0 && !t.status.received.IsZero() {
+				d.forgotten[k] = t
+			}
+		}
+	}
+	for k, t := range d.forgotten {
+		if now.Sub(t.lastSeen) > d.opts.MaxAge+d.opts.StaleRetention {
+			delete(d.forgotten, k)
 		}
 	}
 	d.metrics.targets.Set(float64(len(d.targets)))
