@@ -138,6 +138,20 @@ type Stream struct {
 	MaxInflight int `yaml:"max_inflight"`
 	// AckWait is how long the server waits for an ack before redelivering.
 	AckWait Duration `yaml:"ack_wait"`
+	// Shards splits the targets among this many drains by a hash of job and instance;
+	// Shard (0 to Shards-1) is this drain's share. Each shard has its own durable, so
+	// every scrape of a target goes through one drain, in order.
+	Shards int `yaml:"shards"`
+	Shard  int `yaml:"shard"`
+}
+
+// Durable is the durable subscription's name: DurableName, and the shard when the
+// targets are sharded, so each shard keeps its own position on the channel.
+func (s *Stream) Durable() string {
+	if s.Shards <= 1 {
+		return s.DurableName
+	}
+	return fmt.Sprintf("%s-shard-%d-of-%d", s.DurableName, s.Shard, s.Shards)
 }
 
 // TLS configures TLS to a NATS server; the keys are the earlier system's.
@@ -435,6 +449,9 @@ func (c *Config) applyDefaults() {
 		if r.AckWait == 0 {
 			r.AckWait = DefaultAckWait
 		}
+		if r.Shards == 0 {
+			r.Shards = 1
+		}
 	}
 	if pg := c.PushGateway; pg != nil {
 		if pg.Timeout == 0 {
@@ -505,6 +522,7 @@ func (c *Config) applyDefaults() {
 				ClusterID: es.ClusterID, URLs: URLList{"nats://" + dialable(es.Listen)},
 				ClientID: DefaultDrainClientID, Topic: DefaultTopic, ConnectTimeout: DefaultConnectTimeout,
 				DurableName: DefaultDrainClientID, MaxInflight: DefaultMaxInflight, AckWait: DefaultAckWait,
+				Shards: 1,
 			}
 			if c.PollerStream != nil {
 				c.ReceiverStream.Topic = c.PollerStream.Topic

@@ -386,3 +386,23 @@ remote_write:
 		}
 	}
 }
+
+func TestShards(t *testing.T) {
+	c, err := Parse([]byte("receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1', shards: 3, shard: 2}\nexpose: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ReceiverStream.Durable(); got != "d-shard-2-of-3" {
+		t.Errorf("sharded durable = %q", got)
+	}
+	c, err = Parse([]byte("receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1'}\nexpose: {}\n"))
+	if err != nil || c.ReceiverStream.Shards != 1 || c.ReceiverStream.Durable() != "d" {
+		t.Errorf("default: %+v %v", c.ReceiverStream, err)
+	}
+	for _, bad := range []string{"shards: 3, shard: 3", "shards: -1", "shard: 1", "shards: 2, queue_group: q"} {
+		_, err := Parse([]byte("receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1', " + bad + "}\n"))
+		if err == nil || !strings.Contains(err.Error(), "receiver_stream.shard") {
+			t.Errorf("%s: %v, want an error naming the key", bad, err)
+		}
+	}
+}

@@ -210,6 +210,14 @@ func validStream(ps *problems, key string, s *Stream, central bool) {
 	if s.DurableName != "" && !validClientID(s.DurableName) {
 		ps.add(key+".durable_name", "%q: only letters, digits, '-' and '_' are allowed", s.DurableName)
 	}
+	switch {
+	case s.Shards < 0:
+		ps.add(key+".shards", "must be positive, got %d", s.Shards)
+	case s.Shard < 0 || (s.Shard > 0 && s.Shard >= max(s.Shards, 1)):
+		ps.add(key+".shard", "%d is not a shard of %d: want 0 to %d", s.Shard, max(s.Shards, 1), max(s.Shards, 1)-1)
+	case s.Shards > 1 && s.QueueGroup != "":
+		ps.add(key+".shards", "shards and queue_group both share the channel among drains: choose one (see the README's Several drains)")
+	}
 }
 
 func validClientID(s string) bool {

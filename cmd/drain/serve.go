@@ -115,7 +115,14 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 	} else {
 		logger.Info("no trust configured: unsigned messages and any key's are accepted; bad signatures are still rejected")
 	}
-	d := drain.New(drain.Options{MaxAge: cfg.MaxAge.D(), Workers: workers, Trust: trust}, codec, sinks, logger, reg)
+	rs := cfg.ReceiverStream
+	if rs.QueueGroup != "" && (cfg.PushGateway != nil || cfg.Expose != nil) {
+		logger.Warn("queue_group with the push gateway or expose sink: drains of the group may deliver two scrapes of a target out of order, or expose a target on several drains; use shards instead (see the README's Several drains)")
+	}
+	if rs.Shards > 1 {
+		logger.Info("taking one shard of the targets", "shard", rs.Shard, "shards", rs.Shards, "durable", rs.Durable())
+	}
+	d := drain.New(drain.Options{MaxAge: cfg.MaxAge.D(), Workers: workers, Trust: trust, Shards: rs.Shards, Shard: rs.Shard}, codec, sinks, logger, reg)
 
 	monMux := http.NewServeMux()
 	monMux.Handle("/", monitor.Handler(reg, d.Ready))
@@ -142,7 +149,6 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		d.Run(ctx)
 	}()
 
-	rs := cfg.ReceiverStream
 	sec := stream.Security{
 		User: rs.User, PasswordFile: rs.PasswordFile, TokenFile: rs.TokenFile,
 		NKeySeedFile: rs.NKeySeedFile, CredentialsFile: rs.CredentialsFile,
@@ -158,7 +164,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 			Security: sec,
 		},
 		Subject:     rs.Topic,
-		DurableName: rs.DurableName,
+		DurableName: rs.Durable(),
 		QueueGroup:  rs.QueueGroup,
 		MaxInflight: rs.MaxInflight,
 		AckWait:     rs.AckWait.D(),

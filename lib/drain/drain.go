@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -76,6 +77,10 @@ type Options struct {
 	SweepInterval time.Duration
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
+	// Shards, when above 1, splits the targets among that many drains by a hash of job
+	// and instance (ShardOf); this drain takes those of shard Shard and acknowledges the
+	// others unread.
+	Shards, Shard int
 	// Trust, when not nil, is the publisher keys the drain accepts and what each may
 	// publish; every other message is rejected. Nil accepts unsigned messages and any
 	// key's, though never a signature that does not verify.
@@ -175,6 +180,15 @@ func (d *Drain) SetTrust(t *Trust) { d.trust.Store(t) }
 func (d *Drain) Handle(data []byte, seq uint64, ack func() error) {
 	now := d.opts.Now()
 	d.metrics.received.Inc()
+	if d.opts.Shards > 1 {
+		// Another shard's target: skipped from its header, neither verified nor
+		// decompressed. What does not parse goes on, to be rejected with its reason.
+		if job, instance, err := d.codec.Target(data); err == nil && ShardOf(job, instance, d.opts.Shards) != d.opts.Shard {
+			d.metrics.otherShard.Inc()
+			d.ack(ack, seq)
+			return
+		}
+	}
 	env, err := d.codec.Decode(data)
 	if errors.Is(err, envelope.ErrNotEnvelope) && len(data) > 0 && data[0] == '{' {
 		// The earlier system's JSON: read it too, so the central side can move first.
@@ -199,6 +213,11 @@ func (d *Drain) Handle(data []byte, seq uint64, ack func() error) {
 		d.metrics.rejected.WithLabelValues(reason).Inc()
 		d.logger.Warn("message rejected", "seq", seq, "reason", reason, "key", env.Signer,
 			"job", env.Job, "instance", env.Instance, "publisher", env.Publisher, "err", why)
+		d.ack(ack, seq)
+		return
+	}
+	if d.opts.Shards > 1 && ShardOf(env.Job, env.Instance, d.opts.Shards) != d.opts.Shard {
+		d.metrics.otherShard.Inc() // the earlier system's JSON, read in full to find its target
 		d.ack(ack, seq)
 		return
 	}
@@ -575,6 +594,19 @@ func (d *Drain) StreamState(connected bool, err error) {
 
 // Ready reports whether the drain is subscribed: what /healthz answers.
 func (d *Drain) Ready() bool { return d.subscribed.Load() }
+
+// ShardOf is the shard, of shards, that a target belongs to: a hash of its job and
+// instance, stable across releases and hosts, so every drain of a shard set agrees.
+func ShardOf(job, instance string, shards int) int {
+	if shards <= 1 {
+		return 0
+	}
+	var d xxhash.Digest
+	_, _ = d.WriteString(job)
+	_, _ = d.Write([]byte{0xff})
+	_, _ = d.WriteString(instance)
+	return int(d.Sum64() % uint64(shards))
+}
 
 // decodeReason names why an envelope could not be decoded, for the rejected counter.
 func decodeReason(err error) string {

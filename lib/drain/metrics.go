@@ -11,6 +11,7 @@ type metrics struct {
 	received       prometheus.Counter
 	expired        prometheus.Counter
 	superseded     prometheus.Counter
+	otherShard     prometheus.Counter
 	rejected       *prometheus.CounterVec
 	delivered      *prometheus.CounterVec
 	sinkRejected   *prometheus.CounterVec
@@ -32,6 +33,8 @@ func newMetrics(reg prometheus.Registerer, sinks []string) *metrics {
 			Name: "messages_received_total", Help: "Messages taken from the stream, redeliveries included."}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "messages_expired_total", Help: "Messages acknowledged without delivery because their scrape was older than max_age."}),
+		otherShard: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "messages_other_shard_total", Help: "Messages acknowledged unread: their target belongs to another shard's drain."}),
 		superseded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "messages_superseded_total", Help: "Messages acknowledged without delivery because a newer scrape of the same target arrived or was delivered."}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -61,7 +64,7 @@ func newMetrics(reg prometheus.Registerer, sinks []string) *metrics {
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "stream_connected", Help: "1 while the drain is subscribed to the stream."}),
 	}
-	reg.MustRegister(m.connected, m.received, m.expired, m.superseded, m.rejected, m.delivered, m.sinkRejected,
+	reg.MustRegister(m.connected, m.received, m.expired, m.superseded, m.otherShard, m.rejected, m.delivered, m.sinkRejected,
 		m.sinkSuperseded, m.retries, m.ackErrors, m.pushDuration, m.lag, m.targets, m.publisherLast, m.publisherSkew)
 	// Make every series visible from the start, so alerts on rate() work at once.
 	for _, r := range []string{"not_an_envelope", "unknown_version", "unsupported", "too_large", "corrupt", "invalid_body",

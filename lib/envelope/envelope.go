@@ -278,6 +278,27 @@ func (c *Codec) Decode(b []byte) (*Envelope, error) {
 	return e, nil
 }
 
+// Target reads a message's job and instance, checking its frame and checksum but neither
+// its signature nor its body, which it does not decompress: enough to route the message
+// (a drain skips the targets of other shards), never to trust it.
+func (c *Codec) Target(b []byte) (job, instance string, err error) {
+	if c.closed.Load() {
+		return "", "", ErrClosed
+	}
+	fields, err := c.unframe(b)
+	if err != nil {
+		return "", "", err
+	}
+	var (
+		w   wireFields
+		buf [8][2][]byte
+	)
+	if _, err := parseFields(fields, &w, buf[:0]); err != nil {
+		return "", "", err
+	}
+	return string(w.strs[strJob]), string(w.strs[strInstance]), nil
+}
+
 // Range of Start in Unix seconds: years 1 to 9999, the years time.Time formats and
 // parses. Checked against time.Date in the tests.
 const (

@@ -917,3 +917,26 @@ func FuzzDecode(f *testing.F) {
 		check(message(in))
 	})
 }
+
+func TestTarget(t *testing.T) {
+	c, err := NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b, err := c.Encode(&Envelope{Job: "node", Instance: "host:9100", Start: time.Unix(1700000000, 0), Body: []byte("up 1\n"), ContentType: "text/plain; version=0.0.4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, instance, err := c.Target(b)
+	if err != nil || job != "node" || instance != "host:9100" {
+		t.Errorf("Target = %q %q %v", job, instance, err)
+	}
+	b[len(b)/2] ^= 0xff
+	if _, _, err := c.Target(b); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Target of a corrupt message = %v, want ErrCorrupt", err)
+	}
+	if _, _, err := c.Target([]byte(`{"job":"x"}`)); !errors.Is(err, ErrNotEnvelope) {
+		t.Errorf("Target of JSON = %v, want ErrNotEnvelope", err)
+	}
+}

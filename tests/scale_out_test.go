@@ -1,0 +1,138 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/pgwtest"
+	"github.com/prometheus-streams/prometheus-streams/lib/promtest"
+	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
+)
+
+// backlog publishes rounds scrapes of each of targets, round r started r seconds after
+// t0 with m = r: what a channel holds after the central side was down for a while.
+func backlog(t *testing.T, srv *stantest.Server, targets, rounds int, t0 time.Time) {
+	t.Helper()
+	var msgs [][]byte
+	for r := range rounds {
+		for i := range targets {
+			msgs = append(msgs, encode(t, "j", fmt.Sprintf("t%d", i), t0.Add(time.Duration(r)*time.Second), fmt.Sprintf("m %d\n", r)))
+		}
+	}
+	publish(t, srv, "prometheus", msgs...)
+}
+
+// TestShardsAgainstGateway: two drains sharing a backlog by shards. Every scrape of a
+// target goes through one drain, so the gateway ends with every target's newest scrape,
+// and each drain skipped the other's targets.
+func TestShardsAgainstGateway(t *testing.T) {
+	srv := stantest.Start(t)
+	pgw := pgwtest.Start(t, pgwtest.WithoutConsistencyCheck())
+	const targets, rounds = 30, 6
+	backlog(t, srv, targets, rounds, time.Now().Add(-time.Duration(rounds+1)*time.Second))
+	var drains []*drainProc
+	for i := range 2 {
+		mon := freeAddr(t)
+		cfg := strings.Replace(drainConfig(srv, pgw.URL(), mon, ""), "client_id: drain1",
+			fmt.Sprintf("client_id: drain%d\n  durable_name: central\n  shards: 2\n  shard: %d\n  max_inflight: 4", i, i), 1)
+		drains = append(drains, startDrain(t, writeConfig(t, cfg), mon))
+	}
+	waitFor(t, 30*time.Second, "both drains through the backlog", func() bool {
+		for _, d := range drains {
+			if d.metric("prometheus_streams_drain_messages_received_total") < targets*rounds {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 30*time.Second, "every target's newest scrape on the gateway", func() bool {
+		fams := pgw.Scrape(t)
+		for i := range targets {
+			if v, ok := groupValue(fams, "m", "j", fmt.Sprintf("t%d", i)); !ok || v != rounds-1 {
+				return false
+			}
+		}
+		return true
+	})
+	for i, d := range drains {
+		skipped := d.metric("prometheus_streams_drain_messages_other_shard_total")
+		if skipped == 0 || skipped == targets*rounds {
+			t.Errorf("drain %d skipped %v of %d messages: the shards did not split the targets", i, skipped, targets*rounds)
+		}
+	}
+	// Still the newest a moment later: nothing older was pushed after it.
+	time.Sleep(500 * time.Millisecond)
+	fams := pgw.Scrape(t)
+	for i := range targets {
+		if v, _ := groupValue(fams, "m", "j", fmt.Sprintf("t%d", i)); v != rounds-1 {
+			t.Errorf("t%d: m = %v, want the newest scrape's %d", i, v, rounds-1)
+		}
+	}
+}
+
+// TestQueueGroupAgainstPrometheus: two drains of a queue group share a backlog and write
+// it to Prometheus. Either may hold scrapes of a target at the same moment; every sample
+// carries its scrape's time, so Prometheus ends with each target's newest scrape on top.
+func TestQueueGroupAgainstPrometheus(t *testing.T) {
+	srv := stantest.Start(t)
+	prom := promtest.Start(t, promtest.Options{Binary: promtest.Prometheus2})
+	const targets, rounds = 30, 6
+	t0 := time.Now().Add(-time.Duration(rounds+1) * time.Second).Truncate(time.Second)
+	backlog(t, srv, targets, rounds, t0)
+	var drains []*drainProc
+	for i := range 2 {
+		mon := freeAddr(t)
+		cfg := fmt.Sprintf(`verbose: true
+max_age: 30s
+receiver_stream:
+  cluster_id: %s
+  urls: %s
+  client_id: drain%d
+  durable_name: central
+  queue_group: central
+  max_inflight: 4
+remote_write:
+  - url: %s
+monitor:
+  listen: %s
+`, srv.ClusterID(), srv.URL(), i, prom.RemoteWriteURL(), mon)
+		drains = append(drains, startDrain(t, writeConfig(t, cfg), mon))
+	}
+	last := t0.Add(time.Duration(rounds-1) * time.Second)
+	prom.WaitFor(t, fmt.Sprintf(`count(timestamp(m{job="j"}) == %d)`, last.Unix()), func(v model.Vector) bool {
+		return len(v) == 1 && int(v[0].Value) == targets
+	})
+	var received float64
+	for i, d := range drains {
+		n := d.metric("prometheus_streams_drain_messages_received_total")
+		if n == 0 {
+			t.Errorf("drain %d received nothing: the queue group did not share the work", i)
+		}
+		received += n
+	}
+	if received < targets*rounds {
+		t.Errorf("%v messages received in all, want %d", received, targets*rounds)
+	}
+	// At every scrape's time, each target's value is that scrape's: nothing older was
+	// written over anything newer.
+	m, err := prom.QueryRange(context.Background(), `m{job="j"}`, t0, last.Add(500*time.Millisecond), 500*time.Millisecond)
+	if err != nil || len(m) != targets {
+		t.Fatalf("m over the backlog: %d series, %v", len(m), err)
+	}
+	for _, s := range m {
+		for _, p := range s.Values {
+			round := p.Timestamp.Time().Sub(t0) / time.Second
+			if float64(p.Value) > float64(round) {
+				t.Errorf("%s at +%v = %v: a newer scrape's value before its time", s.Metric, p.Timestamp.Time().Sub(t0), p.Value)
+			}
+		}
+		if v := s.Values[len(s.Values)-1].Value; v != rounds-1 {
+			t.Errorf("%s ends at %v, want the newest scrape's %d", s.Metric, v, rounds-1)
+		}
+	}
+}
