@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"github.com/alecthomas/units"
@@ -75,8 +76,13 @@ type Config struct {
 	// MaxAge is how old a scrape may be before the central side stops serving it.
 	MaxAge Duration `yaml:"max_age"`
 
-	PollerStream   *Stream      `yaml:"poller_stream"`
-	ReceiverStream *Stream      `yaml:"receiver_stream"`
+	PollerStream *Stream `yaml:"poller_stream"`
+	// ReceiverStreams are where the drain consumes: receiver_stream is one stream
+	// section or a list of them (e.g. a STAN channel and a JetStream stream while the
+	// edges move from one to the other). Derived from embedded_stream when absent.
+	ReceiverStreams Streams `yaml:"receiver_stream"`
+	// ReceiverStream is the first of ReceiverStreams, nil when there is none.
+	ReceiverStream *Stream      `yaml:"-"`
 	PushGateway    *PushGateway `yaml:"push_gateway"`
 	// RemoteWrite lists remote-write receivers, each one more sink, as in Prometheus.
 	RemoteWrite []*RemoteWrite `yaml:"remote_write"`
@@ -104,16 +110,30 @@ type Config struct {
 	// Path is the file the config was loaded from, if any.
 	Path string `yaml:"-"`
 
-	monitorBoth bool // monitor and monitor_port both set: an error
+	monitorBoth     bool // monitor and monitor_port both set: an error
+	receiverList    bool // receiver_stream is written as a list
+	receiverDerived bool // receiver_stream comes from embedded_stream
 }
 
-// Stream is a connection to NATS Streaming.
+// Stream is a connection to NATS Streaming or JetStream, and what is published or
+// consumed there.
 type Stream struct {
+	// Transport is TransportSTAN (the default) or TransportJetStream.
+	Transport string `yaml:"transport"`
+	// ClusterID is the NATS Streaming cluster ID (stan only).
 	ClusterID string  `yaml:"cluster_id"`
 	URLs      URLList `yaml:"urls"`
-	Topic     string  `yaml:"topic"`
-	// ClientID is the drain's durable client ID; for scrape-once it is the prefix of the
-	// unique ID each run makes (prefix, host, random part).
+	// Topic is the STAN channel, or the JetStream subject prefix: each target's scrapes
+	// go to <topic>.<job>.<instance>.
+	Topic string `yaml:"topic"`
+	// StreamName is the JetStream stream (jetstream only), which must capture <topic>.>.
+	StreamName string `yaml:"stream"`
+	// CreateStream lets scrape-once and the drain create the JetStream stream when it is
+	// missing; without it they only check that it exists and captures <topic>.>.
+	CreateStream bool `yaml:"create_stream"`
+	// ClientID is the drain's durable client ID (STAN; with JetStream the default
+	// durable_name); for scrape-once it is the prefix of the unique ID (STAN) or
+	// connection name (JetStream) each run makes (prefix, host, random part).
 	ClientID       string   `yaml:"client_id"`
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 
@@ -129,12 +149,14 @@ type Stream struct {
 
 	// Consumer settings, read by the drain only.
 
-	// DurableName names the durable subscription; client_id by default.
+	// DurableName names the durable subscription (STAN) or durable consumer
+	// (JetStream); client_id by default.
 	DurableName string `yaml:"durable_name"`
 	// QueueGroup, when set, makes the subscription a durable queue group so several
-	// drains share the channel.
+	// drains share the channel (stan only: JetStream drains share by durable_name).
 	QueueGroup string `yaml:"queue_group"`
-	// MaxInflight is how many unacknowledged messages the server sends before waiting.
+	// MaxInflight is how many unacknowledged messages the server sends before waiting
+	// (JetStream: the consumer's MaxAckPending).
 	MaxInflight int `yaml:"max_inflight"`
 	// AckWait is how long the server waits for an ack before redelivering.
 	AckWait Duration `yaml:"ack_wait"`
@@ -324,6 +346,7 @@ func parse(b []byte, dir string) (*Config, error) {
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, idx.explain(err)
 	}
+	c.receiverList = receiverIsList(&root)
 	c.applyDefaults()
 	if pg := c.PushGateway; pg != nil {
 		setHTTPDefaults(idx, "push_gateway", &pg.HTTPClientConfig)
@@ -371,15 +394,16 @@ func (c *Config) resolvePaths(dir string) {
 	if c.Expose != nil {
 		c.Expose.WebConfigFile = promcfg.JoinDir(dir, c.Expose.WebConfigFile)
 	}
-	for _, s := range []*Stream{c.PollerStream, c.ReceiverStream} {
-		if s == nil {
-			continue
-		}
+	for _, s := range c.streams() {
 		for _, f := range []*string{&s.PasswordFile, &s.TokenFile, &s.NKeySeedFile, &s.CredentialsFile} {
 			*f = promcfg.JoinDir(dir, *f)
 		}
 	}
-	for _, t := range []*TLS{c.TLS, c.streamTLS(c.PollerStream), c.streamTLS(c.ReceiverStream)} {
+	tlss := []*TLS{c.TLS}
+	for _, s := range c.streams() {
+		tlss = append(tlss, c.streamTLS(s))
+	}
+	for _, t := range tlss {
 		if t != nil {
 			t.CA, t.Cert, t.Key = promcfg.JoinDir(dir, t.CA), promcfg.JoinDir(dir, t.Cert), promcfg.JoinDir(dir, t.Key)
 		}
@@ -422,9 +446,14 @@ func (c *Config) applyDefaults() {
 	if c.Identity == "" {
 		c.Identity, _ = os.Hostname()
 	}
-	for _, s := range []*Stream{c.PollerStream, c.ReceiverStream} {
-		if s == nil {
-			continue
+	c.ReceiverStreams = slices.DeleteFunc(c.ReceiverStreams, func(s *Stream) bool { return s == nil })
+	c.ReceiverStream = nil
+	if len(c.ReceiverStreams) > 0 {
+		c.ReceiverStream = c.ReceiverStreams[0]
+	}
+	for _, s := range c.streams() {
+		if s.Transport == "" {
+			s.Transport = TransportSTAN
 		}
 		if s.TLS == nil && c.TLS != nil {
 			s.TLS = c.TLS // a stream section's own tls overrides the top-level one
@@ -439,7 +468,7 @@ func (c *Config) applyDefaults() {
 	if c.PollerStream != nil && c.PollerStream.ClientID == "" {
 		c.PollerStream.ClientID = DefaultClientIDPrefix
 	}
-	if r := c.ReceiverStream; r != nil {
+	for _, r := range c.ReceiverStreams {
 		if r.DurableName == "" {
 			r.DurableName = r.ClientID
 		}
@@ -506,8 +535,11 @@ func (c *Config) applyDefaults() {
 		}
 		if es.ClusterID == "" {
 			es.ClusterID = DefaultEmbeddedClusterID
-			if c.ReceiverStream != nil && c.ReceiverStream.ClusterID != "" {
-				es.ClusterID = c.ReceiverStream.ClusterID
+			for _, r := range c.ReceiverStreams {
+				if r.Transport == TransportSTAN && r.ClusterID != "" {
+					es.ClusterID = r.ClusterID
+					break
+				}
 			}
 		}
 		if es.StoreDir == "" {
@@ -519,7 +551,7 @@ func (c *Config) applyDefaults() {
 		if c.ReceiverStream == nil {
 			// The drain consumes from its own server.
 			c.ReceiverStream = &Stream{
-				ClusterID: es.ClusterID, URLs: URLList{"nats://" + dialable(es.Listen)},
+				Transport: TransportSTAN, ClusterID: es.ClusterID, URLs: URLList{"nats://" + dialable(es.Listen)},
 				ClientID: DefaultDrainClientID, Topic: DefaultTopic, ConnectTimeout: DefaultConnectTimeout,
 				DurableName: DefaultDrainClientID, MaxInflight: DefaultMaxInflight, AckWait: DefaultAckWait,
 				Shards: 1,
@@ -527,6 +559,8 @@ func (c *Config) applyDefaults() {
 			if c.PollerStream != nil {
 				c.ReceiverStream.Topic = c.PollerStream.Topic
 			}
+			c.ReceiverStreams = Streams{c.ReceiverStream}
+			c.receiverDerived = true
 		}
 	}
 	switch {
@@ -568,6 +602,32 @@ func (c *Config) JobNames() []string {
 	return names
 }
 
+// streams are the stream sections present: the poller's, then the receivers'.
+func (c *Config) streams() []*Stream {
+	var out []*Stream
+	if c.PollerStream != nil {
+		out = append(out, c.PollerStream)
+	}
+	return append(out, c.ReceiverStreams...)
+}
+
+// receiverIsList reports whether receiver_stream is written as a list.
+func receiverIsList(root *yaml.Node) bool {
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
+		return false
+	}
+	m := resolveAlias(root.Content[0])
+	if m.Kind != yaml.MappingNode {
+		return false
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == "receiver_stream" {
+			return resolveAlias(m.Content[i+1]).Kind == yaml.SequenceNode
+		}
+	}
+	return false
+}
+
 // streamTLS is s's own TLS section, nil when it has none or shares the top-level one.
 func (c *Config) streamTLS(s *Stream) *TLS {
 	if s == nil || s.TLS == c.TLS {
@@ -591,7 +651,7 @@ func (c *Config) RequireEdge() error {
 // RequireCentral reports what the drain needs and the file lacks.
 func (c *Config) RequireCentral() error {
 	var errs []error
-	if c.ReceiverStream == nil {
+	if len(c.ReceiverStreams) == 0 {
 		errs = append(errs, errors.New("receiver_stream or embedded_stream: required by the drain"))
 	}
 	if c.PushGateway == nil && c.Expose == nil && len(c.RemoteWrite) == 0 {

@@ -387,6 +387,165 @@ remote_write:
 	}
 }
 
+func TestTransports(t *testing.T) {
+	c, err := Load("testdata/legacy-sample.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PollerStream.Transport != TransportSTAN || c.ReceiverStream.Transport != TransportSTAN {
+		t.Errorf("legacy sample: transports %q, %q, want stan", c.PollerStream.Transport, c.ReceiverStream.Transport)
+	}
+	if len(c.ReceiverStreams) != 1 || c.ReceiverStreams[0] != c.ReceiverStream {
+		t.Errorf("receiver_stream as a mapping: ReceiverStreams %v, ReceiverStream %p", c.ReceiverStreams, c.ReceiverStream)
+	}
+
+	c, err = Parse([]byte(`scrape_interval: 30s
+max_age: 5m
+poller_stream:
+  transport: jetstream
+  stream: PROMETHEUS
+  urls: nats://edge:s3cr3t@nats.dc1:4222
+  create_stream: true
+  tls: {insecure_skip_verify: true}
+receiver_stream:
+  - {cluster_id: global, client_id: drain, urls: 'nats://nats.dc2:4222'}
+  - transport: jetstream
+    stream: PROMETHEUS
+    urls: nats://nats.dc2:4222
+    topic: prom.global
+    client_id: drain
+    max_inflight: 64
+    ack_wait: 500ms
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.PollerStream
+	if !p.IsJetStream() || p.StreamName != "PROMETHEUS" || !p.CreateStream || p.Topic != DefaultTopic || p.Subjects() != "prometheus.>" || p.TLS == nil {
+		t.Errorf("poller_stream: %+v", p)
+	}
+	if got, want := p.Describe(), "jetstream stream PROMETHEUS subjects prometheus.> at nats://edge:xxxxx@nats.dc1:4222 (created if missing)"; got != want {
+		t.Errorf("Describe:\n got %s\nwant %s", got, want)
+	}
+	if len(c.ReceiverStreams) != 2 || c.ReceiverStream != c.ReceiverStreams[0] {
+		t.Fatalf("receiver_stream as a list: %v", c.ReceiverStreams)
+	}
+	r := c.ReceiverStreams[1]
+	if !r.IsJetStream() || r.DurableName != "drain" || r.MaxInflight != 64 || r.AckWait.D() != 500*time.Millisecond || r.Shards != 1 {
+		t.Errorf("receiver_stream[1]: %+v", r)
+	}
+	if c.DuplicateWindow() != 2*time.Minute {
+		t.Errorf("duplicate window %v, want the server's 2m (above the 30s interval)", c.DuplicateWindow())
+	}
+	want := []string{
+		"receiver_stream[0]: stan channel prometheus of cluster global at nats://nats.dc2:4222, durable drain",
+		"receiver_stream[1]: jetstream stream PROMETHEUS subjects prom.global.> at nats://nats.dc2:4222 (must exist), durable drain",
+	}
+	if got := c.DescribeReceivers(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("DescribeReceivers:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	out, err := c.Redacted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "s3cr3t") {
+		t.Errorf("redacted config shows the URL's password:\n%s", out)
+	}
+	for _, w := range []string{"receiver_stream:\n  - transport: stan", "  - transport: jetstream\n", "stream: PROMETHEUS", "create_stream: true"} {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("redacted config lacks %q:\n%s", w, out)
+		}
+	}
+
+	c, err = Parse([]byte("scrape_interval: 60s\nmax_age: 80\nembedded_stream: {store_dir: memory}\nexpose: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.ReceiverStreams) != 1 || c.ReceiverStream != c.ReceiverStreams[0] || c.ReceiverStream.Transport != TransportSTAN {
+		t.Errorf("receiver stream from embedded_stream: %v", c.ReceiverStreams)
+	}
+	if got := c.DescribeReceivers(); len(got) != 1 || !strings.HasPrefix(got[0], "receiver_stream (from embedded_stream): stan channel prometheus") {
+		t.Errorf("DescribeReceivers: %q", got)
+	}
+	if c.DuplicateWindow() != 80*time.Second {
+		t.Errorf("duplicate window %v, want max_age 80s (the server refuses more)", c.DuplicateWindow())
+	}
+}
+
+// TestTransportErrors checks the keys that depend on the transport, and receiver_stream
+// as a list: every problem names its key (with the entry's index) and line.
+func TestTransportErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"unknown transport", "poller_stream: {transport: kafka, cluster_id: c, urls: 'nats://h:1'}\n",
+			[]string{"line 1", "poller_stream.transport", `"kafka"`, "stan or jetstream"}},
+		{"cluster_id for jetstream", "poller_stream:\n  transport: jetstream\n  stream: S\n  cluster_id: c\n  urls: 'nats://h:1'\n",
+			[]string{"line 4", "poller_stream.cluster_id", "means nothing for transport jetstream"}},
+		{"queue_group for jetstream", "receiver_stream:\n  transport: jetstream\n  stream: S\n  client_id: d\n  queue_group: q\n  urls: 'nats://h:1'\n",
+			[]string{"line 5", "receiver_stream.queue_group", "durable_name"}},
+		{"stream for stan", "poller_stream:\n  cluster_id: c\n  urls: 'nats://h:1'\n  stream: S\n  create_stream: true\n",
+			[]string{"line 4", "poller_stream.stream", "line 5", "poller_stream.create_stream", "transport stan"}},
+		{"jetstream without stream", "poller_stream: {transport: jetstream, urls: 'nats://h:1'}\n",
+			[]string{"line 1", "poller_stream.stream", "required"}},
+		{"bad stream name", "poller_stream:\n  transport: jetstream\n  stream: a.b\n  urls: 'nats://h:1'\n",
+			[]string{"line 3", "poller_stream.stream", `"a.b"`}},
+		{"bad subject prefix", "poller_stream:\n  transport: jetstream\n  stream: S\n  topic: a..b\n  urls: 'nats://h:1'\n",
+			[]string{"line 4", "poller_stream.topic", "none empty"}},
+		{"jetstream receiver without durable", "receiver_stream: {transport: jetstream, stream: S, urls: 'nats://h:1'}\n",
+			[]string{"line 1", "receiver_stream.durable_name", "required (or client_id)"}},
+		{"bad durable", "receiver_stream: {transport: jetstream, stream: S, durable_name: a.b, urls: 'nats://h:1'}\n",
+			[]string{"line 1", "receiver_stream.durable_name", `"a.b"`}},
+		{"list: keys by index", "receiver_stream:\n  - {cluster_id: c, client_id: d, urls: 'nats://h:1'}\n  - transport: jetstream\n    cluster_id: c\n    urls: 'nats://h:1'\n",
+			[]string{"line 4", "receiver_stream[1].cluster_id", "line 3", "receiver_stream[1].stream", "required"}},
+		{"list: unknown key", "receiver_stream:\n  - cluster_id: c\n    client_id: d\n    urls: 'nats://h:1'\n    stream_name: S\n",
+			[]string{"line 5", "receiver_stream[0].stream_name", "unknown key"}},
+		{"unknown key in a mapping", "receiver_stream:\n  cluster_id: c\n  client_id: d\n  urls: 'nats://h:1'\n  tls: {ca_file: x}\n",
+			[]string{"line 5", "receiver_stream.tls.ca_file", "unknown key"}},
+		{"list: bad value", "receiver_stream:\n  - cluster_id: c\n    client_id: d\n    urls: 'nats://h:1'\n    ack_wait: soon\n",
+			[]string{"line 5", "receiver_stream[0].ack_wait", `"soon"`}},
+		{"list: not a mapping", "receiver_stream:\n  - nats://h:1\n", []string{"line 2", "want a stream section"}},
+		{"list: same stream twice", "receiver_stream:\n  - {cluster_id: c, client_id: d, urls: 'nats://h:1,nats://h:2'}\n  - {cluster_id: c, client_id: e, urls: 'nats://h:2,nats://h:1'}\n",
+			[]string{"line 3", "receiver_stream[1]", "same stan topic \"prometheus\"", "receiver_stream[0]"}},
+		{"list: shards differ", "receiver_stream:\n  - {cluster_id: c, client_id: d, urls: 'nats://h:1', shards: 2, shard: 1}\n  - {transport: jetstream, stream: S, client_id: d, urls: 'nats://h:1', shards: 2}\n",
+			[]string{"line 3", "receiver_stream[1].shards", "shard 0 of 2 differs from receiver_stream[0]'s shard 1 of 2"}},
+		{"list: one client id twice", "receiver_stream:\n  - {cluster_id: c, client_id: d, urls: 'nats://h:1'}\n  - {cluster_id: c, client_id: d, urls: 'nats://h:1', topic: other}\n",
+			[]string{"line 3", "receiver_stream[1].client_id", "one connection"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+
+	// Accepted: the same topic on two transports (a migration), merge keys in a list,
+	// and a JetStream receiver keyed by durable_name alone.
+	c, err := Parse([]byte(`receiver_stream:
+  - &stan {cluster_id: c, client_id: d, urls: 'nats://h:1'}
+  - <<: *stan
+    cluster_id: ""
+    transport: jetstream
+    stream: S
+    durable_name: js
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.ReceiverStreams[1]; r.DurableName != "js" || r.Topic != "prometheus" || r.URLs.String() != "nats://h:1" {
+		t.Errorf("merged entry: %+v", r)
+	}
+}
+
 func TestShards(t *testing.T) {
 	c, err := Parse([]byte("receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1', shards: 3, shard: 2}\nexpose: {}\n"))
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nkeys"
 	promcfg "github.com/prometheus/common/config"
@@ -51,7 +50,10 @@ func (c *Config) validate() []error {
 		ps.add("max_age", "must be positive")
 	}
 	validStream(&ps, "poller_stream", c.PollerStream, false)
-	validStream(&ps, "receiver_stream", c.ReceiverStream, true)
+	for i, r := range c.ReceiverStreams {
+		validStream(&ps, c.receiverKey(i), r, true)
+	}
+	c.validReceivers(&ps)
 	if pg := c.PushGateway; pg != nil {
 		validURL(&ps, "push_gateway.url", pg.URL)
 		if pg.PublisherLabel != "" && !model.LegacyValidation.IsValidLabelName(pg.PublisherLabel) {
@@ -156,9 +158,7 @@ func validStream(ps *problems, key string, s *Stream, central bool) {
 	if s == nil {
 		return
 	}
-	if s.ClusterID == "" {
-		ps.add(key+".cluster_id", "required")
-	}
+	validTransport(ps, key, s, central)
 	if len(s.URLs) == 0 {
 		ps.add(key+".urls", "required: at least one nats:// URL")
 	}
@@ -176,7 +176,7 @@ func validStream(ps *problems, key string, s *Stream, central bool) {
 	if strings.ContainsAny(s.Topic, " \t*>") || strings.HasPrefix(s.Topic, ".") || strings.HasSuffix(s.Topic, ".") {
 		ps.add(key+".topic", "%q is not a valid channel name", s.Topic)
 	}
-	if central && s.ClientID == "" {
+	if central && s.ClientID == "" && s.Transport == TransportSTAN {
 		ps.add(key+".client_id", "required: the drain's durable subscription is keyed by it")
 	}
 	if s.ClientID != "" && !validClientID(s.ClientID) {
@@ -187,9 +187,6 @@ func validStream(ps *problems, key string, s *Stream, central bool) {
 	}
 	if s.MaxInflight < 0 {
 		ps.add(key+".max_inflight", "must be positive, got %d", s.MaxInflight)
-	}
-	if s.AckWait < 0 || (s.AckWait > 0 && s.AckWait.D() < time.Second) {
-		ps.add(key+".ack_wait", "must be at least 1s (NATS Streaming counts it in seconds)")
 	}
 	validTLS(ps, key+".tls", s.TLS)
 	for k, f := range map[string]string{"password_file": s.PasswordFile, "token_file": s.TokenFile, "nkey_seed_file": s.NKeySeedFile, "credentials_file": s.CredentialsFile} {

@@ -67,7 +67,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "drain: %v\n", err)
 			return exitFailure
 		}
-		fmt.Fprintf(stdout, "%s# %s: valid for the drain\n", out, opts.Config)
+		fmt.Fprintf(stdout, "%s", out)
+		for _, line := range cfg.DescribeReceivers() {
+			fmt.Fprintf(stdout, "# %s\n", line)
+		}
+		fmt.Fprintf(stdout, "# %s: valid for the drain\n", opts.Config)
 		return exitOK
 	}
 	level := new(slog.LevelVar) // a reload may change it

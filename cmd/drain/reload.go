@@ -80,7 +80,7 @@ func (r *reloader) reload() {
 	r.drain.SetTrust(trust)
 	old := r.current
 	for key, same := range map[string]bool{
-		"receiver_stream": reflect.DeepEqual(old.ReceiverStream, cfg.ReceiverStream),
+		"receiver_stream": reflect.DeepEqual(old.ReceiverStreams, cfg.ReceiverStreams),
 		"embedded_stream": reflect.DeepEqual(old.EmbeddedStream, cfg.EmbeddedStream),
 		"push_gateway":    reflect.DeepEqual(old.PushGateway, cfg.PushGateway),
 		"expose":          reflect.DeepEqual(old.Expose, cfg.Expose),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -115,14 +116,19 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 	} else {
 		logger.Info("no trust configured: unsigned messages and any key's are accepted; bad signatures are still rejected")
 	}
-	rs := cfg.ReceiverStream
-	if rs.QueueGroup != "" && (cfg.PushGateway != nil || cfg.Expose != nil) {
-		logger.Warn("queue_group with the push gateway or expose sink: drains of the group may deliver two scrapes of a target out of order, or expose a target on several drains; use shards instead (see the README's Several drains)")
+	for _, rs := range cfg.ReceiverStreams {
+		if rs.QueueGroup != "" && (cfg.PushGateway != nil || cfg.Expose != nil) {
+			logger.Warn("queue_group with the push gateway or expose sink: drains of the group may deliver two scrapes of a target out of order, or expose a target on several drains; use shards instead (see the README's Several drains)", "stream", rs.Describe())
+		}
 	}
+	rs := cfg.ReceiverStream // shards are the same in every receiver stream
 	if rs.Shards > 1 {
-		logger.Info("taking one shard of the targets", "shard", rs.Shard, "shards", rs.Shards, "durable", rs.Durable())
+		logger.Info("taking one shard of the targets", "shard", rs.Shard, "shards", rs.Shards)
 	}
-	d := drain.New(drain.Options{MaxAge: cfg.MaxAge.D(), Workers: workers, Trust: trust, Shards: rs.Shards, Shard: rs.Shard}, codec, sinks, logger, reg)
+	d := drain.New(drain.Options{
+		MaxAge: cfg.MaxAge.D(), Workers: workers, Trust: trust,
+		Streams: len(cfg.ReceiverStreams), Shards: rs.Shards, Shard: rs.Shard,
+	}, codec, sinks, logger, reg)
 
 	monMux := http.NewServeMux()
 	monMux.Handle("/", monitor.Handler(reg, d.Ready))
@@ -149,6 +155,26 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		d.Run(ctx)
 	}()
 
+	// One consumer per receiver stream (receiver_stream may be a list: a STAN channel
+	// and a JetStream stream while the edges move), all feeding the one drain.
+	var cwg sync.WaitGroup
+	errs := make([]error, len(cfg.ReceiverStreams))
+	for i, rs := range cfg.ReceiverStreams {
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			errs[i] = consume(ctx, cfg, rs, d, logger)
+		}()
+	}
+	cwg.Wait()
+	err = errors.Join(errs...)
+	logger.Info("stopping")
+	wg.Wait()
+	return err
+}
+
+// consume feeds the drain from one receiver stream until ctx ends.
+func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drain.Drain, logger *slog.Logger) error {
 	sec := stream.Security{
 		User: rs.User, PasswordFile: rs.PasswordFile, TokenFile: rs.TokenFile,
 		NKeySeedFile: rs.NKeySeedFile, CredentialsFile: rs.CredentialsFile,
@@ -157,7 +183,43 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		sec.CAFile, sec.CertFile, sec.KeyFile = t.CA, t.Cert, t.Key
 		sec.ServerName, sec.InsecureSkipVerify = t.ServerName, t.InsecureSkipVerify
 	}
-	err = stream.Consume(ctx, stream.SubscribeOptions{
+	name := rs.Describe()
+	handle := func(m *stream.Msg) { d.Handle(m.Data, m.Sequence, m.Ack) }
+	if rs.IsJetStream() {
+		// JetStream can terminate poison and redeliver after a delay: the drain backs
+		// off a failing delivery through the server instead of holding it.
+		handle = func(m *stream.Msg) {
+			d.HandleMessage(drain.Message{Data: m.Data, Seq: m.Sequence, Ack: m.Ack, Term: m.Term, Nak: m.NakWithDelay})
+		}
+	}
+	state := func(s stream.State) {
+		d.StreamState(name, s.Connected, s.Err)
+		if s.Connected {
+			notify(logger, "STATUS=subscribed to "+name)
+		} else if s.Err != nil {
+			notify(logger, "STATUS=not subscribed: "+s.Err.Error())
+		}
+	}
+	if rs.IsJetStream() {
+		return stream.ConsumeJetStream(ctx, stream.JetStreamSubscribeOptions{
+			JetStreamOptions: stream.JetStreamOptions{
+				URLs:            rs.URLs,
+				Name:            "drain " + cfg.Identity,
+				Stream:          rs.StreamName,
+				Subject:         rs.Topic, // the consumer filters on rs.Topic+".>" (rs.Subjects())
+				Create:          rs.CreateStream,
+				MaxAge:          cfg.MaxAge.D(),
+				DuplicateWindow: cfg.DuplicateWindow(),
+				ConnectTimeout:  rs.ConnectTimeout.D(),
+				Security:        sec,
+				Logger:          logger,
+			},
+			Durable:       rs.Durable(),
+			MaxAckPending: rs.MaxInflight,
+			AckWait:       rs.AckWait.D(),
+		}, handle, state)
+	}
+	return stream.Consume(ctx, stream.SubscribeOptions{
 		STANOptions: stream.STANOptions{
 			URLs: rs.URLs, ClusterID: rs.ClusterID, ClientID: rs.ClientID,
 			Name: "drain " + cfg.Identity, ConnectTimeout: rs.ConnectTimeout.D(), Logger: logger,
@@ -168,19 +230,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		QueueGroup:  rs.QueueGroup,
 		MaxInflight: rs.MaxInflight,
 		AckWait:     rs.AckWait.D(),
-	}, func(m *stream.Msg) {
-		d.Handle(m.Data, m.Sequence, m.Ack)
-	}, func(s stream.State) {
-		d.StreamState(s.Connected, s.Err)
-		if s.Connected {
-			notify(logger, "STATUS=subscribed to "+rs.Topic)
-		} else if s.Err != nil {
-			notify(logger, "STATUS=not subscribed: "+s.Err.Error())
-		}
-	})
-	logger.Info("stopping")
-	wg.Wait()
-	return err
+	}, handle, state)
 }
 
 // drainWorkers is how many targets the drain delivers at once: the gateway's workers,

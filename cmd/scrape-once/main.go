@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/lib/edge"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/logging"
-	"github.com/prometheus-streams/prometheus-streams/lib/stream"
 	"github.com/prometheus-streams/prometheus-streams/lib/version"
 )
 
@@ -30,7 +29,7 @@ const (
 	exitUsage       = 64 // EX_USAGE
 	exitUnavailable = 69 // EX_UNAVAILABLE: stream unreachable
 	exitTempFail    = 75 // EX_TEMPFAIL: acks missing or partial at the deadline
-	exitConfig      = 78 // EX_CONFIG
+	exitConfig      = 78 // EX_CONFIG; also a JetStream stream that does not fit the config
 )
 
 type options struct {
@@ -106,7 +105,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "scrape-once: %v\n", err)
 			return exitFailure
 		}
-		fmt.Fprintf(stdout, "%s# %s: valid for scrape-once, %d targets selected\n", out, opts.Config, len(sel))
+		fmt.Fprintf(stdout, "%s", out)
+		if ps := cfg.PollerStream; ps != nil { // --dry-run needs none
+			fmt.Fprintf(stdout, "# poller_stream: %s\n", ps.Describe())
+		}
+		fmt.Fprintf(stdout, "# %s: valid for scrape-once, %d targets selected\n", opts.Config, len(sel))
 		return exitOK
 	}
 
@@ -122,7 +125,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer codec.Close()
-	runner := edge.New(cfg, codec, dialer(cfg), logger, version.UserAgent())
+	runner := edge.New(cfg, codec, edge.Dial(cfg, logger), logger, version.UserAgent())
 
 	if opts.DryRun {
 		failed, err := runner.DryRun(ctx, sel, stdout)
@@ -140,6 +143,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, edge.ErrUnreachable):
 		logger.Error("run failed", append(sum.LogAttrs(), "err", err)...)
 		return exitUnavailable
+	case errors.Is(err, edge.ErrIncompatible):
+		// The JetStream stream exists but does not fit poller_stream (subjects, sealed,
+		// no acks): retrying cannot help until the config or the stream is changed,
+		// which is a configuration matter, not an outage. A missing stream is 69
+		// instead: someone (a drain with create_stream, provisioning) may create it
+		// before the next run.
+		logger.Error("run failed", append(sum.LogAttrs(), "err", err)...)
+		return exitConfig
 	case errors.Is(err, edge.ErrAcksMissing):
 		logger.Error("run failed", append(sum.LogAttrs(), "err", err)...)
 		return exitTempFail
@@ -152,30 +163,4 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logger.Info("run done", sum.LogAttrs()...)
 	}
 	return exitOK
-}
-
-func dialer(cfg *config.Config) edge.Dialer {
-	ps := cfg.PollerStream
-	return func(ctx context.Context) (edge.Conn, error) {
-		if ps == nil {
-			return nil, errors.New("no poller_stream configured")
-		}
-		sec := stream.Security{
-			User: ps.User, PasswordFile: ps.PasswordFile, TokenFile: ps.TokenFile,
-			NKeySeedFile: ps.NKeySeedFile, CredentialsFile: ps.CredentialsFile,
-		}
-		if t := ps.TLS; t != nil { // the top-level tls when the section sets none
-			sec.CAFile, sec.CertFile, sec.KeyFile = t.CA, t.Cert, t.Key
-			sec.ServerName, sec.InsecureSkipVerify = t.ServerName, t.InsecureSkipVerify
-		}
-		ctx, cancel := context.WithTimeout(ctx, ps.ConnectTimeout.D())
-		defer cancel()
-		return stream.DialSTAN(ctx, stream.STANOptions{
-			URLs:      ps.URLs,
-			ClusterID: ps.ClusterID,
-			ClientID:  stream.ClientID(ps.ClientID, cfg.Identity),
-			Name:      "scrape-once " + cfg.Identity,
-			Security:  sec,
-		})
-	}
 }

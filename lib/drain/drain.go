@@ -77,6 +77,9 @@ type Options struct {
 	SweepInterval time.Duration
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
+	// Streams is how many streams the drain consumes; it is ready once subscribed to
+	// all (1 when zero).
+	Streams int
 	// Shards, when above 1, splits the targets among that many drains by a hash of job
 	// and instance (ShardOf); this drain takes those of shard Shard and acknowledges the
 	// others unread.
@@ -102,6 +105,8 @@ type Drain struct {
 	metrics   *metrics
 
 	subscribed atomic.Bool
+	smu        sync.Mutex
+	streams    map[string]bool       // each stream's subscription, by name
 	trust      atomic.Pointer[Trust] // nil: no trust configured
 
 	mu        sync.Mutex
@@ -121,6 +126,7 @@ type target struct {
 	delivered time.Time
 	lastSeen  time.Time
 	status    status
+	retry     *retry // the scrape handed back to the server with a delay, if any
 }
 
 // delivery is one message on its way.
@@ -128,7 +134,33 @@ type delivery struct {
 	env      *envelope.Envelope
 	seq      uint64
 	ack      func() error
+	term     func() error
+	nak      func(time.Duration) error
 	received time.Time
+	poison   bool // terminated rather than acknowledged
+}
+
+// Message is one message from the stream, with what the drain may answer the server.
+type Message struct {
+	Data []byte
+	Seq  uint64 // its sequence number on the channel or stream
+	Ack  func() error
+	// Term, when not nil, acknowledges a message the drain will never deliver (it does
+	// not decode, is not trusted, or its body does not parse) so that the server never
+	// redelivers it; Ack does it otherwise.
+	Term func() error
+	// Nak, when not nil, has the server redeliver the message after a delay (JetStream):
+	// a delivery that fails is then backed off by the server, not held in memory.
+	// Without it (NATS Streaming) the drain retries in memory.
+	Nak func(time.Duration) error
+}
+
+// retry is what the drain keeps of a scrape handed back to the server for a later
+// attempt: which attempt comes next and which sinks already have it.
+type retry struct {
+	start   time.Time
+	attempt int
+	res     []sinkResult
 }
 
 // New returns a Drain delivering to sinks.
@@ -178,6 +210,17 @@ func (d *Drain) SetTrust(t *Trust) { d.trust.Store(t) }
 // the function that acknowledges it. It never blocks on a sink: it decides what it can at
 // once (garbage, expired, superseded) and queues the rest for the workers.
 func (d *Drain) Handle(data []byte, seq uint64, ack func() error) {
+	d.HandleMessage(Message{Data: data, Seq: seq, Ack: ack})
+}
+
+// HandleMessage is Handle for a message that may also be terminated or handed back to
+// the server with a delay.
+func (d *Drain) HandleMessage(m Message) {
+	data, seq, ack := m.Data, m.Seq, m.Ack
+	term := m.Term
+	if term == nil {
+		term = ack
+	}
 	now := d.opts.Now()
 	d.metrics.received.Inc()
 	if d.opts.Shards > 1 {
@@ -204,7 +247,7 @@ func (d *Drain) Handle(data []byte, seq uint64, ack func() error) {
 			attrs = append(attrs, "key", se.Signer, "job", se.Job, "instance", se.Instance, "publisher", se.Publisher)
 		}
 		d.logger.Warn("message rejected", append(attrs, "err", err)...)
-		d.ack(ack, seq)
+		d.ack(term, seq)
 		return
 	}
 	// Trust comes before anything else looks at the message: an untrusted message
@@ -213,7 +256,7 @@ func (d *Drain) Handle(data []byte, seq uint64, ack func() error) {
 		d.metrics.rejected.WithLabelValues(reason).Inc()
 		d.logger.Warn("message rejected", "seq", seq, "reason", reason, "key", env.Signer,
 			"job", env.Job, "instance", env.Instance, "publisher", env.Publisher, "err", why)
-		d.ack(ack, seq)
+		d.ack(term, seq)
 		return
 	}
 	if d.opts.Shards > 1 && ShardOf(env.Job, env.Instance, d.opts.Shards) != d.opts.Shard {
@@ -237,7 +280,7 @@ func (d *Drain) Handle(data []byte, seq uint64, ack func() error) {
 		d.ack(ack, seq)
 		return
 	}
-	dl := &delivery{env: env, seq: seq, ack: ack, received: now}
+	dl := &delivery{env: env, seq: seq, ack: ack, term: term, nak: m.Nak, received: now}
 
 	d.mu.Lock()
 	t := d.target(key)
@@ -288,7 +331,7 @@ func (d *Drain) place(t *target, dl *delivery) (superseded *delivery) {
 	case t.inflight != nil && s.Equal(t.inflight.env.Start):
 		// A redelivery of the scrape a worker is delivering: adopt the newest handle,
 		// which belongs to the live subscription, and acknowledge through it later.
-		t.inflight.ack, t.inflight.seq = dl.ack, dl.seq
+		t.inflight.ack, t.inflight.term, t.inflight.nak, t.inflight.seq = dl.ack, dl.term, dl.nak, dl.seq
 		return nil
 	case t.inflight != nil && s.Before(t.inflight.env.Start):
 		return dl
@@ -296,7 +339,7 @@ func (d *Drain) place(t *target, dl *delivery) (superseded *delivery) {
 		t.pending = dl
 		return nil
 	case s.Equal(t.pending.env.Start):
-		t.pending.ack, t.pending.seq = dl.ack, dl.seq
+		t.pending.ack, t.pending.term, t.pending.nak, t.pending.seq = dl.ack, dl.term, dl.nak, dl.seq
 		return nil
 	case s.Before(t.pending.env.Start):
 		return dl
@@ -401,10 +444,22 @@ func (d *Drain) deliver(ctx context.Context, t *target, dl *delivery) bool {
 	if err != nil {
 		d.metrics.rejected.WithLabelValues("invalid_body").Inc()
 		d.logger.Warn("message rejected", "job", dl.env.Job, "instance", dl.env.Instance, "publisher", dl.env.Publisher, "reason", "invalid_body", "err", err)
+		d.mu.Lock()
+		dl.poison = true // never to be redelivered
+		d.mu.Unlock()
 		d.finish(t, dl, false, settle(res, FateRejected, "invalid body: "+errorText(err), d.opts.Now()))
 		return true
 	}
-	for attempt := 0; ; attempt++ {
+	first := 0
+	d.mu.Lock()
+	if r := t.retry; r != nil && r.start.Equal(dl.env.Start) {
+		// The server's redelivery of a scrape handed back: go on where it stopped.
+		first = r.attempt
+		copy(res, r.res)
+	}
+	t.retry = nil
+	d.mu.Unlock()
+	for attempt := first; ; attempt++ {
 		if age := d.opts.Now().Sub(dl.env.Start); age > d.opts.MaxAge {
 			d.metrics.expired.Inc()
 			d.logger.Warn("scrape expired before delivery", "job", dl.env.Job, "instance", dl.env.Instance, "age", age.Round(time.Millisecond))
@@ -462,6 +517,13 @@ func (d *Drain) deliver(ctx context.Context, t *target, dl *delivery) bool {
 			level = slog.LevelWarn // the first failure and every tenth: enough to see an outage
 		}
 		d.logger.Log(ctx, level, "delivery failed, will retry", "job", dl.env.Job, "instance", dl.env.Instance, "attempt", attempt+1, "retry_in", delay.Round(time.Millisecond), "err", retry)
+		d.mu.Lock()
+		canNak := dl.nak != nil // a redelivery's handle may replace dl's: read under the lock
+		d.mu.Unlock()
+		if canNak {
+			d.handBack(t, dl, attempt+1, res, delay)
+			return true
+		}
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
@@ -498,8 +560,26 @@ func (d *Drain) finish(t *target, dl *delivery, delivered bool, res []sinkResult
 	t.inflight = nil
 	t.status.record(dl.env.Start, res)
 	ack, seq := dl.ack, dl.seq
+	if dl.poison {
+		ack = dl.term
+	}
 	d.mu.Unlock()
 	d.ack(ack, seq)
+}
+
+// handBack has the server redeliver dl after delay, remembering which sinks have it
+// and which attempt comes next, and frees the worker.
+func (d *Drain) handBack(t *target, dl *delivery, attempt int, res []sinkResult, delay time.Duration) {
+	d.mu.Lock()
+	t.retry = &retry{start: dl.env.Start, attempt: attempt, res: append([]sinkResult(nil), res...)}
+	t.inflight = nil
+	nak, seq := dl.nak, dl.seq
+	d.mu.Unlock()
+	if err := nak(delay); err != nil {
+		// The server redelivers it after AckWait instead.
+		d.metrics.ackErrors.Inc()
+		d.logger.Debug("nak failed", "seq", seq, "err", err)
+	}
 }
 
 // backoff is the delay before retry attempt+1: exponential, capped, with jitter so that
@@ -578,18 +658,32 @@ func (d *Drain) Sweep(ctx context.Context) {
 	}
 }
 
-// StreamState records whether the drain is subscribed to the stream, and why not.
-func (d *Drain) StreamState(connected bool, err error) {
-	was := d.subscribed.Swap(connected)
-	if connected {
-		d.metrics.connected.Set(1)
-		if !was {
-			d.logger.Info("subscribed to the stream")
-		}
-		return
+// StreamState records whether the drain is subscribed to one of its streams (named by
+// stream), and why not. The drain is subscribed when it is to all Options.Streams.
+func (d *Drain) StreamState(stream string, connected bool, err error) {
+	d.smu.Lock()
+	if d.streams == nil {
+		d.streams = map[string]bool{}
 	}
-	d.metrics.connected.Set(0)
-	d.logger.Warn("not subscribed to the stream", "err", err)
+	was := d.streams[stream]
+	d.streams[stream] = connected
+	all := len(d.streams) >= max(d.opts.Streams, 1)
+	for _, c := range d.streams {
+		all = all && c
+	}
+	d.subscribed.Store(all)
+	d.smu.Unlock()
+	if all {
+		d.metrics.connected.Set(1)
+	} else {
+		d.metrics.connected.Set(0)
+	}
+	switch {
+	case connected && !was:
+		d.logger.Info("subscribed to the stream", "stream", stream)
+	case !connected:
+		d.logger.Warn("not subscribed to the stream", "stream", stream, "err", err)
+	}
 }
 
 // Ready reports whether the drain is subscribed: what /healthz answers.

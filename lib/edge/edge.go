@@ -21,15 +21,25 @@ import (
 
 // Errors Run returns, for the caller to map onto exit codes.
 var (
-	// ErrUnreachable: no connection to the stream could be made before the deadline.
+	// ErrUnreachable: no connection to the stream could be made before the deadline,
+	// or the JetStream stream does not exist (and create_stream is false).
 	ErrUnreachable = errors.New("stream unreachable")
+	// ErrIncompatible: the JetStream stream exists but cannot take the run's messages
+	// (it does not capture <topic>.>, is sealed, or does not acknowledge publishes).
+	ErrIncompatible = errors.New("stream incompatible")
 	// ErrAcksMissing: some messages were not acknowledged by the deadline, or failed.
 	ErrAcksMissing = errors.New("stream acks missing")
 )
 
-// Conn is what a run needs of a stream connection.
+// Conn is what a run needs of a stream connection. Its methods are safe for concurrent
+// use; done is called as stream.Publisher's PublishAsync says.
 type Conn interface {
-	stream.Publisher
+	// MaxPayload is the largest body PublishAsyncMsg accepts on subject.
+	MaxPayload(subject string) int
+	// PublishAsyncMsg publishes data on subject as stream.Publisher's PublishAsync
+	// does. msgID identifies the message for a transport that deduplicates by it
+	// (JetStream's Nats-Msg-Id: a retried publish is stored once); others ignore it.
+	PublishAsyncMsg(subject string, data []byte, msgID string, done func(error)) error
 	Close() error
 }
 
@@ -201,16 +211,22 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 		for range results {
 		}
 		sum.Duration = time.Since(start)
+		if errors.Is(d.err, stream.ErrStreamMismatch) {
+			return sum, fmt.Errorf("%w: %w", ErrIncompatible, d.err)
+		}
 		return sum, fmt.Errorf("%w: %w", ErrUnreachable, d.err)
 	}
 	defer d.conn.Close()
 
-	subject := r.cfg.PollerStream.Topic
-	maxPayload := d.conn.MaxPayload(subject)
+	ps := r.cfg.PollerStream
 	var acks stream.Acks
 	var sendErr error
 	for m := range results {
-		if len(m.data) > maxPayload {
+		subject := ps.Topic // STAN: one channel
+		if ps.IsJetStream() {
+			subject = stream.Subject(ps.Topic, m.env.Job, m.env.Instance)
+		}
+		if maxPayload := d.conn.MaxPayload(subject); len(m.data) > maxPayload {
 			m = r.oversized(m, maxPayload)
 			sum.Oversized++
 		}
@@ -219,7 +235,8 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 			// Failures get a line each; successes only count towards the summary.
 			r.logger.Warn("scrape failed", "job", m.env.Job, "instance", m.env.Instance, "err", m.env.Error)
 		}
-		if err := acks.Publish(d.conn, subject, m.data, nil); err != nil {
+		pub := withID{d.conn, MsgID(m.env.Job, m.env.Instance, m.env.Start, 0, 1)}
+		if err := acks.Publish(pub, subject, m.data, nil); err != nil {
 			sendErr = errors.Join(sendErr, fmt.Errorf("publish %s/%s: %w", m.env.Job, m.env.Instance, err))
 			continue
 		}
@@ -248,6 +265,19 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 		return sum, errors.Join(err, sendErr)
 	}
 	return sum, nil
+}
+
+// withID is a Conn as a stream.Publisher (what stream.Acks counts) publishing with one
+// message ID.
+type withID struct {
+	c  Conn
+	id string
+}
+
+func (w withID) MaxPayload(subject string) int { return w.c.MaxPayload(subject) }
+
+func (w withID) PublishAsync(subject string, data []byte, done func(error)) error {
+	return w.c.PublishAsyncMsg(subject, data, w.id, done)
 }
 
 func (s *Summary) count(e *envelope.Envelope) {

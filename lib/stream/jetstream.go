@@ -23,6 +23,19 @@ const (
 	DefaultMaxPubAcksPending = 4096
 )
 
+// Errors of DialJetStream (and of ConsumeJetStream's attempts) about the stream itself,
+// for the caller to tell apart from an unreachable server: retrying does not help until
+// someone creates or changes the stream, or the caller's configuration.
+var (
+	// ErrNoStream: the stream does not exist, and Create was not set. The error says
+	// how to create it with the nats CLI (StreamAddCommand).
+	ErrNoStream = errors.New("stream: no such JetStream stream")
+	// ErrStreamMismatch: the stream exists but cannot serve: it does not capture
+	// Subject+".>", or (for publishing) it is sealed or does not acknowledge
+	// publishes. The error says which.
+	ErrStreamMismatch = errors.New("stream: JetStream stream does not fit")
+)
+
 // MaxMsgIDLen is the longest Nats-Msg-Id PublishAsyncMsg accepts; MaxPayload leaves
 // room for a header carrying one this long.
 const MaxMsgIDLen = 128
@@ -52,7 +65,8 @@ type JetStreamOptions struct {
 	// MaxAge is how long a created stream keeps messages (0: no limit).
 	MaxAge time.Duration
 	// DuplicateWindow is how long a created stream remembers Nats-Msg-Id values to
-	// drop duplicates (default DefaultDuplicateWindow).
+	// drop duplicates (default DefaultDuplicateWindow; at most MaxAge, as the server
+	// requires).
 	DuplicateWindow time.Duration
 	// ConnectTimeout bounds each connection attempt to one server and each JetStream
 	// API request (default DefaultConnectTimeout).
@@ -90,9 +104,7 @@ func (o *JetStreamOptions) normalize() error {
 	if o.Name == "" {
 		o.Name = "prometheus-streams"
 	}
-	if o.DuplicateWindow == 0 {
-		o.DuplicateWindow = DefaultDuplicateWindow
-	}
+	o.DuplicateWindow = o.duplicateWindow()
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = DefaultConnectTimeout
 	}
@@ -106,6 +118,52 @@ func (o *JetStreamOptions) normalize() error {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return nil
+}
+
+// duplicateWindow is DuplicateWindow, defaulted and capped at MaxAge.
+func (o *JetStreamOptions) duplicateWindow() time.Duration {
+	w := o.DuplicateWindow
+	if w == 0 {
+		w = DefaultDuplicateWindow
+	}
+	if o.MaxAge > 0 && w > o.MaxAge {
+		w = o.MaxAge
+	}
+	return w
+}
+
+// StreamAddCommand is the nats CLI command creating the stream as DialJetStream does
+// with Create (file storage, limits retention, subjects Subject+".>", MaxAge,
+// DuplicateWindow), for operators who create streams themselves.
+func (o JetStreamOptions) StreamAddCommand() string {
+	cmd := fmt.Sprintf("nats stream add %s --subjects %s --storage file --retention limits --discard old",
+		shellQuote(o.Stream), shellQuote(o.Subject+".>"))
+	if o.MaxAge > 0 {
+		cmd += " --max-age " + shortDuration(o.MaxAge)
+	}
+	return cmd + " --dupe-window " + shortDuration(o.duplicateWindow()) + " --replicas 1 --defaults"
+}
+
+// shortDuration writes d as Go does, without its zero minutes and seconds: "2m", "1h".
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-.:/=@%+,", r))
+	}) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // JetStream is a connection to a NATS server with JetStream, bound to one stream. Its
@@ -129,8 +187,10 @@ type JetStream struct {
 // creating it with o.Create. It returns when ready, on failure, or as soon as ctx ends.
 // Failure to reach NATS and ctx ending give an error wrapping ErrUnreachable; refused
 // credentials or failed TLS wrap ErrAuth too (see AuthReason). A missing stream
-// (without Create), one that does not capture o.Subject+".>", or JetStream not being
-// enabled give a plain error: retrying does not help until the server changes.
+// (without Create) gives ErrNoStream; one that does not capture o.Subject+".>", is
+// sealed or does not acknowledge publishes gives ErrStreamMismatch, saying which; JetStream
+// not being enabled gives a plain error. Retrying those does not help until the server
+// or the options change. An existing stream is never modified.
 //
 // Once connected, the NATS connection reconnects without limit; publishes made while
 // it is disconnected fail at once with ErrUnreachable rather than being buffered.
@@ -138,8 +198,27 @@ func DialJetStream(ctx context.Context, o JetStreamOptions) (*JetStream, error) 
 	if err := o.normalize(); err != nil {
 		return nil, err
 	}
-	return dialJetStream(ctx, o, nil)
+	j, err := dialJetStream(ctx, o, nil)
+	if err != nil {
+		return nil, err
+	}
+	// What a consumer does not mind but a publisher cannot work with.
+	cfg := j.StreamConfig()
+	switch {
+	case cfg.Sealed:
+		err = fmt.Errorf("%w: %q at %s is sealed: it takes no more messages", ErrStreamMismatch, o.Stream, j.where)
+	case cfg.NoAck:
+		err = fmt.Errorf("%w: %q at %s does not acknowledge publishes (no_ack): a publisher cannot know what it stored", ErrStreamMismatch, o.Stream, j.where)
+	}
+	if err != nil {
+		_ = j.Close()
+		return nil, err
+	}
+	return j, nil
 }
+
+// StreamConfig is the stream's configuration, as the server gave it at dial time.
+func (j *JetStream) StreamConfig() jetstream.StreamConfig { return j.stream.CachedInfo().Config }
 
 func dialJetStream(ctx context.Context, o JetStreamOptions, onConnChange func()) (*JetStream, error) {
 	where := redactURLs(o.URLs)
@@ -230,7 +309,7 @@ func (j *JetStream) bindStream(ctx context.Context) error {
 	switch {
 	case err == nil:
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return fmt.Errorf("stream: no JetStream stream %q at %s: %w", o.Stream, j.where, err)
+		return fmt.Errorf("%w %q at %s; create it with: %s", ErrNoStream, o.Stream, j.where, o.StreamAddCommand())
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("%w: JetStream stream %q at %s: %w", ErrUnreachable, o.Stream, j.where, err)
 	default:
@@ -238,7 +317,8 @@ func (j *JetStream) bindStream(ctx context.Context) error {
 	}
 	subjects := st.CachedInfo().Config.Subjects
 	if !slices.ContainsFunc(subjects, func(p string) bool { return coversPrefix(p, o.Subject) }) {
-		return fmt.Errorf("stream: JetStream stream %q at %s captures %q, not %q", o.Stream, j.where, subjects, o.Subject+".>")
+		return fmt.Errorf("%w: %q at %s captures %q, not %q: add %q to its subjects, or publish under a prefix it captures",
+			ErrStreamMismatch, o.Stream, j.where, subjects, o.Subject+".>", o.Subject+".>")
 	}
 	j.stream = st
 	return nil

@@ -2,11 +2,14 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
 )
@@ -210,11 +213,15 @@ func TestJetStreamConsumeResumesDurable(t *testing.T) {
 	publishJS(t, j, bodies("b", 3))
 	ch2 := make(chan *Msg, 100)
 	runJS(t, subOpts(srv, time.Second), func(m *Msg) { ch2 <- m })
-	for i := range 3 {
+	// Every b, none of the acked a's. Not necessarily in order: a b the server handed to
+	// the stopped consumer's last pull request comes back only after AckWait.
+	got := map[string]bool{}
+	for range 3 {
 		m := recv(t, ch2, 15*time.Second)
-		if want := fmt.Sprintf("b-%d", i); string(m.Data) != want {
-			t.Fatalf("after restart got %q, want %q", m.Data, want)
+		if !strings.HasPrefix(string(m.Data), "b-") || got[string(m.Data)] {
+			t.Fatalf("after restart got %q (already got %v)", m.Data, got)
 		}
+		got[string(m.Data)] = true
 		_ = m.Ack()
 	}
 }
@@ -225,13 +232,75 @@ func TestJetStreamDialChecksStream(t *testing.T) {
 	defer cancel()
 	o := jsOptions(srv)
 	o.Create = false
-	if _, err := DialJetStream(ctx, o); err == nil || !strings.Contains(err.Error(), "no JetStream stream") {
+	_, err := DialJetStream(ctx, o)
+	if !errors.Is(err, ErrNoStream) || errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), `no such JetStream stream "METRICS"`) ||
+		!strings.Contains(err.Error(), "create it with: nats stream add METRICS --subjects 'metrics.>'") {
 		t.Fatalf("missing stream without Create: %v", err)
 	}
 	dialJS(t, srv) // creates it
 	o.Subject = "other"
-	if _, err := DialJetStream(ctx, o); err == nil || !strings.Contains(err.Error(), "captures") {
+	if _, err := DialJetStream(ctx, o); !errors.Is(err, ErrStreamMismatch) || !strings.Contains(err.Error(), "captures") {
 		t.Fatalf("stream of other subjects: %v", err)
+	}
+
+	// What a publisher cannot use; a consumer could.
+	js := dialJS(t, srv).js
+	for _, c := range []struct {
+		cfg  jetstream.StreamConfig
+		want string
+	}{
+		{jetstream.StreamConfig{Name: "NOACK", Subjects: []string{"noack.>"}, NoAck: true}, "no_ack"},
+		{jetstream.StreamConfig{Name: "SEALED", Subjects: []string{"sealed.>"}}, "sealed"},
+	} {
+		if _, err := js.CreateStream(ctx, c.cfg); err != nil {
+			t.Fatal(err)
+		}
+		if c.want == "sealed" {
+			c.cfg.Sealed = true
+			if _, err := js.UpdateStream(ctx, c.cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		o := JetStreamOptions{URLs: []string{srv.URL()}, Stream: c.cfg.Name, Subject: strings.ToLower(c.cfg.Name)}
+		if _, err := DialJetStream(ctx, o); !errors.Is(err, ErrStreamMismatch) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.cfg.Name, err)
+		}
+	}
+}
+
+// A created stream is what StreamAddCommand says, with the duplicate window at most
+// MaxAge (which the server requires).
+func TestJetStreamCreateSettings(t *testing.T) {
+	for _, c := range []struct {
+		o    JetStreamOptions
+		want string
+	}{
+		{JetStreamOptions{Stream: "PROMETHEUS", Subject: "prometheus", MaxAge: 80 * time.Second},
+			"nats stream add PROMETHEUS --subjects 'prometheus.>' --storage file --retention limits --discard old --max-age 1m20s --dupe-window 1m20s --replicas 1 --defaults"},
+		{JetStreamOptions{Stream: "S", Subject: "a.b", MaxAge: 2 * time.Hour, DuplicateWindow: 5 * time.Minute},
+			"nats stream add S --subjects 'a.b.>' --storage file --retention limits --discard old --max-age 2h --dupe-window 5m --replicas 1 --defaults"},
+		{JetStreamOptions{Stream: "it's", Subject: "x"},
+			`nats stream add 'it'\''s' --subjects 'x.>' --storage file --retention limits --discard old --dupe-window 2m --replicas 1 --defaults`},
+	} {
+		if got := c.o.StreamAddCommand(); got != c.want {
+			t.Errorf("StreamAddCommand:\n got %s\nwant %s", got, c.want)
+		}
+	}
+
+	srv := jsServer(t)
+	o := jsOptions(srv)
+	o.MaxAge = 80 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	j, err := DialJetStream(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	cfg := j.StreamConfig()
+	if cfg.Storage != jetstream.FileStorage || cfg.Retention != jetstream.LimitsPolicy || cfg.Discard != jetstream.DiscardOld ||
+		cfg.MaxAge != 80*time.Second || cfg.Duplicates != 80*time.Second || cfg.Replicas != 1 || fmt.Sprint(cfg.Subjects) != "[metrics.>]" {
+		t.Errorf("created stream: %+v", cfg)
 	}
 }
 

@@ -1,0 +1,308 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Transports a stream section may name.
+const (
+	// TransportSTAN is NATS Streaming: one channel, named by topic. The default.
+	TransportSTAN = "stan"
+	// TransportJetStream is NATS JetStream: a stream capturing <topic>.>, each
+	// target's scrapes on its own subject <topic>.<job>.<instance>.
+	TransportJetStream = "jetstream"
+)
+
+// DefaultDuplicateWindow is the shortest duplicate window a JetStream stream created by
+// this project gets unless max_age is shorter (the server's own default).
+const DefaultDuplicateWindow = Duration(2 * time.Minute)
+
+// maxJetStreamName is the longest stream or consumer name a NATS server accepts.
+const maxJetStreamName = 255
+
+// Streams are the receiver_stream sections: one mapping or a list of them in the
+// file, so that one drain can consume several streams at once (a STAN channel and a
+// JetStream stream, while edges move from one to the other).
+type Streams []*Stream
+
+// UnmarshalYAML implements yaml.Unmarshaler. Unknown keys are errors with their line,
+// as everywhere else in the file (a custom unmarshaler is not held to the decoder's
+// known-fields rule, so the keys are checked here).
+func (s *Streams) UnmarshalYAML(n *yaml.Node) error {
+	n = resolveAlias(n)
+	var items []*yaml.Node
+	switch n.Kind {
+	case yaml.MappingNode:
+		items = []*yaml.Node{n}
+	case yaml.SequenceNode:
+		items = n.Content
+	default:
+		return typeError(n, "want a stream section or a list of them, got a %s", kindName(n.Kind))
+	}
+	var errs []string
+	out := make(Streams, 0, len(items))
+	for _, item := range items {
+		item = resolveAlias(item)
+		if item.Kind != yaml.MappingNode {
+			errs = append(errs, fmt.Sprintf("line %d: want a stream section (a mapping), got a %s", item.Line, kindName(item.Kind)))
+			continue
+		}
+		errs = append(errs, unknownKeys(item, reflect.TypeFor[Stream]())...)
+		st := &Stream{}
+		if err := item.Decode(st); err != nil {
+			if te, ok := err.(*yaml.TypeError); ok {
+				errs = append(errs, te.Errors...)
+			} else {
+				errs = append(errs, fmt.Sprintf("line %d: %v", item.Line, err))
+			}
+		}
+		out = append(out, st)
+	}
+	*s = out
+	if len(errs) > 0 {
+		return &yaml.TypeError{Errors: errs}
+	}
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler: one section as a mapping, several as a list,
+// as they are written.
+func (s Streams) MarshalYAML() (any, error) {
+	switch len(s) {
+	case 0:
+		return nil, nil
+	case 1:
+		return s[0], nil
+	default:
+		return []*Stream(s), nil
+	}
+}
+
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+// unknownKeys lists the keys of the mapping n that no yaml tag of the struct type t
+// names, recursively into fields of struct type, in yaml.v3's own wording so that the
+// index names the key: "line 7: field clusterid not found in type config.Stream". Keys
+// of fields whose type unmarshals itself are that type's business.
+func unknownKeys(n *yaml.Node, t reflect.Type) []string {
+	n = resolveAlias(n)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct || reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) {
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name != "-" && name != "" && f.IsExported() {
+			fields[name] = f.Type
+		}
+	}
+	var errs []string
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Value == "<<" { // a merge key: the merged mappings' keys count
+			v = resolveAlias(v)
+			if v.Kind == yaml.SequenceNode {
+				for _, m := range v.Content {
+					errs = append(errs, unknownKeys(m, t)...)
+				}
+			} else {
+				errs = append(errs, unknownKeys(v, t)...)
+			}
+			continue
+		}
+		ft, ok := fields[k.Value]
+		if !ok {
+			errs = append(errs, fmt.Sprintf("line %d: field %s not found in type %s", k.Line, k.Value, t))
+			continue
+		}
+		errs = append(errs, unknownKeys(v, ft)...)
+	}
+	return errs
+}
+
+// IsJetStream reports whether the section uses JetStream.
+func (s *Stream) IsJetStream() bool { return s.Transport == TransportJetStream }
+
+// Subjects is the subject filter of the section's JetStream stream: every target's
+// subject <topic>.<job>.<instance> matches it.
+func (s *Stream) Subjects() string { return s.Topic + ".>" }
+
+// Describe says in one line which transport the section uses and where, for
+// --check-config and logs. Passwords and tokens in URLs are hidden.
+func (s *Stream) Describe() string {
+	urls := make([]string, len(s.URLs))
+	for i, u := range s.URLs {
+		urls[i] = redactURL(u)
+	}
+	where := strings.Join(urls, ",")
+	if s.IsJetStream() {
+		create := "must exist"
+		if s.CreateStream {
+			create = "created if missing"
+		}
+		return fmt.Sprintf("jetstream stream %s subjects %s at %s (%s)", s.StreamName, s.Subjects(), where, create)
+	}
+	return fmt.Sprintf("stan channel %s of cluster %s at %s", s.Topic, s.ClusterID, where)
+}
+
+// DescribeReceivers describes each receiver stream in one line, with its key and the
+// durable the drain consumes with, for the drain's --check-config.
+func (c *Config) DescribeReceivers() []string {
+	out := make([]string, 0, len(c.ReceiverStreams))
+	for i, s := range c.ReceiverStreams {
+		key := c.receiverKey(i)
+		if c.receiverDerived {
+			key += " (from embedded_stream)"
+		}
+		out = append(out, fmt.Sprintf("%s: %s, durable %s", key, s.Describe(), s.Durable()))
+	}
+	return out
+}
+
+// receiverKey is the key of the i-th receiver stream as written in the file.
+func (c *Config) receiverKey(i int) string {
+	if c.receiverList {
+		return fmt.Sprintf("receiver_stream[%d]", i)
+	}
+	return "receiver_stream"
+}
+
+// DuplicateWindow is the duplicate window of a JetStream stream this project creates:
+// at least a scrape interval, so a publish retried within a run is stored once (each
+// message carries a Nats-Msg-Id), at least the server's default, and at most max_age
+// (the server refuses a window longer than the stream's max age).
+func (c *Config) DuplicateWindow() time.Duration {
+	w := max(c.ScrapeInterval, DefaultDuplicateWindow)
+	if c.MaxAge > 0 {
+		w = min(w, c.MaxAge)
+	}
+	return w.D()
+}
+
+// redactURL hides the password or token of a NATS URL.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		if i := strings.LastIndex(raw, "@"); i >= 0 && err != nil {
+			return "<redacted>@" + raw[i+1:]
+		}
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		return u.Redacted()
+	}
+	u.User = url.User("redacted") // a token alone
+	return u.String()
+}
+
+// MarshalYAML implements yaml.Marshaler, hiding credentials in URLs: the YAML form of
+// a config is only ever shown (--check-config), never read back.
+func (u URLList) MarshalYAML() (any, error) {
+	out := make([]string, len(u))
+	for i, raw := range u {
+		out[i] = redactURL(raw)
+	}
+	return out, nil
+}
+
+// validTransport checks the keys that depend on the transport. Keys that mean nothing
+// for the section's transport are errors, as unknown keys are: a key that is silently
+// ignored is a misunderstanding waiting to happen.
+func validTransport(ps *problems, key string, s *Stream, central bool) {
+	switch s.Transport {
+	case TransportSTAN:
+		if s.ClusterID == "" {
+			ps.add(key+".cluster_id", "required (transport stan)")
+		}
+		if s.StreamName != "" {
+			ps.add(key+".stream", "means nothing for transport stan: set transport: jetstream, or remove it")
+		}
+		if s.CreateStream {
+			ps.add(key+".create_stream", "means nothing for transport stan: set transport: jetstream, or remove it")
+		}
+		if s.AckWait < 0 || (s.AckWait > 0 && s.AckWait.D() < time.Second) {
+			ps.add(key+".ack_wait", "must be at least 1s (NATS Streaming counts it in seconds)")
+		}
+	case TransportJetStream:
+		if s.ClusterID != "" {
+			ps.add(key+".cluster_id", "means nothing for transport jetstream (a NATS Streaming cluster ID): remove it")
+		}
+		if s.QueueGroup != "" {
+			ps.add(key+".queue_group", "means nothing for transport jetstream: drains with the same durable_name share the stream's messages")
+		}
+		switch {
+		case s.StreamName == "":
+			ps.add(key+".stream", "required (transport jetstream): the JetStream stream's name")
+		case len(s.StreamName) > maxJetStreamName:
+			ps.add(key+".stream", "%q: at most %d characters", s.StreamName, maxJetStreamName)
+		case strings.ContainsAny(s.StreamName, ".*>/\\") || strings.ContainsFunc(s.StreamName, isSpaceOrControl):
+			ps.add(key+".stream", "%q is not a valid stream name: no '.', '*', '>', '/', '\\' or white space", s.StreamName)
+		}
+		if slices.Contains(strings.Split(s.Topic, "."), "") || strings.Contains(s.Topic, "/") {
+			ps.add(key+".topic", "%q is not a valid subject prefix: dot-separated tokens, none empty, no '/'", s.Topic)
+		}
+		if s.AckWait < 0 {
+			ps.add(key+".ack_wait", "must be positive")
+		}
+		if central && s.DurableName == "" {
+			ps.add(key+".durable_name", "required (or client_id): names the drain's durable consumer")
+		}
+		if d := s.Durable(); central && len(d) > maxJetStreamName {
+			ps.add(key+".durable_name", "%q: a consumer name has at most %d characters", d, maxJetStreamName)
+		}
+	default:
+		ps.add(key+".transport", "%q: want %s or %s", s.Transport, TransportSTAN, TransportJetStream)
+	}
+}
+
+// validReceivers checks what concerns several receiver streams together.
+func (c *Config) validReceivers(ps *problems) {
+	type where struct{ transport, urls, topic string }
+	seen := map[where]int{}
+	clients := map[[2]string]int{}
+	for i, s := range c.ReceiverStreams {
+		if s == nil {
+			continue
+		}
+		key := c.receiverKey(i)
+		urls := slices.Clone(s.URLs)
+		slices.Sort(urls)
+		w := where{s.Transport, strings.Join(urls, ","), s.Topic}
+		if j, dup := seen[w]; dup {
+			ps.add(key, "%s consumes the same %s topic %q at the same server as %s", key, s.Transport, s.Topic, c.receiverKey(j))
+		} else {
+			seen[w] = i
+		}
+		// One drain takes one shard of the targets, whatever stream they come by.
+		if first := c.ReceiverStreams[0]; i > 0 && (s.Shards != first.Shards || s.Shard != first.Shard) {
+			ps.add(key+".shards", "shard %d of %d differs from %s's shard %d of %d: a drain takes one shard of the targets from every stream",
+				s.Shard, s.Shards, c.receiverKey(0), first.Shard, first.Shards)
+		}
+		if s.Transport == TransportSTAN && s.ClientID != "" {
+			id := [2]string{s.ClusterID, s.ClientID}
+			if j, dup := clients[id]; dup {
+				ps.add(key+".client_id", "%q is also %s's on cluster %q: a NATS Streaming client ID serves one connection", s.ClientID, c.receiverKey(j), s.ClusterID)
+			} else {
+				clients[id] = i
+			}
+		}
+	}
+}
+
+func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }

@@ -1,0 +1,50 @@
+package tests
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
+)
+
+// TestJetStreamMigration: one drain consumes the STAN channel and a JetStream stream
+// at once (receiver_stream as a list); an edge on each transport; both targets arrive.
+func TestJetStreamMigration(t *testing.T) {
+	srv := stantest.Start(t, stantest.WithJetStream(t.TempDir()))
+	exposeAddr, monAddr := freeAddr(t), freeAddr(t)
+	central := writeConfig(t, fmt.Sprintf(`verbose: true
+max_age: 30s
+receiver_stream:
+  - {cluster_id: %[1]s, client_id: drain1, urls: '%[2]s', topic: prometheus}
+  - {transport: jetstream, stream: PROMETHEUS, create_stream: true, client_id: drain1, urls: '%[2]s', topic: prometheus}
+expose: {listen: '%[3]s'}
+monitor: {listen: '%[4]s'}
+`, srv.ClusterID(), srv.URL(), exposeAddr, monAddr))
+	r := runBin(t, "drain", "-c", central, "--check-config")
+	if r.code != 0 {
+		t.Fatalf("check-config: %d %s", r.code, r.stderr)
+	}
+	mustContain(t, "drain --check-config", r.stdout,
+		"# receiver_stream[0]: stan channel prometheus of cluster test-cluster at nats://",
+		"# receiver_stream[1]: jetstream stream PROMETHEUS subjects prometheus.> at nats://")
+	t.Log(r.stdout[strings.Index(r.stdout, "# receiver_stream[0]"):])
+	startDrain(t, central, monAddr)
+
+	a := fixture.ServeCapture(t, fixture.PushGateway)
+	jobs := func(name string) string {
+		return fmt.Sprintf("  j:\n    targets: [{name: %s, url: '%s'}]\n", name, a.URL)
+	}
+	if r := runBin(t, "scrape-once", "-c", writeConfig(t, edgeConfig(srv.URL(), srv.ClusterID(), jobs("on-stan")))); r.code != 0 {
+		t.Fatalf("stan edge: %d\n%s", r.code, r.stderr)
+	}
+	if r := runBin(t, "scrape-once", "-c", writeConfig(t, jsEdgeConfig(srv.URL(), "", jobs("on-jetstream")))); r.code != 0 {
+		t.Fatalf("jetstream edge: %d\n%s", r.code, r.stderr)
+	}
+	waitFor(t, 20*time.Second, "both targets exposed", func() bool {
+		_, b := fetch(t, "http://"+exposeAddr+"/metrics", "")
+		return strings.Contains(string(b), `instance="on-stan"`) && strings.Contains(string(b), `instance="on-jetstream"`)
+	})
+}
