@@ -50,6 +50,8 @@ const (
 	DefaultEmbeddedStoreDir  = "/var/lib/prometheus-streams/stream"
 	DefaultEmbeddedClusterID = "prometheus_streams"
 	DefaultDrainClientID     = "prometheus_streams_drain"
+	// DefaultJetStreamName is the JetStream stream the embedded server's drain creates.
+	DefaultJetStreamName = "PROMETHEUS"
 	// DefaultRunTimeoutRatio sets a run's deadline just under the interval, so a run that
 	// hangs ends before the timer's next tick and no tick is skipped.
 	DefaultRunTimeoutRatio = 0.9
@@ -233,7 +235,13 @@ type EmbeddedStream struct {
 	MaxAge   Duration         `yaml:"max_age"`
 	MaxMsgs  int              `yaml:"max_msgs"`
 	MaxBytes units.Base2Bytes `yaml:"max_bytes"`
+	// JetStream also serves JetStream on the same port (the default), with the stream
+	// DefaultJetStreamName, so edges may publish with either transport.
+	JetStream *bool `yaml:"jetstream"`
 }
+
+// ServesJetStream reports whether the embedded server serves JetStream too.
+func (es *EmbeddedStream) ServesJetStream() bool { return es.JetStream == nil || *es.JetStream }
 
 // PushGateway is the Push Gateway sink.
 type PushGateway struct {
@@ -560,6 +568,12 @@ func (c *Config) applyDefaults() {
 				c.ReceiverStream.Topic = c.PollerStream.Topic
 			}
 			c.ReceiverStreams = Streams{c.ReceiverStream}
+			if es.ServesJetStream() {
+				js := *c.ReceiverStream
+				js.Transport, js.ClusterID = TransportJetStream, ""
+				js.StreamName, js.CreateStream = DefaultJetStreamName, true
+				c.ReceiverStreams = append(c.ReceiverStreams, &js)
+			}
 			c.receiverDerived = true
 		}
 	}

@@ -461,11 +461,22 @@ receiver_stream:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.ReceiverStreams) != 1 || c.ReceiverStream != c.ReceiverStreams[0] || c.ReceiverStream.Transport != TransportSTAN {
-		t.Errorf("receiver stream from embedded_stream: %v", c.ReceiverStreams)
+	// The embedded server serves both transports; its drain consumes both.
+	if len(c.ReceiverStreams) != 2 || c.ReceiverStream != c.ReceiverStreams[0] || c.ReceiverStream.Transport != TransportSTAN ||
+		c.ReceiverStreams[1].Transport != TransportJetStream || c.ReceiverStreams[1].StreamName != DefaultJetStreamName || !c.ReceiverStreams[1].CreateStream {
+		t.Errorf("receiver streams from embedded_stream: %+v", c.ReceiverStreams)
 	}
-	if got := c.DescribeReceivers(); len(got) != 1 || !strings.HasPrefix(got[0], "receiver_stream (from embedded_stream): stan channel prometheus") {
+	if got := c.DescribeReceivers(); len(got) != 2 || !strings.HasPrefix(got[0], "receiver_stream (from embedded_stream): stan channel prometheus") ||
+		!strings.HasPrefix(got[1], "receiver_stream (from embedded_stream): jetstream stream PROMETHEUS subjects prometheus.>") {
 		t.Errorf("DescribeReceivers: %q", got)
+	}
+	c, err = Parse([]byte("embedded_stream: {store_dir: memory, jetstream: false}\nexpose: {}\n"))
+	if err != nil || len(c.ReceiverStreams) != 1 || c.ReceiverStream.Transport != TransportSTAN {
+		t.Errorf("embedded_stream without JetStream: %v %v", c.ReceiverStreams, err)
+	}
+	c, err = Parse([]byte("scrape_interval: 60s\nmax_age: 80\nembedded_stream: {store_dir: memory}\nexpose: {}\n"))
+	if err != nil {
+		t.Fatal(err)
 	}
 	if c.DuplicateWindow() != 80*time.Second {
 		t.Errorf("duplicate window %v, want max_age 80s (the server refuses more)", c.DuplicateWindow())

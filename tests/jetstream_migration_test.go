@@ -48,3 +48,26 @@ monitor: {listen: '%[4]s'}
 		return strings.Contains(string(b), `instance="on-stan"`) && strings.Contains(string(b), `instance="on-jetstream"`)
 	})
 }
+
+// TestEmbeddedServesBoth: the drain's embedded server takes NATS Streaming and
+// JetStream clients on one port, and the drain consumes both: an edge on each arrives.
+func TestEmbeddedServesBoth(t *testing.T) {
+	natsAddr, exposeAddr, mon := freeAddr(t), freeAddr(t), freeAddr(t)
+	startDrain(t, writeConfig(t, centralConfig(natsAddr, exposeAddr, mon, "")), mon)
+	a := fixture.ServeCapture(t, fixture.NodeExporter)
+	jobs := func(name string) string {
+		return fmt.Sprintf("  node:\n    targets: [{name: %s, url: '%s'}]\n", name, a.URL)
+	}
+	if r := runBin(t, "scrape-once", "-c", writeConfig(t, edgeConfig("nats://"+natsAddr, "central", jobs("via-stan")))); r.code != 0 {
+		t.Fatalf("stan edge: %d\n%s", r.code, r.stderr)
+	}
+	// The stream exists: the drain created it at start.
+	if r := runBin(t, "scrape-once", "-c", writeConfig(t, jsEdgeConfig("nats://"+natsAddr, "", jobs("via-jetstream")))); r.code != 0 {
+		t.Fatalf("jetstream edge: %d\n%s", r.code, r.stderr)
+	}
+	waitFor(t, 20*time.Second, "both targets exposed", func() bool {
+		_, b := fetch(t, "http://"+exposeAddr+"/metrics", "")
+		return strings.Contains(string(b), `node_load1{instance="via-stan",job="node"}`) &&
+			strings.Contains(string(b), `node_load1{instance="via-jetstream",job="node"}`)
+	})
+}

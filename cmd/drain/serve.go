@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -42,15 +43,20 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		if storeDir == "memory" {
 			storeDir = ""
 		}
+		jsDir := ""
+		if storeDir != "" {
+			jsDir = filepath.Join(storeDir, "jetstream")
+		}
 		srv, err := stream.StartEmbedded(stream.EmbeddedOptions{
 			Listen: es.Listen, ClusterID: es.ClusterID, StoreDir: storeDir,
-			MaxAge: es.MaxAge.D(), MaxMsgs: es.MaxMsgs, MaxBytes: int64(es.MaxBytes), Logger: logger,
+			MaxAge: es.MaxAge.D(), MaxMsgs: es.MaxMsgs, MaxBytes: int64(es.MaxBytes),
+			JetStream: es.ServesJetStream(), JetStreamDir: jsDir, Logger: logger,
 		})
 		if err != nil {
 			return err
 		}
 		defer srv.Shutdown()
-		logger.Info("embedded stream started", "listen", es.Listen, "cluster_id", es.ClusterID, "store_dir", es.StoreDir, "max_age", es.MaxAge)
+		logger.Info("embedded stream started", "listen", es.Listen, "cluster_id", es.ClusterID, "store_dir", es.StoreDir, "max_age", es.MaxAge, "jetstream", es.ServesJetStream())
 	}
 
 	var sinks []drain.Sink

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -26,13 +27,18 @@ type EmbeddedOptions struct {
 	MaxAge   time.Duration
 	MaxMsgs  int
 	MaxBytes int64
-	Logger   *slog.Logger
+	// JetStream also serves JetStream on the same port, its file store in
+	// JetStreamDir (a temporary directory, removed at Shutdown, when empty).
+	JetStream    bool
+	JetStreamDir string
+	Logger       *slog.Logger
 }
 
 // Embedded is a running in-process NATS Streaming server.
 type Embedded struct {
-	s   *server.StanServer
-	url string
+	s      *server.StanServer
+	url    string
+	tmpDir string // JetStream's store when none was given: removed at Shutdown
 }
 
 // StartEmbedded starts a NATS Streaming server in this process.
@@ -52,6 +58,18 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	nopts.Host = host
 	nopts.Port = port
 	nopts.NoSigs = true
+	var tmpDir string
+	if o.JetStream {
+		dir := o.JetStreamDir
+		if dir == "" {
+			if tmpDir, err = os.MkdirTemp("", "prometheus-streams-jetstream-"); err != nil {
+				return nil, fmt.Errorf("embedded stream: JetStream store: %w", err)
+			}
+			dir = tmpDir
+		}
+		nopts.JetStream = true
+		nopts.StoreDir = dir
+	}
 
 	sopts := server.GetDefaultOptions()
 	sopts.ID = o.ClusterID
@@ -69,16 +87,24 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	}
 	s, err := server.RunServerWithOpts(sopts, &nopts)
 	if err != nil {
+		if tmpDir != "" {
+			_ = os.RemoveAll(tmpDir)
+		}
 		return nil, fmt.Errorf("embedded stream: start on %s: %w", o.Listen, err)
 	}
-	return &Embedded{s: s, url: s.ClientURL()}, nil
+	return &Embedded{s: s, url: s.ClientURL(), tmpDir: tmpDir}, nil
 }
 
 // URL is the nats:// URL clients in this process use to reach the server.
 func (e *Embedded) URL() string { return e.url }
 
 // Shutdown stops the server; a file store keeps its channels for the next start.
-func (e *Embedded) Shutdown() { e.s.Shutdown() }
+func (e *Embedded) Shutdown() {
+	e.s.Shutdown()
+	if e.tmpDir != "" {
+		_ = os.RemoveAll(e.tmpDir)
+	}
+}
 
 // slogAdapter gives the server's logger interface a slog.Logger.
 type slogAdapter struct{ l *slog.Logger }
