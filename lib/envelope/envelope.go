@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -41,14 +42,16 @@ var (
 	ErrTooLarge = errors.New("envelope: body too large")
 
 	// ErrUnsupported: a well-formed envelope using a feature of the format this build
-	// does not implement: an unknown body compression, or a scrape split over several
-	// messages. Decode returns it; Encode returns it for Part and Parts.
+	// does not implement: an unknown body compression, a zstd dictionary, or a scrape
+	// split over more than MaxParts messages. Builds before split scrapes return it for
+	// every part of one.
 	ErrUnsupported = errors.New("envelope: unsupported")
 	// ErrBadSignature: the envelope is signed, but the signature does not verify
 	// against the signer key it carries, or the signing fields are malformed: a
 	// message changed or forged after signing. Decode returns a *SignatureError.
 	ErrBadSignature = errors.New("envelope: bad signature")
-	// ErrInvalid: Encode was given an envelope that breaks the contract of its fields.
+	// ErrInvalid: Encode was given an envelope that breaks the contract of its fields,
+	// or Join parts that do not make one whole scrape.
 	ErrInvalid = errors.New("envelope: invalid envelope")
 	// ErrClosed: the Codec was used after Close.
 	ErrClosed = errors.New("envelope: codec closed")
@@ -79,11 +82,32 @@ type Envelope struct {
 	// made WithSigner signs with its own key.
 	Signer string
 
-	// Part and Parts are reserved for a later version that splits one scrape over
-	// several messages (Part is 0-based, of Parts). Format version 1 sends a whole
-	// scrape per message: Part is 0 and Parts is 0 or 1, and both round-trip as given.
+	// Part and Parts place a message in a scrape split over several (EncodeSplit):
+	// Part is 0-based, of Parts. A whole scrape has Part 0 and Parts 0 or 1, which
+	// round-trip as given; Join returns Part 0 and Parts 1.
 	Part, Parts int
+
+	// Chunk is, in a part as Decode returns it (Parts above 1), this part's slice of
+	// the scrape's compressed body; Body is then nil, and Join makes the whole scrape
+	// from all the parts. nil in a whole scrape. Encode ignores it.
+	Chunk []byte
+
+	// whole describes, in a part as Decode returns it, the body the parts make
+	// together: what Join needs and checks.
+	whole *wholeBody
 }
+
+// wholeBody is what every part of a split scrape says about the whole body.
+type wholeBody struct {
+	comp    Compression
+	rawSize int
+	digest  [sha256.Size]byte // of the compressed body: all the chunks in order
+}
+
+// MaxParts is the most parts EncodeSplit splits a scrape into, and Decode accepts: at
+// NATS's default max payload of 1 MB, a gigabyte compressed, four times
+// DefaultMaxBodySize even uncompressed.
+const MaxParts = 1024
 
 // Compression is how the body is compressed on the wire. It is recorded in each
 // envelope, so the publisher's choice can change without a format version bump as long
@@ -204,7 +228,8 @@ func (c *Codec) Close() {
 	c.zdec.Close()
 }
 
-// Encode returns e as a message: a new slice of exactly the message's length.
+// Encode returns e as a message: a new slice of exactly the message's length. e is a
+// whole scrape (Part 0, Parts 0 or 1); EncodeSplit splits one that may not fit.
 func (c *Codec) Encode(e *Envelope) ([]byte, error) {
 	return c.Append(nil, e)
 }
@@ -222,29 +247,45 @@ func (c *Codec) Append(dst []byte, e *Envelope) ([]byte, error) {
 	if err := c.check(e); err != nil {
 		return dst, err
 	}
-	comp, payload := CompressionNone, e.Body
-	if c.compression == CompressionZstd && len(e.Body) > 0 {
-		// Compress into a pooled buffer rather than into dst: the compressed size is
-		// not known beforehand, and writing the body's length prefix first would
-		// otherwise mean over-allocating dst by the raw size or moving the body.
-		buf := c.scratch.Get().(*[]byte)
-		defer func() {
-			if cap(*buf) > maxPooledScratch {
-				*buf = nil
-			}
-			c.scratch.Put(buf)
-		}()
-		*buf = c.zenc.EncodeAll(e.Body, (*buf)[:0])
-		// Tiny or incompressible bodies go as they are: smaller, and cheaper to read.
-		if len(*buf) < len(e.Body) {
-			comp, payload = CompressionZstd, *buf
-		}
+	comp, payload, buf := c.compress(e.Body)
+	defer c.release(buf)
+	return c.frame(dst, e, wholeFields(e, comp, payload))
+}
+
+// compress returns body as it goes on the wire, and the pooled buffer it may live in,
+// for release once it has been copied into messages.
+func (c *Codec) compress(body []byte) (Compression, []byte, *[]byte) {
+	if c.compression != CompressionZstd || len(body) == 0 {
+		return CompressionNone, body, nil
 	}
-	return c.frame(dst, e, comp, payload)
+	// Compress into a pooled buffer rather than into the message: the compressed size
+	// is not known beforehand, and writing the body's length prefix first would
+	// otherwise mean over-allocating the message by the raw size or moving the body.
+	buf := c.scratch.Get().(*[]byte)
+	*buf = c.zenc.EncodeAll(body, (*buf)[:0])
+	// Tiny or incompressible bodies go as they are: smaller, and cheaper to read.
+	if len(*buf) >= len(body) {
+		return CompressionNone, body, buf
+	}
+	return CompressionZstd, *buf, buf
+}
+
+// release returns a buffer compress took to the pool.
+func (c *Codec) release(buf *[]byte) {
+	if buf == nil {
+		return
+	}
+	if cap(*buf) > maxPooledScratch {
+		*buf = nil
+	}
+	c.scratch.Put(buf)
 }
 
 // Decode parses and checks a message and returns its envelope, with the body
-// decompressed. A signed message's signature is verified, over the bytes as received,
+// decompressed. A part of a split scrape (Parts above 1) is returned as a part: its
+// header checked and its signature verified like any message's, its Chunk copied but
+// not decompressed, Body nil; Join makes the scrape from all its parts. A signed
+// message's signature is verified, over the bytes as received,
 // before its content is checked or its body decompressed; Signer then names the key.
 // Decode does not decide whether that key is trusted: that is the caller's policy. It
 // never retains b. Errors wrap one of ErrNotEnvelope, ErrUnknownVersion, ErrTruncated,
@@ -272,7 +313,12 @@ func (c *Codec) Decode(b []byte) (*Envelope, error) {
 	if err := w.envelope(e, labels); err != nil {
 		return nil, err
 	}
-	if err := c.decodeBody(e, &w); err != nil {
+	if e.Parts > 1 {
+		err = c.decodeChunk(e, &w)
+	} else {
+		err = c.decodeBody(e, &w)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -327,8 +373,8 @@ func (c *Codec) check(e *Envelope) error {
 		return fmt.Errorf("%w: negative series count %d", ErrInvalid, e.Series)
 	}
 	if e.Part != 0 || e.Parts < 0 || e.Parts > 1 {
-		return fmt.Errorf("%w: split scrape (part %d of %d): format version %d sends a whole scrape per message",
-			ErrUnsupported, e.Part, e.Parts, Version)
+		return fmt.Errorf("%w: part %d of %d: Encode writes a whole scrape (part 0 of 0 or 1); EncodeSplit splits one",
+			ErrInvalid, e.Part, e.Parts)
 	}
 	if len(e.Body) > c.maxBody {
 		return fmt.Errorf("%w: body is %d bytes, limit %d", ErrTooLarge, len(e.Body), c.maxBody)

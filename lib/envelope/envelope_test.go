@@ -63,6 +63,12 @@ func diff(want, got *Envelope) string {
 	cmp("Series", want.Series, got.Series)
 	cmp("Part", want.Part, got.Part)
 	cmp("Parts", want.Parts, got.Parts)
+	if !bytes.Equal(want.Chunk, got.Chunk) {
+		d = append(d, fmt.Sprintf("Chunk: want %d bytes, got %d bytes (different)", len(want.Chunk), len(got.Chunk)))
+	}
+	if (want.whole == nil) != (got.whole == nil) || want.whole != nil && *want.whole != *got.whole {
+		d = append(d, fmt.Sprintf("whole body: want %+v, got %+v", want.whole, got.whole))
+	}
 	return strings.Join(d, "\n")
 }
 
@@ -349,9 +355,9 @@ func TestEncodeInvalid(t *testing.T) {
 		{"negative series", Envelope{Series: -1}, ErrInvalid},
 		{"start in year 10000", Envelope{Start: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, ErrInvalid},
 		{"start in year 0", Envelope{Start: time.Date(0, 12, 31, 23, 59, 59, 0, time.UTC)}, ErrInvalid},
-		{"split scrape part", Envelope{Part: 1, Parts: 2}, ErrUnsupported},
-		{"split scrape parts", Envelope{Parts: 2}, ErrUnsupported},
-		{"negative parts", Envelope{Parts: -1}, ErrUnsupported},
+		{"split scrape part", Envelope{Part: 1, Parts: 2}, ErrInvalid},
+		{"split scrape parts", Envelope{Parts: 2}, ErrInvalid},
+		{"negative parts", Envelope{Parts: -1}, ErrInvalid},
 		{"body over MaxBodySize", Envelope{Body: make([]byte, 1025)}, ErrTooLarge},
 	}
 	for _, tt := range tests {
@@ -748,7 +754,11 @@ func TestDecodeFields(t *testing.T) {
 		fail(t, replace(fieldCompression, varintField(fieldCompression, 256+uint64(CompressionZstd))), ErrUnsupported)
 	})
 	t.Run("split scrape", func(t *testing.T) {
-		fail(t, replace(fieldParts, slices.Concat(varintField(fieldParts, 3), varintField(fieldPart, 1))), ErrUnsupported)
+		// A whole body with part fields: no scrape key, and more body than a chunk may be.
+		fail(t, replace(fieldParts, slices.Concat(varintField(fieldParts, 3), varintField(fieldPart, 1))), ErrCorrupt)
+		fail(t, replace(fieldParts, slices.Concat(varintField(fieldParts, MaxParts+1), varintField(fieldPart, 1))), ErrUnsupported)
+		fail(t, replace(fieldParts, slices.Concat(varintField(fieldParts, 3), varintField(fieldPart, 3))), ErrCorrupt)
+		fail(t, replace(fieldParts, varintField(fieldPart, 1)), ErrCorrupt)
 	})
 }
 
@@ -860,7 +870,8 @@ func TestCompressionString(t *testing.T) {
 }
 
 // FuzzDecode checks Decode never panics, that every error wraps a sentinel, and that
-// whatever decodes re-encodes to an envelope that decodes the same. Each input is
+// whatever decodes re-encodes (a part as a part) to an envelope that decodes the same.
+// The seeds include the parts of split scrapes. Each input is
 // tried twice: as a whole message, and as the fields of a message with a correct
 // header and checksum, since random bytes almost never pass the checksum and the
 // field parser is where the fuzzer should spend its time.
@@ -880,6 +891,10 @@ func FuzzDecode(f *testing.F) {
 			}
 			f.Add(b)
 			f.Add(fields(b))
+			if msgs, err := cc.EncodeSplit(e, len(b)/2); err == nil && len(msgs) > 1 {
+				f.Add(msgs[0])
+				f.Add(fields(msgs[len(msgs)-1]))
+			}
 		}
 	}
 	f.Add([]byte{})
@@ -901,8 +916,13 @@ func FuzzDecode(f *testing.F) {
 				}
 				return
 			}
-			b, err := c.Encode(e)
-			if err != nil {
+			var b []byte
+			if e.Parts > 1 {
+				if e.Body != nil || len(e.Chunk) == 0 || e.Part >= e.Parts || e.Parts > MaxParts {
+					t.Fatalf("part %d of %d with Body %d bytes, Chunk %d bytes", e.Part, e.Parts, len(e.Body), len(e.Chunk))
+				}
+				b = encodePart(t, c, e)
+			} else if b, err = c.Encode(e); err != nil {
 				t.Fatalf("decoded envelope does not re-encode: %v", err)
 			}
 			e2, err := c.Decode(b)

@@ -444,6 +444,10 @@ func FuzzDecodeSigned(f *testing.F) {
 			forged := slices.Clone(fields(b))
 			forged[0] ^= 1
 			f.Add(forged)
+			if msgs, err := cc.EncodeSplit(e, len(b)/2); err == nil && len(msgs) > 1 {
+				f.Add(msgs[1])
+				f.Add(fields(msgs[0]))
+			}
 		}
 	}
 	f.Add(bytesField(fieldSigner, []byte(keyPub)))
@@ -466,8 +470,10 @@ func FuzzDecodeSigned(f *testing.F) {
 			case e.Signer != "" && e.Signer != keyPub && e.Signer != otherPub:
 				t.Fatalf("a signature verified for %q, a key no one here holds", e.Signer)
 			}
-			b, err := sc.Encode(e)
-			if err != nil {
+			var b []byte
+			if e.Parts > 1 {
+				b = encodePart(t, sc, e)
+			} else if b, err = sc.Encode(e); err != nil {
 				t.Fatalf("decoded envelope does not re-encode: %v", err)
 			}
 			e2, err := dc.Decode(b)

@@ -41,9 +41,9 @@ const (
 	fieldCompression protowire.Number = 14  // enum Compression
 	fieldRawSize     protowire.Number = 15  // uint64, uncompressed body length
 	fieldBody        protowire.Number = 16  // bytes, compressed body
-	fieldScrapeKey   protowire.Number = 17  // reserved: bytes, names the scrape across its parts
-	fieldPart        protowire.Number = 18  // uint32, 0-based part index (reserved: 0)
-	fieldParts       protowire.Number = 19  // uint32, part count (reserved: 0 or 1)
+	fieldScrapeKey   protowire.Number = 17  // bytes, parts only: SHA-256 of the whole compressed body
+	fieldPart        protowire.Number = 18  // uint32, 0-based part index
+	fieldParts       protowire.Number = 19  // uint32, part count; 0 or 1 in a whole scrape
 	fieldSigner      protowire.Number = 99  // string, NKey user public key of the signer
 	fieldSignature   protowire.Number = 100 // bytes, ed25519 signature, the last field
 )
@@ -118,14 +118,35 @@ func parseError(n int) error {
 	return protowire.ParseError(n)
 }
 
-// frame appends the whole message to dst: one allocation at most, of the exact size.
-// With a signer, the signer's key and then the signature over everything before it end
-// the fields.
-func (c *Codec) frame(dst []byte, e *Envelope, comp Compression, payload []byte) ([]byte, error) {
-	size := headerLen + sizeFields(e, comp, payload) + trailerLen
+// bodyFields are the fields that say what a message carries of the body: all of it,
+// or one part's chunk. The rest of the fields come from the Envelope.
+type bodyFields struct {
+	comp        Compression
+	rawSize     int    // of the whole body
+	payload     []byte // the body as compressed, or this part's chunk of it
+	key         []byte // scrape_key, in parts only
+	part, parts int
+}
+
+// wholeFields are the body fields of e sent whole, its body compressed to payload.
+func wholeFields(e *Envelope, comp Compression, payload []byte) bodyFields {
+	return bodyFields{comp: comp, rawSize: len(e.Body), payload: payload, part: e.Part, parts: e.Parts}
+}
+
+// size is the length of the message frame writes.
+func (c *Codec) size(e *Envelope, bf bodyFields) int {
+	size := headerLen + sizeFields(e, bf) + trailerLen
 	if c.signer != nil {
 		size += c.signer.size()
 	}
+	return size
+}
+
+// frame appends the whole message to dst: one allocation at most, of the exact size.
+// With a signer, the signer's key and then the signature over everything before it end
+// the fields.
+func (c *Codec) frame(dst []byte, e *Envelope, bf bodyFields) ([]byte, error) {
+	size := c.size(e, bf)
 	if uint64(size) > math.MaxUint32 {
 		return dst, fmt.Errorf("%w: envelope would be %d bytes, over the 4 GiB format limit", ErrTooLarge, size)
 	}
@@ -140,7 +161,7 @@ func (c *Codec) frame(dst []byte, e *Envelope, comp Compression, payload []byte)
 	b = append(b, magic...)
 	b = append(b, Version)
 	b = binary.LittleEndian.AppendUint32(b, uint32(size))
-	b = appendFields(b, e, comp, payload)
+	b = appendFields(b, e, bf)
 	if c.signer != nil {
 		b = c.signer.appendSignature(b, start)
 	}
@@ -151,7 +172,7 @@ func (c *Codec) frame(dst []byte, e *Envelope, comp Compression, payload []byte)
 // appendFields writes the fields in number order, omitting zero values as protobuf
 // does. The order is canonical, so equal envelopes encode to equal bytes, which a
 // signature needs.
-func appendFields(b []byte, e *Envelope, comp Compression, payload []byte) []byte {
+func appendFields(b []byte, e *Envelope, bf bodyFields) []byte {
 	b = appendString(b, fieldPublisher, e.Publisher)
 	b = appendString(b, fieldSite, e.Site)
 	b = appendString(b, fieldJob, e.Job)
@@ -175,20 +196,24 @@ func appendFields(b []byte, e *Envelope, comp Compression, payload []byte) []byt
 	b = appendVarint(b, fieldHTTPStatus, uint64(e.HTTPStatus))
 	b = appendString(b, fieldContentType, e.ContentType)
 	b = appendVarint(b, fieldSeries, uint64(e.Series))
-	b = appendVarint(b, fieldCompression, uint64(comp))
-	b = appendVarint(b, fieldRawSize, uint64(len(e.Body)))
-	if len(payload) > 0 {
+	b = appendVarint(b, fieldCompression, uint64(bf.comp))
+	b = appendVarint(b, fieldRawSize, uint64(bf.rawSize))
+	if len(bf.payload) > 0 {
 		b = protowire.AppendTag(b, fieldBody, protowire.BytesType)
-		b = protowire.AppendBytes(b, payload)
+		b = protowire.AppendBytes(b, bf.payload)
 	}
-	b = appendVarint(b, fieldPart, uint64(e.Part))
-	b = appendVarint(b, fieldParts, uint64(e.Parts))
+	if len(bf.key) > 0 {
+		b = protowire.AppendTag(b, fieldScrapeKey, protowire.BytesType)
+		b = protowire.AppendBytes(b, bf.key)
+	}
+	b = appendVarint(b, fieldPart, uint64(bf.part))
+	b = appendVarint(b, fieldParts, uint64(bf.parts))
 	return b
 }
 
 // sizeFields is the length appendFields writes; the two must change together
 // (TestEncodeExactSize checks them).
-func sizeFields(e *Envelope, comp Compression, payload []byte) int {
+func sizeFields(e *Envelope, bf bodyFields) int {
 	n := sizeString(fieldPublisher, e.Publisher) +
 		sizeString(fieldSite, e.Site) +
 		sizeString(fieldJob, e.Job) +
@@ -207,12 +232,15 @@ func sizeFields(e *Envelope, comp Compression, payload []byte) int {
 		sizeVarint(fieldHTTPStatus, uint64(e.HTTPStatus)) +
 		sizeString(fieldContentType, e.ContentType) +
 		sizeVarint(fieldSeries, uint64(e.Series)) +
-		sizeVarint(fieldCompression, uint64(comp)) +
-		sizeVarint(fieldRawSize, uint64(len(e.Body)))
-	if len(payload) > 0 {
-		n += protowire.SizeTag(fieldBody) + protowire.SizeBytes(len(payload))
+		sizeVarint(fieldCompression, uint64(bf.comp)) +
+		sizeVarint(fieldRawSize, uint64(bf.rawSize))
+	if len(bf.payload) > 0 {
+		n += protowire.SizeTag(fieldBody) + protowire.SizeBytes(len(bf.payload))
 	}
-	n += sizeVarint(fieldPart, uint64(e.Part)) + sizeVarint(fieldParts, uint64(e.Parts))
+	if len(bf.key) > 0 {
+		n += protowire.SizeTag(fieldScrapeKey) + protowire.SizeBytes(len(bf.key))
+	}
+	n += sizeVarint(fieldPart, uint64(bf.part)) + sizeVarint(fieldParts, uint64(bf.parts))
 	return n
 }
 
@@ -325,7 +353,7 @@ type wireFields struct {
 	startSec, duration                      int64
 	startNanos, status, series, part, parts uint64
 	compression, rawSize                    uint64
-	body                                    []byte
+	body, key                               []byte
 
 	// The signature, and where its tag starts in the fields: it covers the message
 	// up to there. hasSigner and hasSig say the fields were present.
@@ -351,7 +379,7 @@ func parseFields(b []byte, w *wireFields, labels [][2][]byte) ([][2][]byte, erro
 			return labels, fmt.Errorf("%w: field tag: %v", ErrCorrupt, protowire.ParseError(n))
 		}
 		b = b[n:]
-		if num <= fieldParts && num != fieldLabel && num != fieldScrapeKey {
+		if num <= fieldParts && num != fieldLabel {
 			if w.seen&(1<<num) != 0 {
 				return labels, fmt.Errorf("%w: field %d (%s) appears twice", ErrCorrupt, num, fieldName(num))
 			}
@@ -401,6 +429,8 @@ func parseFields(b []byte, w *wireFields, labels [][2][]byte) ([][2][]byte, erro
 			w.rawSize, n = consumeVarint(typ, b)
 		case fieldBody:
 			w.body, n = consumeBytes(typ, b)
+		case fieldScrapeKey:
+			w.key, n = consumeBytes(typ, b)
 		case fieldPart:
 			w.part, n = consumeVarint(typ, b)
 		case fieldParts:
@@ -523,9 +553,12 @@ func (w *wireFields) envelope(e *Envelope, labels [][2][]byte) error {
 		return fmt.Errorf("%w: series count %d out of range", ErrCorrupt, w.series)
 	}
 	e.Series = int(w.series)
-	if w.part != 0 || w.parts > 1 {
-		return fmt.Errorf("%w: part %d of a scrape split in %d; this build reads whole scrapes only, upgrade the drain",
-			ErrUnsupported, w.part, w.parts)
+	switch {
+	case w.parts > MaxParts:
+		return fmt.Errorf("%w: part %d of a scrape split in %d; this build takes at most %d parts, upgrade the drain",
+			ErrUnsupported, w.part, w.parts, MaxParts)
+	case w.part != 0 && w.part >= w.parts:
+		return fmt.Errorf("%w: part %d of %d", ErrCorrupt, w.part, w.parts)
 	}
 	e.Part, e.Parts = int(w.part), int(w.parts)
 	return nil
