@@ -246,9 +246,9 @@ func TestJetStreamCheckConfig(t *testing.T) {
 	}
 }
 
-// TestJetStreamScrapeOnceOversized: on JetStream too, a scrape larger than the server's
-// max payload arrives as a failed scrape that says why.
-func TestJetStreamScrapeOnceOversized(t *testing.T) {
+// TestJetStreamScrapeOnceSplit: on JetStream too, a scrape larger than the server's
+// max payload goes in parts, each with its own Nats-Msg-Id, on the target's subject.
+func TestJetStreamScrapeOnceSplit(t *testing.T) {
 	srv := stantest.Start(t, stantest.WithJetStream(t.TempDir()), stantest.WithMaxPayload(32<<10))
 	big := fixture.Serve(t, fixture.Replicate(t, fixture.NodeExporter, 20000), fixture.TextContentType)
 	small := fixture.ServeCapture(t, fixture.PushGateway)
@@ -261,24 +261,29 @@ func TestJetStreamScrapeOnceOversized(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
-	mustContain(t, "log", r.stderr, "oversized=1", "acked=2", "scrape too large for the stream")
+	mustContain(t, "log", r.stderr, "split=1", "oversized=0")
 	codec, err := envelope.NewCodec()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer codec.Close()
-	got := map[string]*envelope.Envelope{}
+	var parts []*envelope.Envelope
+	ids := map[string]bool{}
 	for _, m := range readStream(t, jsContext(t, srv), "PROMETHEUS") {
 		e, err := codec.Decode(m.Data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got[m.Subject] = e
+		if m.Subject == "prometheus.j.big" {
+			parts = append(parts, e)
+			id := m.Header.Get("Nats-Msg-Id")
+			if ids[id] || id != edge.MsgID(e.Job, e.Instance, e.Start, e.Part, e.Parts) {
+				t.Errorf("part %d: Nats-Msg-Id %q, want its own, edge.MsgID's", e.Part, id)
+			}
+			ids[id] = true
+		} else if m.Subject != "prometheus.j.small" || e.Error != "" || e.Parts > 1 {
+			t.Errorf("%s: %+v", m.Subject, e)
+		}
 	}
-	if e := got["prometheus.j.big"]; e == nil || !strings.Contains(e.Error, "max payload") || e.Series < 20000 {
-		t.Errorf("big: %+v", e)
-	}
-	if e := got["prometheus.j.small"]; e == nil || e.Error != "" {
-		t.Errorf("small: %+v", e)
-	}
+	checkParts(t, parts, 20000)
 }

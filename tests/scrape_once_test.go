@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
 )
@@ -148,9 +149,10 @@ func TestScrapeOnceFailures(t *testing.T) {
 	}
 }
 
-// TestScrapeOnceOversized publishes a scrape larger than the server's max payload: it
-// arrives as a failed scrape that says why, and the rest of the run is unaffected.
-func TestScrapeOnceOversized(t *testing.T) {
+// TestScrapeOnceSplit publishes a scrape larger than the server's max payload: it goes
+// in parts that each fit and join into the whole scrape, and the rest of the run is
+// unaffected.
+func TestScrapeOnceSplit(t *testing.T) {
 	srv := stantest.Start(t, stantest.WithMaxPayload(32<<10))
 	big := fixture.Serve(t, fixture.Replicate(t, fixture.NodeExporter, 20000), fixture.TextContentType)
 	small := fixture.ServeCapture(t, fixture.PushGateway)
@@ -163,13 +165,42 @@ func TestScrapeOnceOversized(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
-	mustContain(t, "log", r.stderr, "oversized=1", "scrape too large for the stream")
-	got := byInstance(readChannel(t, srv, "prometheus"))
-	if e := got["j/big"]; e == nil || !strings.Contains(e.Error, "max payload") || e.Series < 20000 {
-		t.Errorf("big: %+v", e)
+	mustContain(t, "log", r.stderr, "split=1", "oversized=0", "scrape split into parts")
+	var parts []*envelope.Envelope
+	var small1 *envelope.Envelope
+	for _, e := range readChannel(t, srv, "prometheus") {
+		switch {
+		case e.Instance == "big" && e.Parts > 1:
+			parts = append(parts, e)
+		case e.Instance == "small":
+			small1 = e
+		default:
+			t.Errorf("unexpected message %s/%s part %d of %d", e.Job, e.Instance, e.Part, e.Parts)
+		}
 	}
-	if e := got["j/small"]; e == nil || e.Error != "" {
-		t.Errorf("small: %+v", e)
+	checkParts(t, parts, 20000)
+	if small1 == nil || small1.Error != "" || small1.Parts > 1 {
+		t.Errorf("small: %+v", small1)
+	}
+}
+
+// checkParts checks that parts are a whole split scrape of at least series series.
+func checkParts(t *testing.T, parts []*envelope.Envelope, series int) {
+	t.Helper()
+	if len(parts) < 2 || len(parts) != parts[0].Parts {
+		t.Fatalf("%d parts, want all of a split scrape (%d)", len(parts), parts[0].Parts)
+	}
+	codec, err := envelope.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer codec.Close()
+	whole, err := codec.Join(parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if whole.Error != "" || whole.Series < series || len(whole.Body) == 0 {
+		t.Errorf("joined scrape: %d series, %d bytes, error %q", whole.Series, len(whole.Body), whole.Error)
 	}
 }
 

@@ -10,6 +10,7 @@
 package drain
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/prometheus-streams/prometheus-streams/lib/assemble"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
 )
@@ -77,6 +79,9 @@ type Options struct {
 	SweepInterval time.Duration
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
+	// ReassemblyBytes bounds the bytes held for split scrapes whose parts have not all
+	// arrived (DefaultReassemblyBytes when zero); they are given up at MaxAge.
+	ReassemblyBytes int64
 	// Streams is how many streams the drain consumes; it is ready once subscribed to
 	// all (1 when zero).
 	Streams int
@@ -94,6 +99,18 @@ type Options struct {
 	StaleRetention time.Duration
 }
 
+// DefaultReassemblyBytes is the default bound on the parts of incomplete split scrapes.
+const DefaultReassemblyBytes = 256 << 20
+
+// part is what the drain keeps of one part of a split scrape until the scrape's fate is
+// final: how to answer the server for its message.
+type part struct {
+	seq  uint64
+	ack  func() error
+	term func() error
+	nak  func(time.Duration) error
+}
+
 // Drain decides every message's fate. Build it with New, run its workers with Run, and
 // hand it each message with Handle.
 type Drain struct {
@@ -108,6 +125,7 @@ type Drain struct {
 	smu        sync.Mutex
 	streams    map[string]bool       // each stream's subscription, by name
 	trust      atomic.Pointer[Trust] // nil: no trust configured
+	parts      *assemble.Reassembler[part]
 
 	mu        sync.Mutex
 	targets   map[string]*target
@@ -199,6 +217,17 @@ func New(opts Options, codec *envelope.Codec, sinks []Sink, logger *slog.Logger,
 		wake:      make(chan struct{}, 1),
 	}
 	d.trust.Store(opts.Trust)
+	d.parts = assemble.New[part](codec, assemble.Options{
+		MaxBytes: cmp.Or(opts.ReassemblyBytes, DefaultReassemblyBytes), Timeout: opts.MaxAge, Now: opts.Now,
+	})
+	if reg != nil {
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "prometheus_streams_drain_split_scrapes_held",
+				Help: "Split scrapes waiting for parts."}, func() float64 { return float64(d.parts.Stats().Scrapes) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "prometheus_streams_drain_split_bytes_held",
+				Help: "Bytes of parts held for split scrapes waiting for the rest."}, func() float64 { return float64(d.parts.Stats().Bytes) }),
+		)
+	}
 	return d
 }
 
@@ -280,7 +309,16 @@ func (d *Drain) HandleMessage(m Message) {
 		d.ack(ack, seq)
 		return
 	}
-	dl := &delivery{env: env, seq: seq, ack: ack, term: term, nak: m.Nak, received: now}
+	nak := m.Nak
+	if env.Parts > 1 {
+		var whole bool
+		if env, seq, ack, term, nak, whole = d.assemble(env, part{seq, ack, term, nak}); !whole {
+			return
+		}
+	} else if dr, ok := d.parts.Supersede(env.Job, env.Instance, env.Start); ok {
+		d.drop(dr) // a newer scrape arrived whole: the split one will not be needed
+	}
+	dl := &delivery{env: env, seq: seq, ack: ack, term: term, nak: nak, received: now}
 
 	d.mu.Lock()
 	t := d.target(key)
@@ -299,6 +337,78 @@ func (d *Drain) HandleMessage(m Message) {
 	if superseded != nil {
 		d.metrics.superseded.Inc()
 		d.ack(superseded.ack, superseded.seq)
+	}
+}
+
+// assemble takes one part of a split scrape. Once the last part is in, it returns the
+// whole scrape and handles that answer for all its parts' messages at once.
+func (d *Drain) assemble(env *envelope.Envelope, p part) (*envelope.Envelope, uint64, func() error, func() error, func(time.Duration) error, bool) {
+	d.metrics.parts.Inc()
+	out, err := d.parts.Add(env, p)
+	for _, dr := range out.Dropped {
+		d.drop(dr)
+	}
+	switch {
+	case errors.Is(err, assemble.ErrFull):
+		// Left unacknowledged: the server redelivers it once memory has been freed.
+		d.metrics.partsRefused.WithLabelValues("full").Inc()
+		d.logger.Warn("split scrape part refused: reassembly memory full, left for redelivery", "job", env.Job, "instance", env.Instance, "part", env.Part, "parts", env.Parts)
+		if p.nak != nil {
+			_ = p.nak(d.opts.MaxBackoff)
+		}
+		return nil, 0, nil, nil, nil, false
+	case err != nil:
+		reason := "mismatch"
+		if errors.Is(err, assemble.ErrTooLarge) {
+			reason = "too_large"
+		}
+		d.metrics.partsRefused.WithLabelValues(reason).Inc()
+		d.logger.Warn("split scrape part refused", "job", env.Job, "instance", env.Instance, "part", env.Part, "parts", env.Parts, "reason", reason, "err", err)
+		d.ack(p.term, p.seq)
+		return nil, 0, nil, nil, nil, false
+	case out.Whole == nil:
+		return nil, 0, nil, nil, nil, false // more parts to come
+	}
+	d.metrics.assembled.Inc()
+	hs := out.Handles
+	all := func(f func(part) error) error {
+		var errs error
+		for _, h := range hs {
+			errs = errors.Join(errs, f(h))
+		}
+		return errs
+	}
+	ack := func() error { return all(func(h part) error { return h.ack() }) }
+	term := func() error { return all(func(h part) error { return h.term() }) }
+	var nak func(time.Duration) error
+	if p.nak != nil {
+		nak = func(delay time.Duration) error { return all(func(h part) error { return h.nak(delay) }) }
+	}
+	return out.Whole, hs[len(hs)-1].seq, ack, term, nak, true
+}
+
+// drop acknowledges the parts of a split scrape given up without delivery.
+func (d *Drain) drop(dr assemble.Dropped[part]) {
+	reason := "corrupt"
+	switch {
+	case errors.Is(dr.Err, assemble.ErrSuperseded):
+		reason = "superseded"
+	case errors.Is(dr.Err, assemble.ErrTimeout):
+		reason = "timeout"
+	}
+	d.metrics.partsDropped.WithLabelValues(reason).Inc()
+	level := slog.LevelWarn
+	if reason == "superseded" {
+		level = slog.LevelDebug
+	}
+	d.logger.Log(context.Background(), level, "split scrape given up", "job", dr.Job, "instance", dr.Instance,
+		"publisher", dr.Publisher, "start", dr.Start, "parts", dr.Parts, "missing", dr.Missing, "reason", reason, "err", dr.Err)
+	for _, h := range dr.Handles {
+		if reason == "corrupt" {
+			d.ack(h.term, h.seq)
+		} else {
+			d.ack(h.ack, h.seq)
+		}
 	}
 }
 
@@ -633,6 +743,9 @@ func (d *Drain) sweepLoop(ctx context.Context) {
 // periodically.
 func (d *Drain) Sweep(ctx context.Context) {
 	now := d.opts.Now()
+	for _, dr := range d.parts.Expire(now) {
+		d.drop(dr)
+	}
 	d.mu.Lock()
 	for k, t := range d.targets {
 		if !t.busy && now.Sub(t.lastSeen) > d.opts.MaxAge {

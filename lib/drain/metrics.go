@@ -12,6 +12,10 @@ type metrics struct {
 	expired        prometheus.Counter
 	superseded     prometheus.Counter
 	otherShard     prometheus.Counter
+	parts          prometheus.Counter
+	assembled      prometheus.Counter
+	partsDropped   *prometheus.CounterVec
+	partsRefused   *prometheus.CounterVec
 	rejected       *prometheus.CounterVec
 	delivered      *prometheus.CounterVec
 	sinkRejected   *prometheus.CounterVec
@@ -33,6 +37,14 @@ func newMetrics(reg prometheus.Registerer, sinks []string) *metrics {
 			Name: "messages_received_total", Help: "Messages taken from the stream, redeliveries included."}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "messages_expired_total", Help: "Messages acknowledged without delivery because their scrape was older than max_age."}),
+		parts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "parts_received_total", Help: "Messages that are one part of a scrape split to fit the stream server, redeliveries included."}),
+		assembled: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "scrapes_assembled_total", Help: "Split scrapes whose parts all arrived and joined."}),
+		partsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "split_scrapes_dropped_total", Help: "Incomplete split scrapes given up, their parts acknowledged: superseded (a newer scrape of the target), timeout (parts missing at max_age), corrupt (parts that would not join)."}, []string{"reason"}),
+		partsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "parts_refused_total", Help: "Parts not taken: full (the memory for incomplete scrapes is used up; left for redelivery), too_large, mismatch (acknowledged)."}, []string{"reason"}),
 		otherShard: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "messages_other_shard_total", Help: "Messages acknowledged unread: their target belongs to another shard's drain."}),
 		superseded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -64,6 +76,7 @@ func newMetrics(reg prometheus.Registerer, sinks []string) *metrics {
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "stream_connected", Help: "1 while the drain is subscribed to the stream."}),
 	}
+	reg.MustRegister(m.parts, m.assembled, m.partsDropped, m.partsRefused)
 	reg.MustRegister(m.connected, m.received, m.expired, m.superseded, m.otherShard, m.rejected, m.delivered, m.sinkRejected,
 		m.sinkSuperseded, m.retries, m.ackErrors, m.pushDuration, m.lag, m.targets, m.publisherLast, m.publisherSkew)
 	// Make every series visible from the start, so alerts on rate() work at once.

@@ -68,7 +68,8 @@ type Summary struct {
 	WireBytes           int // envelope bytes as published
 	Published, Acked    int
 	AckFailed, Pending  int
-	Oversized           int // scrapes replaced by a failure message: too large for the server
+	Oversized           int // scrapes replaced by a failure message: too large even in parts
+	Split               int // scrapes published in several parts, each fitting the server
 	ScrapeTime          time.Duration
 	Duration            time.Duration
 }
@@ -79,7 +80,7 @@ func (s Summary) LogAttrs() []any {
 		"targets", s.Targets, "ok", s.OK, "failed", s.Failed, "series", s.Series,
 		"raw_bytes", s.RawBytes, "wire_bytes", s.WireBytes,
 		"published", s.Published, "acked", s.Acked, "ack_failed", s.AckFailed, "pending", s.Pending,
-		"oversized", s.Oversized,
+		"oversized", s.Oversized, "split", s.Split,
 		"scrape_seconds", s.ScrapeTime.Seconds(), "duration_seconds", s.Duration.Seconds(),
 	}
 }
@@ -226,22 +227,36 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 		if ps.IsJetStream() {
 			subject = stream.Subject(ps.Topic, m.env.Job, m.env.Instance)
 		}
+		msgs := [][]byte{m.data}
 		if maxPayload := d.conn.MaxPayload(subject); len(m.data) > maxPayload {
-			m = r.oversized(m, maxPayload)
-			sum.Oversized++
+			// Too large for one message: split into parts that each fit, which the drain
+			// reassembles; a failed-scrape notice only when even that cannot be done.
+			parts, err := r.codec.EncodeSplit(m.env, maxPayload)
+			if err != nil {
+				m = r.oversized(m, maxPayload, err)
+				msgs = [][]byte{m.data}
+				sum.Oversized++
+			} else {
+				msgs = parts
+				sum.Split++
+				r.logger.Info("scrape split into parts", "job", m.env.Job, "instance", m.env.Instance,
+					"bytes", len(m.data), "parts", len(parts), "max_payload", maxPayload)
+			}
 		}
 		sum.count(m.env)
 		if m.env.Error != "" {
 			// Failures get a line each; successes only count towards the summary.
 			r.logger.Warn("scrape failed", "job", m.env.Job, "instance", m.env.Instance, "err", m.env.Error)
 		}
-		pub := withID{d.conn, MsgID(m.env.Job, m.env.Instance, m.env.Start, 0, 1)}
-		if err := acks.Publish(pub, subject, m.data, nil); err != nil {
-			sendErr = errors.Join(sendErr, fmt.Errorf("publish %s/%s: %w", m.env.Job, m.env.Instance, err))
-			continue
+		for i, data := range msgs {
+			pub := withID{d.conn, MsgID(m.env.Job, m.env.Instance, m.env.Start, i, len(msgs))}
+			if err := acks.Publish(pub, subject, data, nil); err != nil {
+				sendErr = errors.Join(sendErr, fmt.Errorf("publish %s/%s part %d of %d: %w", m.env.Job, m.env.Instance, i, len(msgs), err))
+				continue
+			}
+			sum.Published++
+			sum.WireBytes += len(data)
 		}
-		sum.Published++
-		sum.WireBytes += len(m.data)
 		sum.RawBytes += len(m.env.Body)
 	}
 	sum.ScrapeTime = time.Since(start)
@@ -256,9 +271,9 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 	if encErr != nil {
 		return sum, encErr
 	}
-	if sendErr != nil || sum.AckFailed > 0 || sum.Pending > 0 || sum.Acked != sum.Targets {
+	if sendErr != nil || sum.AckFailed > 0 || sum.Pending > 0 || sum.Acked != sum.Published || sum.OK+sum.Failed != sum.Targets {
 		err := fmt.Errorf("%w: %d of %d messages acknowledged, %d failed, %d unanswered at the deadline",
-			ErrAcksMissing, sum.Acked, sum.Targets, sum.AckFailed, sum.Pending)
+			ErrAcksMissing, sum.Acked, sum.Published, sum.AckFailed, sum.Pending)
 		if first := acks.Err(); first != nil {
 			err = fmt.Errorf("%w (first failure: %w)", err, first)
 		}
@@ -291,10 +306,10 @@ func (s *Summary) count(e *envelope.Envelope) {
 
 // oversized replaces a scrape too large for the server with a failed scrape that says
 // so: never a silent drop, never a disconnect.
-func (r *Runner) oversized(m encoded, maxPayload int) encoded {
+func (r *Runner) oversized(m encoded, maxPayload int, why error) encoded {
 	f := *m.env
-	f.Error = fmt.Sprintf("scrape of %d series (%d bytes, %d compressed) does not fit the stream server's max payload of %d bytes",
-		m.env.Series, len(m.env.Body), len(m.data), maxPayload)
+	f.Error = fmt.Sprintf("scrape of %d series (%d bytes, %d compressed) does not fit the stream server's max payload of %d bytes, even in parts: %v",
+		m.env.Series, len(m.env.Body), len(m.data), maxPayload, why)
 	f.Body, f.ContentType = nil, ""
 	data, err := r.codec.Encode(&f)
 	if err != nil {
