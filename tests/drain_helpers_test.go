@@ -3,6 +3,8 @@ package tests
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	stan "github.com/nats-io/stan.go"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -23,6 +27,7 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
+	"github.com/prometheus-streams/prometheus-streams/lib/stream"
 )
 
 // drainProc is a running drain binary.
@@ -47,14 +52,49 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// drainConfig is a drain config consuming from srv into the gateway at pgwURL, with its
-// monitor on monitorAddr.
+// drainConfig is a drain config consuming the STAN channel of srv into the gateway at
+// pgwURL, with its monitor on monitorAddr.
 func drainConfig(srv *stantest.Server, pgwURL, monitorAddr, extra string) string {
+	return stanTransport.drainConfig(srv, pgwURL, monitorAddr, extra)
+}
+
+// transport is a stream transport the drain consumes, for the tests that run on each:
+// how to start a server for it, and to configure, feed and inspect a drain on it.
+type transport struct{ name string }
+
+var (
+	stanTransport = transport{"stan"}
+	jsTransport   = transport{"jetstream"}
+	// transports are what the drain's fault tests run on.
+	transports = []transport{stanTransport, jsTransport}
+)
+
+func (tr transport) jetStream() bool { return tr == jsTransport }
+
+// jsStreamName is the JetStream stream of the tests' drains and edges.
+const jsStreamName = "PROMETHEUS"
+
+// start starts a server for tr: NATS Streaming, with JetStream on the same port (its
+// store in a temp dir) for jetstream.
+func (tr transport) start(t *testing.T, opts ...stantest.Option) *stantest.Server {
+	t.Helper()
+	if tr.jetStream() {
+		opts = append(opts, stantest.WithJetStream(t.TempDir()))
+	}
+	return stantest.Start(t, opts...)
+}
+
+// drainConfig is a drain config consuming from srv on tr into the gateway at pgwURL,
+// with its monitor on monitorAddr. The JetStream drain creates the stream.
+func (tr transport) drainConfig(srv *stantest.Server, pgwURL, monitorAddr, extra string) string {
+	receiver := fmt.Sprintf("  cluster_id: %s\n", srv.ClusterID())
+	if tr.jetStream() {
+		receiver = fmt.Sprintf("  transport: jetstream\n  stream: %s\n  create_stream: true\n", jsStreamName)
+	}
 	return fmt.Sprintf(`verbose: true
 max_age: 30s
 receiver_stream:
-  cluster_id: %s
-  client_id: drain1
+%s  client_id: drain1
   urls: %s
   topic: prometheus
   ack_wait: 2s
@@ -62,7 +102,147 @@ push_gateway:
   url: %s
 monitor:
   listen: %s
-%s`, srv.ClusterID(), srv.URL(), pgwURL, monitorAddr, extra)
+%s`, receiver, srv.URL(), pgwURL, monitorAddr, extra)
+}
+
+// sharedDurable replaces "client_id: drain1" in a drainConfig for drain i of several
+// sharing the messages: a STAN queue group, a JetStream durable consumer.
+func (tr transport) sharedDurable(i int) string {
+	if tr.jetStream() {
+		return fmt.Sprintf("client_id: drain%d\n  durable_name: central", i)
+	}
+	return fmt.Sprintf("client_id: drain%d\n  durable_name: central\n  queue_group: central", i)
+}
+
+// edgeConfig is a scrape-once config publishing to srv on tr, with the jobs section.
+func (tr transport) edgeConfig(srv *stantest.Server, jobs string) string {
+	if tr.jetStream() {
+		return jsEdgeConfig(srv.URL(), "  create_stream: true\n", jobs)
+	}
+	return edgeConfig(srv.URL(), srv.ClusterID(), jobs)
+}
+
+// publish puts raw messages where a drain on tr reads them: the channel prometheus, or
+// on JetStream the subject of the target an envelope names (stream.Subject), and
+// prometheus.garbage.x for what names none. The stream must exist.
+func (tr transport) publish(t *testing.T, srv *stantest.Server, msgs ...[]byte) {
+	t.Helper()
+	if !tr.jetStream() {
+		publish(t, srv, "prometheus", msgs...)
+		return
+	}
+	codec, err := envelope.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer codec.Close()
+	var nms []*nats.Msg
+	for _, m := range msgs {
+		subject := "prometheus.garbage.x"
+		if job, instance, err := codec.Target(m); err == nil {
+			subject = stream.Subject("prometheus", job, instance)
+		}
+		nms = append(nms, &nats.Msg{Subject: subject, Data: m})
+	}
+	jsPublish(t, srv, nms...)
+}
+
+// jsPublish publishes msgs to JetStream on srv, each awaiting its ack, and returns the
+// acks.
+func jsPublish(t *testing.T, srv *stantest.Server, msgs ...*nats.Msg) []*jetstream.PubAck {
+	t.Helper()
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var acks []*jetstream.PubAck
+	for _, m := range msgs {
+		ack, err := js.PublishMsg(ctx, m)
+		if err != nil {
+			t.Fatalf("publish to %s: %v", m.Subject, err)
+		}
+		acks = append(acks, ack)
+	}
+	return acks
+}
+
+// jsConsumerInfo is the server's view of the durable consumer of the tests' stream.
+func jsConsumerInfo(t *testing.T, srv *stantest.Server, durable string) *jetstream.ConsumerInfo {
+	t.Helper()
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := js.Consumer(ctx, jsStreamName, durable)
+	if err != nil {
+		t.Fatalf("consumer %s: %v", durable, err)
+	}
+	return c.CachedInfo()
+}
+
+// jsSettled waits until the durable consumer has delivered everything and awaits no
+// ack: every message's fate was final (acked or terminated), none is left to redeliver.
+func jsSettled(t *testing.T, srv *stantest.Server, durable string) *jetstream.ConsumerInfo {
+	t.Helper()
+	var ci *jetstream.ConsumerInfo
+	waitFor(t, 20*time.Second, "the consumer settled", func() bool {
+		ci = jsConsumerInfo(t, srv, durable)
+		return ci.NumAckPending == 0 && ci.NumPending == 0
+	})
+	return ci
+}
+
+// jsAdvisory is a consumer advisory of the server about one message: a nak or a term.
+type jsAdvisory struct {
+	StreamSeq uint64    `json:"stream_seq"`
+	Time      time.Time `json:"timestamp"`
+}
+
+// jsAdvisories records the server's advisories of kind (MSG_NAKED, MSG_TERMINATED)
+// about the durable consumer's messages from now on, and returns what it recorded so far.
+func jsAdvisories(t *testing.T, srv *stantest.Server, kind, durable string) func() []jsAdvisory {
+	t.Helper()
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	var mu sync.Mutex
+	var got []jsAdvisory
+	subject := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.%s.%s.%s", kind, jsStreamName, durable)
+	if _, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		var a jsAdvisory
+		if err := json.Unmarshal(m.Data, &a); err != nil {
+			return
+		}
+		mu.Lock()
+		got = append(got, a)
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return func() []jsAdvisory {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]jsAdvisory(nil), got...)
+	}
 }
 
 // startDrain runs the drain binary with the config at path and waits until it is

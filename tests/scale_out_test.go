@@ -107,13 +107,11 @@ monitor:
 	prom.WaitFor(t, fmt.Sprintf(`count(timestamp(m{job="j"}) == %d)`, last.Unix()), func(v model.Vector) bool {
 		return len(v) == 1 && int(v[0].Value) == targets
 	})
+	// (How the server spreads the backlog over the two is its business: one may take
+	// most of it. TestDrainQueueGroup checks that the group shares the work.)
 	var received float64
-	for i, d := range drains {
-		n := d.metric("prometheus_streams_drain_messages_received_total")
-		if n == 0 {
-			t.Errorf("drain %d received nothing: the queue group did not share the work", i)
-		}
-		received += n
+	for _, d := range drains {
+		received += d.metric("prometheus_streams_drain_messages_received_total")
 	}
 	if received < targets*rounds {
 		t.Errorf("%v messages received in all, want %d", received, targets*rounds)

@@ -445,6 +445,8 @@ func (d *Drain) place(t *target, dl *delivery) (superseded *delivery) {
 		return nil
 	case t.inflight != nil && s.Before(t.inflight.env.Start):
 		return dl
+	case t.retry != nil && s.Before(t.retry.start):
+		return dl // a newer scrape is handed back to the server, to come again
 	case t.pending == nil:
 		t.pending = dl
 		return nil
