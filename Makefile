@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X $(PKG)/lib/version.Version=$(VERSION) -X $(PKG)/lib/versio
 BINARIES  := scrape-once drain
 BENCHTIME ?= 1s
 
-.PHONY: all build test tools lint vet fmt bench fuzz demo deb rpm clean
+.PHONY: all build test tools lint vet fmt bench bench-scale fuzz demo deb rpm clean
 
 all: build
 
@@ -45,6 +45,12 @@ bench:
 	$(GO) test -run '^$$' -bench 'DrainIntoGateway' -benchtime 300x ./lib/pushgateway/
 	$(GO) test -run '^$$' -bench 'DrainMemory' -benchtime 1x ./lib/pushgateway/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./lib/expose/
+
+# Load harness: how many targets per 60 s interval the drain sustains, per sink, on this
+# machine, as a markdown report (see bench/scale). Pass flags in SCALE_FLAGS, e.g.
+# SCALE_FLAGS='-quick' (a trial of minutes) or SCALE_FLAGS='-out report.md -max-duration 40m'.
+bench-scale:
+	$(GO) run ./bench/scale $(SCALE_FLAGS)
 
 # Fuzz the envelope decoder for a while (make test runs only the seed corpus).
 FUZZTIME ?= 60s
