@@ -31,7 +31,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -39,11 +38,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/model"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/proctest"
 )
 
 // Binary selects the Prometheus that Start runs.
@@ -131,7 +131,7 @@ type Server struct {
 	config string   // path of the configuration file
 	opts   Options
 	client *http.Client
-	log    *logBuffer
+	log    *proctest.Log
 
 	mu   sync.Mutex
 	addr string // host:port, fixed by the first successful start
@@ -139,11 +139,7 @@ type Server struct {
 }
 
 // process is one run of the binary.
-type process struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed once the process has exited
-	err  error         // Wait's result, set before done is closed
-}
+type process = proctest.Process
 
 // Start runs Prometheus and waits until it is ready. It fails the test when the
 // binary is missing or the server does not become ready; tb.Cleanup stops it.
@@ -168,7 +164,7 @@ func Start(tb testing.TB, opts Options) *Server {
 		config: filepath.Join(dir, "prometheus.yml"),
 		opts:   opts,
 		client: &http.Client{Timeout: 10 * time.Second},
-		log:    &logBuffer{},
+		log:    &proctest.Log{Max: maxLog},
 	}
 	if err := s.writeConfig(opts.ScrapeConfigs); err != nil {
 		tb.Fatalf("promtest: %v", err)
@@ -207,7 +203,7 @@ func Start(tb testing.TB, opts Options) *Server {
 	// bind, so try a few.
 	var lastErr error
 	for range bindRetries {
-		addr, err := freeAddr()
+		addr, err := proctest.FreeAddr()
 		if err != nil {
 			tb.Fatalf("promtest: %v", err)
 		}
@@ -219,7 +215,7 @@ func Start(tb testing.TB, opts Options) *Server {
 			return s
 		}
 		lastErr = err
-		if !errors.Is(err, errInUse) {
+		if !errors.Is(err, proctest.ErrInUse) {
 			break
 		}
 	}
@@ -330,7 +326,7 @@ func (s *Server) Stop() {
 	s.proc = nil
 	s.mu.Unlock()
 	if p != nil {
-		p.stop()
+		p.Stop(stopTimeout)
 	}
 }
 
@@ -352,7 +348,7 @@ func (s *Server) Restart(tb testing.TB) {
 		}
 		// The port can be briefly held, e.g. by a client's connection that
 		// happened to be given it as its local port.
-		if !errors.Is(err, errInUse) || time.Now().After(deadline) {
+		if !errors.Is(err, proctest.ErrInUse) || time.Now().After(deadline) {
 			tb.Fatalf("promtest: restart on %s: %v", addr, err)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -381,146 +377,8 @@ func (s *Server) Reload(tb testing.TB, scrapeConfigs string) {
 	}
 }
 
-// errInUse is a start that failed because the port was taken.
-var errInUse = errors.New("address already in use")
-
 // run starts the binary on addr and waits until it is ready.
 func (s *Server) run(addr string) (*process, error) {
 	args := append([]string{"--web.listen-address=" + addr}, s.args...)
-	cmd := exec.Command(s.binary, args...)
-	mark := s.log.mark()
-	s.log.printf("promtest: %s %s\n", s.binary, strings.Join(args, " "))
-	cmd.Stdout = s.log
-	cmd.Stderr = s.log
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		s.log.printf("promtest: prometheus exited: %v\n", p.err)
-		close(p.done)
-	}()
-
-	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
-	defer cancel()
-	readyURL := "http://" + addr + "/-/ready"
-	started := time.Now()
-	for {
-		// A server of another test that took the port would answer too, so
-		// wait until this one says it listens (both versions log
-		// `msg="Listening on"`; a binary that does not is trusted after a
-		// while if it is still running).
-		ours := strings.Contains(s.log.since(mark), "Listening on") || time.Since(started) > listenLogWait
-		if ours && ready(ctx, s.client, readyURL) {
-			select {
-			case <-p.done: // lost the port after all
-			default:
-				return p, nil
-			}
-		}
-		select {
-		case <-p.done:
-			if strings.Contains(s.log.since(mark), "address already in use") {
-				return nil, fmt.Errorf("%w: %s", errInUse, addr)
-			}
-			return nil, fmt.Errorf("prometheus exited before it was ready (%v); its output:\n%s", p.err, s.log.since(mark))
-		case <-ctx.Done():
-			p.stop()
-			return nil, fmt.Errorf("not ready within %v", readyTimeout)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-func ready(ctx context.Context, c *http.Client, url string) bool {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return false
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-func (p *process) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(stopTimeout):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// freeAddr returns a loopback address with a port nobody listened on a moment ago.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	return addr, nil
-}
-
-// logBuffer collects the server's output across runs, keeping the newest maxLog
-// bytes.
-type logBuffer struct {
-	mu      sync.Mutex
-	b       []byte
-	dropped int
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b = append(l.b, p...)
-	if over := len(l.b) - maxLog; over > 0 {
-		// Drop whole lines from the front, in one copy.
-		cut := over
-		if i := bytes.IndexByte(l.b[cut:], '\n'); i >= 0 {
-			cut += i + 1
-		}
-		l.dropped += cut
-		l.b = append(l.b[:0], l.b[cut:]...)
-	}
-	return len(p), nil
-}
-
-// mark returns how many bytes have been written so far, for since.
-func (l *logBuffer) mark() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.dropped + len(l.b)
-}
-
-// since returns what was written after mark (as much as is still kept).
-func (l *logBuffer) since(mark int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	i := max(mark-l.dropped, 0)
-	return string(l.b[i:])
-}
-
-func (l *logBuffer) printf(format string, args ...any) {
-	_, _ = fmt.Fprintf(l, format, args...)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.dropped > 0 {
-		return "[" + strconv.Itoa(l.dropped) + " earlier bytes dropped]\n" + string(l.b)
-	}
-	return string(l.b)
+	return proctest.Start("promtest", s.binary, args, s.log, s.client, "http://"+addr+"/-/ready", readyTimeout, listenLogWait)
 }

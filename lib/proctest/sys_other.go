@@ -1,6 +1,6 @@
 //go:build !linux
 
-package promtest
+package proctest
 
 import "syscall"
 
