@@ -45,6 +45,8 @@ bench:
 	$(GO) test -run '^$$' -bench 'DrainIntoGateway' -benchtime 300x ./lib/pushgateway/
 	$(GO) test -run '^$$' -bench 'DrainMemory' -benchtime 1x ./lib/pushgateway/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./lib/expose/
+	$(GO) test -run '^$$' -bench 'Transport' -benchtime 3x ./lib/drain/
+	$(GO) test -run '^$$' -bench 'ConsistencyCheck' -benchtime 1x ./lib/pushgateway/
 
 # Load harness: how many targets per 60 s interval the drain sustains, per sink, on this
 # machine, as a markdown report (see bench/scale). Pass flags in SCALE_FLAGS, e.g.
