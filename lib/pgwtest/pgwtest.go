@@ -12,7 +12,6 @@ package pgwtest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -144,28 +143,14 @@ func Start(tb testing.TB, opts ...Option) *Server {
 		}
 	})
 
-	// Another process may take the port between our probe and the gateway's
-	// bind, so try a few.
-	var lastErr error
-	for range bindRetries {
-		addr, err := proctest.FreeAddr()
-		if err != nil {
-			tb.Fatalf("pgwtest: %v", err)
-		}
-		p, err := s.run(addr)
-		if err == nil {
-			s.mu.Lock()
-			s.addr, s.proc = addr, p
-			s.mu.Unlock()
-			return s
-		}
-		lastErr = err
-		if !errors.Is(err, proctest.ErrInUse) {
-			break
-		}
+	addr, p, err := proctest.OnFreePort(bindRetries, s.run)
+	if err != nil {
+		tb.Fatalf("pgwtest: start %s: %v", s.binary, err)
 	}
-	tb.Fatalf("pgwtest: start %s: %v", s.binary, lastErr)
-	return nil
+	s.mu.Lock()
+	s.addr, s.proc = addr, p
+	s.mu.Unlock()
+	return s
 }
 
 // URL is the gateway's base URL, http://127.0.0.1:<port>[<route prefix>].
@@ -201,22 +186,13 @@ func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Stop()
 	addr := s.Addr()
-	deadline := time.Now().Add(rebindFor)
-	for {
-		p, err := s.run(addr)
-		if err == nil {
-			s.mu.Lock()
-			s.proc = p
-			s.mu.Unlock()
-			return
-		}
-		// The port can be briefly held, e.g. by a client's connection that
-		// happened to be given it as its local port.
-		if !errors.Is(err, proctest.ErrInUse) || time.Now().After(deadline) {
-			s.tb.Fatalf("pgwtest: restart on %s: %v", addr, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	p, err := proctest.Rebind(addr, rebindFor, s.run)
+	if err != nil {
+		s.tb.Fatalf("pgwtest: restart on %s: %v", addr, err)
 	}
+	s.mu.Lock()
+	s.proc = p
+	s.mu.Unlock()
 }
 
 // Scrape fetches /metrics as Prometheus would and parses it with UTF-8 names

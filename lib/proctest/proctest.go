@@ -179,3 +179,39 @@ func (l *Log) String() string {
 	}
 	return string(l.b)
 }
+
+// OnFreePort runs start on a free loopback address and returns the address with the
+// process. Another process may take the port between the probe and the server's bind,
+// so a start that fails with ErrInUse is tried again on another port, tries times in all.
+func OnFreePort(tries int, start func(addr string) (*Process, error)) (string, *Process, error) {
+	var lastErr error
+	for range max(tries, 1) {
+		addr, err := FreeAddr()
+		if err != nil {
+			return "", nil, err
+		}
+		p, err := start(addr)
+		if err == nil {
+			return addr, p, nil
+		}
+		lastErr = err
+		if !errors.Is(err, ErrInUse) {
+			break
+		}
+	}
+	return "", nil, lastErr
+}
+
+// Rebind runs start on addr again, for a restart on the same port: while the port is
+// briefly held (e.g. by a client's connection given it as its local port), it tries
+// again every 100ms for up to d.
+func Rebind(addr string, d time.Duration, start func(addr string) (*Process, error)) (*Process, error) {
+	deadline := time.Now().Add(d)
+	for {
+		p, err := start(addr)
+		if err == nil || !errors.Is(err, ErrInUse) || time.Now().After(deadline) {
+			return p, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

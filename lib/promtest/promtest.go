@@ -199,28 +199,14 @@ func Start(tb testing.TB, opts Options) *Server {
 		}
 	})
 
-	// Another process may take the port between our probe and the server's
-	// bind, so try a few.
-	var lastErr error
-	for range bindRetries {
-		addr, err := proctest.FreeAddr()
-		if err != nil {
-			tb.Fatalf("promtest: %v", err)
-		}
-		p, err := s.run(addr)
-		if err == nil {
-			s.mu.Lock()
-			s.addr, s.proc = addr, p
-			s.mu.Unlock()
-			return s
-		}
-		lastErr = err
-		if !errors.Is(err, proctest.ErrInUse) {
-			break
-		}
+	addr, p, err := proctest.OnFreePort(bindRetries, s.run)
+	if err != nil {
+		tb.Fatalf("promtest: start %s: %v", s.binary, err)
 	}
-	tb.Fatalf("promtest: start %s: %v", s.binary, lastErr)
-	return nil
+	s.mu.Lock()
+	s.addr, s.proc = addr, p
+	s.mu.Unlock()
+	return s
 }
 
 // binaryPath finds the binary of b, or says how to get it.
@@ -337,22 +323,13 @@ func (s *Server) Restart(tb testing.TB) {
 	tb.Helper()
 	s.Stop()
 	addr := s.Addr()
-	deadline := time.Now().Add(rebindFor)
-	for {
-		p, err := s.run(addr)
-		if err == nil {
-			s.mu.Lock()
-			s.proc = p
-			s.mu.Unlock()
-			return
-		}
-		// The port can be briefly held, e.g. by a client's connection that
-		// happened to be given it as its local port.
-		if !errors.Is(err, proctest.ErrInUse) || time.Now().After(deadline) {
-			tb.Fatalf("promtest: restart on %s: %v", addr, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	p, err := proctest.Rebind(addr, rebindFor, s.run)
+	if err != nil {
+		tb.Fatalf("promtest: restart on %s: %v", addr, err)
 	}
+	s.mu.Lock()
+	s.proc = p
+	s.mu.Unlock()
 }
 
 // Reload replaces the scrape configs (Options.ScrapeConfigs) and has the running
