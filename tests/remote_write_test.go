@@ -79,7 +79,6 @@ remote_write:
       - {name: node1, url: '%s/metrics'}
       - {name: gone1, url: '%s'}
 `, node.URL, down)))
-			time.Sleep(10 * time.Millisecond) // a later scrape time
 			if r := runBin(t, "scrape-once", "-c", edge2); r.code != 0 {
 				t.Fatalf("scrape-once: exit %d\n%s", r.code, r.stderr)
 			}

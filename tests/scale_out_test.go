@@ -65,8 +65,19 @@ func TestShardsAgainstGateway(t *testing.T) {
 			t.Errorf("drain %d skipped %v of %d messages: the shards did not split the targets", i, skipped, targets*rounds)
 		}
 	}
-	// Still the newest a moment later: nothing older was pushed after it.
-	time.Sleep(500 * time.Millisecond)
+	// Once every message's fate is final, the gateway still holds the newest: nothing
+	// older was pushed after it.
+	waitFor(t, 30*time.Second, "every message's fate final", func() bool {
+		for _, d := range drains {
+			settled := d.metric("prometheus_streams_drain_messages_other_shard_total") +
+				d.metric("prometheus_streams_drain_messages_superseded_total") +
+				d.metric("prometheus_streams_drain_scrapes_delivered_total", "sink", "pushgateway")
+			if settled < targets*rounds {
+				return false
+			}
+		}
+		return true
+	})
 	fams := pgw.Scrape(t)
 	for i := range targets {
 		if v, _ := groupValue(fams, "m", "j", fmt.Sprintf("t%d", i)); v != rounds-1 {
