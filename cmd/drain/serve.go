@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/lib/monitor"
 	"github.com/prometheus-streams/prometheus-streams/lib/pushgateway"
 	"github.com/prometheus-streams/prometheus-streams/lib/remotewrite"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 	"github.com/prometheus-streams/prometheus-streams/lib/stream"
 	"github.com/prometheus-streams/prometheus-streams/lib/targets"
 	"github.com/prometheus-streams/prometheus-streams/lib/version"
@@ -59,7 +60,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		logger.Info("embedded stream started", "listen", es.Listen, "cluster_id", es.ClusterID, "store_dir", es.StoreDir, "max_age", es.MaxAge, "jetstream", es.ServesJetStream())
 	}
 
-	var sinks []drain.Sink
+	var sinks []sink.Sink
 	var servers []*monitor.Server
 	defer func() {
 		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -190,12 +191,15 @@ func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drai
 		sec.ServerName, sec.InsecureSkipVerify = t.ServerName, t.InsecureSkipVerify
 	}
 	name := rs.Describe()
-	handle := func(m *stream.Msg) { d.Handle(m.Data, m.Sequence, m.Ack) }
+	handle := func(m *stream.Msg) {
+		d.HandleMessage(drain.Message{Data: m.Data, Stream: name, Handle: drain.Handle{Seq: m.Sequence, Ack: m.Ack}})
+	}
 	if rs.IsJetStream() {
 		// JetStream can terminate poison and redeliver after a delay: the drain backs
 		// off a failing delivery through the server instead of holding it.
 		handle = func(m *stream.Msg) {
-			d.HandleMessage(drain.Message{Data: m.Data, Seq: m.Sequence, Ack: m.Ack, Term: m.Term, Nak: m.NakWithDelay})
+			d.HandleMessage(drain.Message{Data: m.Data, Stream: name,
+				Handle: drain.Handle{Seq: m.Sequence, Ack: m.Ack, Term: m.Term, Nak: m.NakWithDelay}})
 		}
 	}
 	state := func(s stream.State) {

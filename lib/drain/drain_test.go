@@ -13,21 +13,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
-// recorder is a Sink that records what it is given and fails as told. The drain's own
+// recorder is a sink.Sink that records what it is given and fails as told. The drain's own
 // fate logic is tested against it; the real sinks are tested against real servers.
 type recorder struct {
 	mu    sync.Mutex
 	got   []string // job/instance@start-offset of every delivered scrape, in order
-	fail  func(s *Scrape) error
+	fail  func(s *sink.Scrape) error
 	calls int
 	base  time.Time
+	kind  sink.Kind
 }
 
-func (r *recorder) Name() string { return "recorder" }
+func (r *recorder) Name() string    { return "recorder" }
+func (r *recorder) Kind() sink.Kind { return r.kind }
 
-func (r *recorder) Deliver(_ context.Context, s *Scrape) error {
+func (r *recorder) Deliver(_ context.Context, s *sink.Scrape) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
@@ -73,7 +76,7 @@ func (a *acks) count(seq uint64) int {
 type harness struct {
 	t     *testing.T
 	d     *Drain
-	sink  *recorder
+	rec   *recorder
 	acks  *acks
 	codec *envelope.Codec
 	reg   *prometheus.Registry
@@ -81,13 +84,13 @@ type harness struct {
 	seq   uint64
 }
 
-func newHarness(t *testing.T, sink *recorder, workers int) *harness {
+func newHarness(t *testing.T, rec *recorder, workers int) *harness {
 	t.Helper()
-	return newHarnessWith(t, sink, workers, nil, slog.New(slog.DiscardHandler))
+	return newHarnessWith(t, rec, workers, nil, slog.New(slog.DiscardHandler))
 }
 
 // newHarnessWith is newHarness with a trust list and a logger.
-func newHarnessWith(t *testing.T, sink *recorder, workers int, trust *Trust, logger *slog.Logger) *harness {
+func newHarnessWith(t *testing.T, rec *recorder, workers int, trust *Trust, logger *slog.Logger) *harness {
 	t.Helper()
 	codec, err := envelope.NewCodec()
 	if err != nil {
@@ -96,9 +99,9 @@ func newHarnessWith(t *testing.T, sink *recorder, workers int, trust *Trust, log
 	t.Cleanup(codec.Close)
 	reg := prometheus.NewRegistry()
 	base := time.Now().Add(-10 * time.Second)
-	sink.base = base
+	rec.base = base
 	d := New(Options{MaxAge: time.Minute, Workers: workers, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Trust: trust},
-		codec, []Sink{sink}, logger, reg)
+		codec, []sink.Sink{rec}, logger, reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -109,7 +112,7 @@ func newHarnessWith(t *testing.T, sink *recorder, workers int, trust *Trust, log
 		cancel()
 		<-done
 	})
-	return &harness{t: t, d: d, sink: sink, acks: &acks{}, codec: codec, reg: reg, base: base}
+	return &harness{t: t, d: d, rec: rec, acks: &acks{}, codec: codec, reg: reg, base: base}
 }
 
 // send hands the drain a scrape of instance started at offset after base, returning its
@@ -162,12 +165,12 @@ func (h *harness) waitAcked(seqs ...uint64) {
 }
 
 func TestDeliverAndAck(t *testing.T) {
-	sink := &recorder{}
-	h := newHarness(t, sink, 2)
+	rec := &recorder{}
+	h := newHarness(t, rec, 2)
 	a := h.send("a", time.Second)
 	b := h.send("b", time.Second)
 	h.waitAcked(a, b)
-	if got := sink.delivered(); len(got) != 2 {
+	if got := rec.delivered(); len(got) != 2 {
 		t.Errorf("delivered %v", got)
 	}
 	if v := testutil.ToFloat64(h.d.metrics.delivered.WithLabelValues("recorder")); v != 2 {
@@ -179,18 +182,18 @@ func TestDeliverAndAck(t *testing.T) {
 // after the sink took it.
 func TestRetryThenDeliver(t *testing.T) {
 	var failures int
-	sink := &recorder{fail: func(*Scrape) error {
+	rec := &recorder{fail: func(*sink.Scrape) error {
 		if failures < 3 {
 			failures++
 			return errors.New("gateway down")
 		}
 		return nil
 	}}
-	h := newHarness(t, sink, 1)
+	h := newHarness(t, rec, 1)
 	a := h.send("a", time.Second)
 	h.waitAcked(a)
-	if sink.calls != 4 || len(sink.delivered()) != 1 {
-		t.Errorf("calls %d delivered %v", sink.calls, sink.delivered())
+	if rec.calls != 4 || len(rec.delivered()) != 1 {
+		t.Errorf("calls %d delivered %v", rec.calls, rec.delivered())
 	}
 	if v := testutil.ToFloat64(h.d.metrics.retries); v != 3 {
 		t.Errorf("retries %v", v)
@@ -200,7 +203,7 @@ func TestRetryThenDeliver(t *testing.T) {
 // TestNoAckWhileFailing: while the sink fails, nothing is acknowledged.
 func TestNoAckWhileFailing(t *testing.T) {
 	release := make(chan struct{})
-	sink := &recorder{fail: func(*Scrape) error {
+	rec := &recorder{fail: func(*sink.Scrape) error {
 		select {
 		case <-release:
 			return nil
@@ -208,7 +211,7 @@ func TestNoAckWhileFailing(t *testing.T) {
 			return errors.New("down")
 		}
 	}}
-	h := newHarness(t, sink, 1)
+	h := newHarness(t, rec, 1)
 	a := h.send("a", time.Second)
 	h.waitRetries(5)
 	if h.acks.count(a) != 0 {
@@ -219,20 +222,20 @@ func TestNoAckWhileFailing(t *testing.T) {
 }
 
 func TestRejectedIsFinal(t *testing.T) {
-	sink := &recorder{fail: func(s *Scrape) error {
+	rec := &recorder{fail: func(s *sink.Scrape) error {
 		if s.Envelope.Instance == "bad" {
-			return fmt.Errorf("%w: 400 inconsistent", ErrRejected)
+			return fmt.Errorf("%w: 400 inconsistent", sink.ErrRejected)
 		}
 		return nil
 	}}
-	h := newHarness(t, sink, 1)
+	h := newHarness(t, rec, 1)
 	bad := h.send("bad", time.Second)
 	good := h.send("good", time.Second)
 	h.waitAcked(bad, good)
 	if v := testutil.ToFloat64(h.d.metrics.sinkRejected.WithLabelValues("recorder")); v != 1 {
 		t.Errorf("rejected %v", v)
 	}
-	if got := sink.delivered(); len(got) != 1 || got[0] != "j/good@1s" {
+	if got := rec.delivered(); len(got) != 1 || got[0] != "j/good@1s" {
 		t.Errorf("delivered %v", got)
 	}
 }
@@ -241,7 +244,7 @@ func TestRejectedIsFinal(t *testing.T) {
 // ones; an older or duplicate scrape arriving later is never delivered.
 func TestNewestWins(t *testing.T) {
 	release := make(chan struct{})
-	sink := &recorder{fail: func(s *Scrape) error {
+	rec := &recorder{fail: func(s *sink.Scrape) error {
 		select {
 		case <-release:
 			return nil
@@ -249,7 +252,7 @@ func TestNewestWins(t *testing.T) {
 			return errors.New("down")
 		}
 	}}
-	h := newHarness(t, sink, 1)
+	h := newHarness(t, rec, 1)
 	s1 := h.send("a", 1*time.Second)
 	s3 := h.send("a", 3*time.Second)
 	s2 := h.send("a", 2*time.Second) // late: older than s3
@@ -258,7 +261,7 @@ func TestNewestWins(t *testing.T) {
 	h.waitAcked(s1, s3)
 	s0 := h.send("a", 0) // a redelivered old scrape after s3 was delivered
 	h.waitAcked(s0)
-	if got := sink.delivered(); len(got) != 1 || got[0] != "j/a@3s" {
+	if got := rec.delivered(); len(got) != 1 || got[0] != "j/a@3s" {
 		t.Errorf("delivered %v, want only the newest scrape", got)
 	}
 	if v := testutil.ToFloat64(h.d.metrics.superseded); v != 3 {
@@ -270,7 +273,7 @@ func TestNewestWins(t *testing.T) {
 // delivering does not acknowledge it early nor deliver it twice.
 func TestRedeliveryOfInflight(t *testing.T) {
 	release := make(chan struct{})
-	sink := &recorder{fail: func(*Scrape) error {
+	rec := &recorder{fail: func(*sink.Scrape) error {
 		select {
 		case <-release:
 			return nil
@@ -278,7 +281,7 @@ func TestRedeliveryOfInflight(t *testing.T) {
 			return errors.New("down")
 		}
 	}}
-	h := newHarness(t, sink, 1)
+	h := newHarness(t, rec, 1)
 	a := h.send("a", time.Second)
 	h.waitRetries(2)
 	h.redeliver(a, "a", time.Second)
@@ -287,24 +290,24 @@ func TestRedeliveryOfInflight(t *testing.T) {
 	}
 	close(release)
 	h.waitAcked(a)
-	if got := sink.delivered(); len(got) != 1 {
+	if got := rec.delivered(); len(got) != 1 {
 		t.Errorf("delivered %v, want once", got)
 	}
 }
 
 func TestExpired(t *testing.T) {
-	sink := &recorder{}
-	h := newHarness(t, sink, 1)
+	rec := &recorder{}
+	h := newHarness(t, rec, 1)
 	old := h.send("a", -2*time.Minute) // base is 10s ago, max_age 1m
 	h.waitAcked(old)
-	if len(sink.delivered()) != 0 || testutil.ToFloat64(h.d.metrics.expired) != 1 {
-		t.Errorf("delivered %v, expired %v", sink.delivered(), testutil.ToFloat64(h.d.metrics.expired))
+	if len(rec.delivered()) != 0 || testutil.ToFloat64(h.d.metrics.expired) != 1 {
+		t.Errorf("delivered %v, expired %v", rec.delivered(), testutil.ToFloat64(h.d.metrics.expired))
 	}
 }
 
 func TestGarbage(t *testing.T) {
-	sink := &recorder{}
-	h := newHarness(t, sink, 1)
+	rec := &recorder{}
+	h := newHarness(t, rec, 1)
 	for i, data := range [][]byte{nil, []byte("x"), []byte(`{"job":"j"}`)} {
 		h.d.Handle(data, uint64(100+i), h.acks.fn(uint64(100+i)))
 		h.waitAcked(uint64(100 + i))
@@ -317,7 +320,7 @@ func TestGarbage(t *testing.T) {
 // TestTargetsInParallel: a target whose sink hangs does not hold up the others.
 func TestTargetsInParallel(t *testing.T) {
 	release := make(chan struct{})
-	sink := &recorder{fail: func(s *Scrape) error {
+	rec := &recorder{fail: func(s *sink.Scrape) error {
 		if s.Envelope.Instance == "slow" {
 			select {
 			case <-release:
@@ -327,7 +330,7 @@ func TestTargetsInParallel(t *testing.T) {
 		}
 		return nil
 	}}
-	h := newHarness(t, sink, 2)
+	h := newHarness(t, rec, 2)
 	slow := h.send("slow", time.Second)
 	var seqs []uint64
 	for i := range 20 {

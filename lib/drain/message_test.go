@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
 // handle is what a JetStream message gives the drain: ack, term and a delayed nak.
@@ -18,7 +19,7 @@ type handle struct {
 }
 
 func (h *handle) message(data []byte, seq uint64) Message {
-	return Message{Data: data, Seq: seq,
+	return Message{Data: data, Handle: Handle{Seq: seq,
 		Ack:  func() error { h.mu.Lock(); h.acks++; h.mu.Unlock(); return nil },
 		Term: func() error { h.mu.Lock(); h.terms++; h.mu.Unlock(); return nil },
 		Nak: func(d time.Duration) error {
@@ -31,7 +32,7 @@ func (h *handle) message(data []byte, seq uint64) Message {
 			}
 			return nil
 		},
-	}
+	}}
 }
 
 func (h *handle) counts() (acks, terms, naks int) {
@@ -78,7 +79,7 @@ func TestPoisonIsTerminated(t *testing.T) {
 func TestNakWithDelay(t *testing.T) {
 	fails := 3
 	var mu sync.Mutex
-	sink := &recorder{fail: func(*Scrape) error {
+	rec := &recorder{fail: func(*sink.Scrape) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if fails > 0 {
@@ -87,7 +88,7 @@ func TestNakWithDelay(t *testing.T) {
 		}
 		return nil
 	}}
-	h := newHarness(t, sink, 2)
+	h := newHarness(t, rec, 2)
 	b, err := h.codec.Encode(&envelope.Envelope{Job: "j", Instance: "i", Start: h.base, ContentType: "text/plain; version=0.0.4", Body: []byte("m 1\n")})
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +96,7 @@ func TestNakWithDelay(t *testing.T) {
 	m := &handle{}
 	m.redeliver = func() { h.d.HandleMessage(m.message(b, 7)) }
 	h.d.HandleMessage(m.message(b, 7))
-	waitCond(t, "acknowledged after the sink recovers", func() bool { a, _, _ := m.counts(); return a == 1 })
+	waitCond(t, "acknowledged after the rec recovers", func() bool { a, _, _ := m.counts(); return a == 1 })
 	_, terms, naks := m.counts()
 	if naks != 3 || terms != 0 {
 		t.Errorf("%d naks, %d terms; want 3 naks, no term", naks, terms)
@@ -108,7 +109,7 @@ func TestNakWithDelay(t *testing.T) {
 			t.Errorf("nak %d delay %v: the backoff did not grow with the attempts (%v)", i, m.naks[i], m.naks)
 		}
 	}
-	if got := sink.delivered(); len(got) != 1 {
+	if got := rec.delivered(); len(got) != 1 {
 		t.Errorf("delivered %v, want once", got)
 	}
 }

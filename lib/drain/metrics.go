@@ -28,6 +28,7 @@ type metrics struct {
 	publisherLast  *prometheus.GaugeVec
 	publisherSkew  *prometheus.GaugeVec
 	connected      prometheus.Gauge
+	historyHeld    prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, sinks []string) *metrics {
@@ -73,12 +74,14 @@ func newMetrics(reg prometheus.Registerer, sinks []string) *metrics {
 			Name: "publisher_last_message_timestamp_seconds", Help: "When the last message of each publisher (edge host) arrived."}, []string{"publisher"}),
 		publisherSkew: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "publisher_clock_offset_seconds", Help: "Arrival time minus scrape end of each publisher's last message: transit time plus the edge clock's offset. max_age and lag rest on edge clocks."}, []string{"publisher"}),
+		historyHeld: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "history_held", Help: "1 while the history sinks wait, after a subscription, for the stream to redeliver what a previous drain left unacknowledged."}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "stream_connected", Help: "1 while the drain is subscribed to the stream."}),
 	}
 	reg.MustRegister(m.parts, m.assembled, m.partsDropped, m.partsRefused)
 	reg.MustRegister(m.connected, m.received, m.expired, m.superseded, m.otherShard, m.rejected, m.delivered, m.sinkRejected,
-		m.sinkSuperseded, m.retries, m.ackErrors, m.pushDuration, m.lag, m.targets, m.publisherLast, m.publisherSkew)
+		m.sinkSuperseded, m.retries, m.ackErrors, m.pushDuration, m.lag, m.targets, m.publisherLast, m.publisherSkew, m.historyHeld)
 	// Make every series visible from the start, so alerts on rate() work at once.
 	for _, r := range []string{"not_an_envelope", "unknown_version", "unsupported", "too_large", "corrupt", "invalid_body",
 		reasonBadSignature, reasonUnsigned, reasonUnknownKey, reasonNotAllowed} {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
 // TestShards: drains of a shard set each take their share of the targets, every target
@@ -30,7 +31,7 @@ func TestShards(t *testing.T) {
 	for i := range shards {
 		sinks[i] = &recorder{}
 		drains[i] = New(Options{MaxAge: time.Minute, Workers: 2, Shards: shards, Shard: i},
-			codec, []Sink{sinks[i]}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+			codec, []sink.Sink{sinks[i]}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 		go drains[i].Run(ctx)
 	}
 	a := &acks{}

@@ -106,6 +106,9 @@ type sinkResult struct {
 	attempts int
 }
 
+// final reports whether the sink's fate for the delivery is final.
+func (r *sinkResult) final() bool { return r.fate != "" && r.fate != FateRetrying }
+
 // observe records that env arrived, as message seq at now. A newer scrape than the one
 // recorded replaces it, its fates pending; a redelivery of the same scrape only updates
 // the sequence; an older one changes nothing.

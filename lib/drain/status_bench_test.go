@@ -12,13 +12,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
-// discard is a Sink that takes everything at once.
+// discard is a sink.Sink that takes everything at once.
 type discard struct{}
 
-func (discard) Name() string                           { return "discard" }
-func (discard) Deliver(context.Context, *Scrape) error { return nil }
+func (discard) Kind() sink.Kind                             { return sink.State }
+func (discard) Name() string                                { return "discard" }
+func (discard) Deliver(context.Context, *sink.Scrape) error { return nil }
 
 // BenchmarkHandle10kTargets is the drain's whole path per message, decode to ack, at
 // 10,000 targets with two sinks: what recording the statuses adds to is this.
@@ -29,7 +31,7 @@ func BenchmarkHandle10kTargets(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer codec.Close()
-	d := New(Options{MaxAge: time.Hour, Workers: 2}, codec, []Sink{discard{}, discard{}}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	d := New(Options{MaxAge: time.Hour, Workers: 2}, codec, []sink.Sink{discard{}, discard{}}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	base := time.Now().Add(-time.Minute)
 	msgs := make([][]byte, b.N)
 	for i := range msgs {
@@ -91,7 +93,7 @@ func BenchmarkStatusRecord(b *testing.B) {
 
 func benchDrain10k(b *testing.B) *Drain {
 	b.Helper()
-	d := New(Options{MaxAge: time.Hour}, nil, []Sink{discard{}, discard{}}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	d := New(Options{MaxAge: time.Hour}, nil, []sink.Sink{discard{}, discard{}}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	now := time.Now()
 	for i := range 10000 {
 		env := &envelope.Envelope{Publisher: fmt.Sprint("edge", i%40), Job: fmt.Sprint("job", i%7),

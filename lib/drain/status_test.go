@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
 // clock is a settable Options.Now.
@@ -35,7 +36,7 @@ func (c *clock) add(d time.Duration) {
 
 // newStatusHarness runs a drain over sinks with opts (MaxAge one minute and fast
 // backoff unless set) and a clock it returns.
-func newStatusHarness(t *testing.T, opts Options, sinks ...Sink) (*harness, *clock) {
+func newStatusHarness(t *testing.T, opts Options, sinks ...sink.Sink) (*harness, *clock) {
 	t.Helper()
 	codec, err := envelope.NewCodec()
 	if err != nil {
@@ -67,7 +68,7 @@ func newStatusHarness(t *testing.T, opts Options, sinks ...Sink) (*harness, *clo
 		cancel()
 		<-done
 	})
-	return &harness{t: t, d: d, sink: rec, acks: &acks{}, codec: codec, base: base}, clk
+	return &harness{t: t, d: d, rec: rec, acks: &acks{}, codec: codec, base: base}, clk
 }
 
 // sendEnv hands the drain e, with job "j", a small body and Start offset after base
@@ -121,7 +122,7 @@ func (h *harness) waitState(instance string, want State) TargetStatus {
 	}
 }
 
-// failing is a Sink that fails with err (retried unless it wraps a final fate) until
+// failing is a sink.Sink that fails with err (retried unless it wraps a final fate) until
 // released.
 type failing struct {
 	name    string
@@ -129,9 +130,10 @@ type failing struct {
 	release chan struct{}
 }
 
-func (f *failing) Name() string { return f.name }
+func (f *failing) Name() string    { return f.name }
+func (f *failing) Kind() sink.Kind { return sink.State }
 
-func (f *failing) Deliver(context.Context, *Scrape) error {
+func (f *failing) Deliver(context.Context, *sink.Scrape) error {
 	select {
 	case <-f.release:
 		return nil
@@ -197,7 +199,7 @@ func TestStatusRetrying(t *testing.T) {
 }
 
 func TestStatusRejected(t *testing.T) {
-	bad := &failing{name: "gateway", err: fmt.Errorf("%w: 400 inconsistent <b>labels</b>", ErrRejected)}
+	bad := &failing{name: "gateway", err: fmt.Errorf("%w: 400 inconsistent <b>labels</b>", sink.ErrRejected)}
 	h, _ := newStatusHarness(t, Options{}, bad, &recorder{})
 	seq := h.sendEnv(envelope.Envelope{Instance: "a"}, time.Second)
 	h.waitAcked(seq)
@@ -223,7 +225,7 @@ func TestStatusInvalidBody(t *testing.T) {
 }
 
 func TestStatusSupersededBySink(t *testing.T) {
-	h, _ := newStatusHarness(t, Options{}, &failing{name: "gateway", err: ErrSuperseded})
+	h, _ := newStatusHarness(t, Options{}, &failing{name: "gateway", err: sink.ErrSuperseded})
 	seq := h.sendEnv(envelope.Envelope{Instance: "a"}, time.Second)
 	h.waitAcked(seq)
 	ts := h.waitState("a", StateUp)
@@ -270,7 +272,7 @@ func TestStatusNewest(t *testing.T) {
 	if ts := h.status("a"); ts.Publisher != "new" || ts.Seq != s2 || ts.State != StateUp {
 		t.Errorf("after an older scrape: %+v", ts)
 	}
-	h.redeliver(s2, "a", 2*time.Second) // acked at once: the sink has it
+	h.redeliver(s2, "a", 2*time.Second) // acked at once: the rec has it
 	h.redeliver(77, "a", 2*time.Second)
 	h.waitAcked(77)
 	if ts := h.status("a"); ts.Seq != s2 || ts.Sinks[0].Attempts != 1 {

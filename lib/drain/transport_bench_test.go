@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/lib/drain"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
 	"github.com/prometheus-streams/prometheus-streams/lib/stream"
 )
@@ -23,8 +24,9 @@ import (
 // instant is a sink that takes every scrape at once: what is left is the drain's own cost.
 type instant struct{ n atomic.Int64 }
 
-func (s *instant) Name() string { return "instant" }
-func (s *instant) Deliver(context.Context, *drain.Scrape) error {
+func (s *instant) Name() string    { return "instant" }
+func (s *instant) Kind() sink.Kind { return sink.State }
+func (s *instant) Deliver(context.Context, *sink.Scrape) error {
 	s.n.Add(1)
 	return nil
 }
@@ -88,8 +90,8 @@ func BenchmarkTransport(b *testing.B) {
 		}
 		stored[1] += int64(info.CachedInfo().State.Bytes)
 		for _, tr := range []int{0, 1} {
-			sink := &instant{}
-			d := drain.New(drain.Options{MaxAge: time.Hour, Workers: 8}, codec, []drain.Sink{sink}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+			inst := &instant{}
+			d := drain.New(drain.Options{MaxAge: time.Hour, Workers: 8}, codec, []sink.Sink{inst}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 			ctx, cancel := context.WithCancel(context.Background())
 			go d.Run(ctx)
 			done := make(chan struct{})
@@ -103,7 +105,7 @@ func BenchmarkTransport(b *testing.B) {
 					}, handle, nil)
 				} else {
 					handle = func(m *stream.Msg) {
-						d.HandleMessage(drain.Message{Data: m.Data, Seq: m.Sequence, Ack: m.Ack, Term: m.Term, Nak: m.NakWithDelay})
+						d.HandleMessage(drain.Message{Data: m.Data, Handle: drain.Handle{Seq: m.Sequence, Ack: m.Ack, Term: m.Term, Nak: m.NakWithDelay}})
 					}
 					err = stream.ConsumeJetStream(ctx, stream.JetStreamSubscribeOptions{
 						JetStreamOptions: stream.JetStreamOptions{URLs: []string{srv.URL()}, Stream: name, Subject: prefix},
@@ -112,7 +114,7 @@ func BenchmarkTransport(b *testing.B) {
 				}
 			}()
 			t0 := time.Now()
-			for sink.n.Load() < targets {
+			for inst.n.Load() < targets {
 				time.Sleep(time.Millisecond)
 			}
 			elapsed[tr] += time.Since(t0)

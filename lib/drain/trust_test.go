@@ -106,8 +106,8 @@ func TestTrust(t *testing.T) {
 		t.Errorf("Keys() = %d", trust.Keys())
 	}
 	logs := &syncBuffer{}
-	sink := &recorder{}
-	h := newHarnessWith(t, sink, 2, trust, slog.New(slog.NewTextHandler(logs, nil)))
+	rec := &recorder{}
+	h := newHarnessWith(t, rec, 2, trust, slog.New(slog.NewTextHandler(logs, nil)))
 
 	good := []uint64{
 		h.handle(h.signed(a, "node", "web-1", time.Second)),
@@ -134,8 +134,8 @@ func TestTrust(t *testing.T) {
 	h.waitAcked(append(good, bad...)...)
 
 	want := []string{"app/anything:1@1s", "node/db@1s", "node/web-1@1s", "node/web-8@1s"}
-	waitDelivered(t, sink, len(want))
-	got := sink.delivered()
+	waitDelivered(t, rec, len(want))
+	got := rec.delivered()
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
 		t.Errorf("delivered %v, want %v", got, want)
@@ -179,16 +179,16 @@ func TestTrust(t *testing.T) {
 // whatever the key, but a signature that does not verify is still rejected.
 func TestNoTrust(t *testing.T) {
 	a, _ := userKey(t, 1)
-	sink := &recorder{}
-	h := newHarness(t, sink, 1)
+	rec := &recorder{}
+	h := newHarness(t, rec, 1)
 	ok := []uint64{
 		h.handle(h.signed(nil, "j", "unsigned", time.Second)),
 		h.handle(h.signed(a, "j", "signed", time.Second)),
 	}
 	bad := h.handle(forge(t, h.signed(a, "j", "forged", time.Second), "forged", "f0rged"))
 	h.waitAcked(append(ok, bad)...)
-	waitDelivered(t, sink, 2)
-	if got := sink.delivered(); len(got) != 2 {
+	waitDelivered(t, rec, 2)
+	if got := rec.delivered(); len(got) != 2 {
 		t.Errorf("delivered %v", got)
 	}
 	if v := h.rejected(reasonBadSignature); v != 1 {
@@ -265,12 +265,12 @@ func TestNewTrust(t *testing.T) {
 	}
 }
 
-func waitDelivered(t *testing.T, sink *recorder, n int) {
+func waitDelivered(t *testing.T, rec *recorder, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for len(sink.delivered()) < n {
+	for len(rec.delivered()) < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("delivered %v, want %d", sink.delivered(), n)
+			t.Fatalf("delivered %v, want %d", rec.delivered(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}

@@ -20,11 +20,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
 	"github.com/prometheus-streams/prometheus-streams/lib/expose"
 	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/pushgateway"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
 const (
@@ -39,7 +39,7 @@ func benchBody(tb testing.TB) []byte { return fixture.Replicate(tb, fixture.Node
 // as the drain does, and hands it to fn, on as many goroutines as there are CPUs (the
 // drain delivers in parallel too). The scrape is not kept: what the sinks hold is all
 // that stays.
-func forTargets(tb testing.TB, body []byte, start time.Time, fn func(*drain.Scrape) error) {
+func forTargets(tb testing.TB, body []byte, start time.Time, fn func(*sink.Scrape) error) {
 	tb.Helper()
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -139,7 +139,7 @@ var serveCases = []serveCase{
 // reported apart (first-ms); later ones find it done.
 func BenchmarkServe(b *testing.B) {
 	h := newHarness(b, expose.Options{Timestamps: true, MaxAge: time.Hour, Now: coldStart(time.Now)})
-	forTargets(b, benchBody(b), time.Now(), func(sc *drain.Scrape) error { return h.sink.Deliver(context.Background(), sc) })
+	forTargets(b, benchBody(b), time.Now(), func(sc *sink.Scrape) error { return h.sink.Deliver(context.Background(), sc) })
 	sc := newScraper()
 	defer sc.client.CloseIdleConnections()
 	var firstOM time.Duration
@@ -217,7 +217,7 @@ func BenchmarkVsPushGateway(b *testing.B) {
 	}
 	push := pushgateway.NewSink(client, "", slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	start := time.Now()
-	forTargets(b, body, start, func(sc *drain.Scrape) error { return push.Deliver(context.Background(), sc) })
+	forTargets(b, body, start, func(sc *sink.Scrape) error { return push.Deliver(context.Background(), sc) })
 	sc := newScraper()
 	defer sc.client.CloseIdleConnections()
 	// Without the consistency check the gateway answers a push before it applies it:
@@ -237,7 +237,7 @@ func BenchmarkVsPushGateway(b *testing.B) {
 	runtime.ReadMemStats(&before)
 	// Text only first, as for a scraper that never asks for OpenMetrics.
 	h := newHarness(b, expose.Options{Timestamps: true, MaxAge: time.Hour, Now: coldStart(time.Now)})
-	forTargets(b, body, start, func(sc *drain.Scrape) error { return h.sink.Deliver(context.Background(), sc) })
+	forTargets(b, body, start, func(sc *sink.Scrape) error { return h.sink.Deliver(context.Background(), sc) })
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	heapText := int64(after.HeapInuse) - int64(before.HeapInuse)
@@ -282,7 +282,7 @@ func BenchmarkVsPushGateway(b *testing.B) {
 
 	mib := func(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
 	var out strings.Builder
-	fmt.Fprintf(&out, "%d targets × %d series (node_exporter), sink samples stamped, gateway's not\n", benchTargets, benchSeries)
+	fmt.Fprintf(&out, "%d targets × %d series (node_exporter), snk samples stamped, gateway's not\n", benchTargets, benchSeries)
 	fmt.Fprintf(&out, "%-28s %14s %14s %8s\n", "scrape (loopback, text)", "pushgateway", "expose", "ratio")
 	for _, c := range serveCases[:2] {
 		g, e := results["pushgateway/"+c.name], results["expose/"+c.name]

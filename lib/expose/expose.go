@@ -77,8 +77,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
 // Options configure a Sink.
@@ -100,7 +100,7 @@ type Options struct {
 // that needs it.
 const openMetricsDemand = 10 * time.Minute
 
-// Sink is the exposition sink. It implements drain.Sink and drain.Sweeper; Handler
+// Sink is the exposition sink. It implements sink.Sink and sink.Sweeper; Handler
 // serves what it holds. Its methods are safe for concurrent use.
 type Sink struct {
 	opts    Options
@@ -116,7 +116,7 @@ type Sink struct {
 	omWanted atomic.Int64
 
 	mu      sync.Mutex
-	targets map[string]*target // by drain.Scrape.Key
+	targets map[string]*target // by sink.Scrape.Key
 	order   []*target          // sorted by job, then instance
 	// families is the registry of family names: which type a name has on the endpoint,
 	// and its HELP, as long as some target's snapshot holds the family.
@@ -130,7 +130,7 @@ type Sink struct {
 
 // target is the sink's state for one job/instance.
 type target struct {
-	key           string // drain.Scrape.Key
+	key           string // sink.Scrape.Key
 	job, instance string
 	snap          *snapshot
 	// clashes are the families of the target left out of its last scrape, logged
@@ -203,7 +203,7 @@ func New(o Options, logger *slog.Logger, reg prometheus.Registerer) *Sink {
 	return s
 }
 
-// Name implements drain.Sink.
+// Name implements sink.Sink.
 func (s *Sink) Name() string { return "expose" }
 
 // clash is a family of a delivered scrape left out, for the log.
@@ -213,13 +213,16 @@ type clash struct {
 	held   *family // the family that holds the name; nil for a scrape-health name
 }
 
-// Deliver implements drain.Sink: the scrape replaces the target's previous one on the
-// endpoint. It returns drain.ErrSuperseded if the sink holds a scrape of the target at
-// least as new, and an error wrapping drain.ErrRejected if the scrape cannot be encoded.
-func (s *Sink) Deliver(ctx context.Context, sc *drain.Scrape) error {
+// Kind: the endpoint holds each target's newest scrape.
+func (s *Sink) Kind() sink.Kind { return sink.State }
+
+// Deliver implements sink.Sink: the scrape replaces the target's previous one on the
+// endpoint. It returns sink.ErrSuperseded if the sink holds a scrape of the target at
+// least as new, and an error wrapping sink.ErrRejected if the scrape cannot be encoded.
+func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
 	key, start := sc.Key(), sc.Envelope.Start
 	if s.newest(key, start) {
-		return drain.ErrSuperseded
+		return sink.ErrSuperseded
 	}
 
 	// The families to serve, in name order: the health families, and the target's own
@@ -249,14 +252,14 @@ func (s *Sink) Deliver(ctx context.Context, sc *drain.Scrape) error {
 	blocks, err := e.encode(src, s.opts.Timestamps, start, s.omHot())
 	s.encoders.Put(e)
 	if err != nil {
-		return fmt.Errorf("%w: expose %s: %w", drain.ErrRejected, key, err)
+		return fmt.Errorf("%w: expose %s: %w", sink.ErrRejected, key, err)
 	}
 
 	s.mu.Lock()
 	t := s.targets[key]
 	if t != nil && t.snap != nil && !start.After(t.snap.start) {
 		s.mu.Unlock()
-		return drain.ErrSuperseded
+		return sink.ErrSuperseded
 	}
 	if t == nil {
 		t = &target{key: strings.Clone(key), job: strings.Clone(sc.Envelope.Job), instance: strings.Clone(sc.Envelope.Instance)}
@@ -395,7 +398,7 @@ func (s *Sink) logClash(ctx context.Context, t *target, c clash) {
 		"type", typeName(c.typ), "served_type", typeName(c.held.typ), "served_by", c.held.by)
 }
 
-// Sweep implements drain.Sweeper: targets whose last scrape started more than maxAge
+// Sweep implements sink.Sweeper: targets whose last scrape started more than maxAge
 // before now are forgotten.
 func (s *Sink) Sweep(_ context.Context, now time.Time, maxAge time.Duration) error {
 	var gone []*target

@@ -19,25 +19,25 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
 	"github.com/prometheus-streams/prometheus-streams/lib/expose"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
 	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
 var (
-	_ drain.Sink    = (*expose.Sink)(nil)
-	_ drain.Sweeper = (*expose.Sink)(nil)
+	_ sink.Sink    = (*expose.Sink)(nil)
+	_ sink.Sweeper = (*expose.Sink)(nil)
 )
 
 var t0 = time.Date(2026, 3, 4, 5, 6, 7, 891_000_000, time.UTC)
 
 // captures delivers the three real captures for five targets, in an order other than
 // the served one, and returns the scrapes in delivery order.
-func captures(t *testing.T, s *expose.Sink) []*drain.Scrape {
+func captures(t *testing.T, s *expose.Sink) []*sink.Scrape {
 	t.Helper()
 	node, prom, pgw := fixture.Read(t, fixture.NodeExporter), fixture.Read(t, fixture.Prometheus), fixture.Read(t, fixture.PushGateway)
-	scrapes := []*drain.Scrape{
+	scrapes := []*sink.Scrape{
 		scrapeOf(t, "node", "b:9100", t0, node, fixture.TextContentType, exposition.Label{Name: "dc", Value: "fra"}),
 		scrapeOf(t, "prometheus", "localhost:9090", t0.Add(time.Second), prom, fixture.TextContentType),
 		scrapeOf(t, "node", "a:9100", t0.Add(2*time.Second), node, fixture.TextContentType, exposition.Label{Name: "dc", Value: "ams"}),
@@ -489,7 +489,7 @@ func TestSuperseded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, start := range []time.Time{t0, t0.Add(-time.Second)} {
-		if err := h.sink.Deliver(ctx, scrapeOf(t, "j", "a", start, []byte("m 0\n"), fixture.TextContentType)); !errors.Is(err, drain.ErrSuperseded) {
+		if err := h.sink.Deliver(ctx, scrapeOf(t, "j", "a", start, []byte("m 0\n"), fixture.TextContentType)); !errors.Is(err, sink.ErrSuperseded) {
 			t.Errorf("scrape at %v: %v, want ErrSuperseded", start.Sub(t0), err)
 		}
 	}
@@ -554,7 +554,7 @@ func TestConcurrentReplace(t *testing.T) {
 	}
 	start := func(g int) time.Time { return t0.Add(time.Duration(g) * time.Second) }
 	// Scrapes are parsed up front, so that deliveries race with requests.
-	scrapes := make([][]*drain.Scrape, targets)
+	scrapes := make([][]*sink.Scrape, targets)
 	for i := range scrapes {
 		for g := 1; g <= generations; g++ {
 			sc := scrapeOf(t, "j", fmt.Sprint("t", i), start(g), body(g), fixture.TextContentType)
@@ -776,7 +776,7 @@ func TestOpenMetricsDemand(t *testing.T) {
 	deliver := func(at time.Duration) {
 		t.Helper()
 		clk.Set(t0.Add(at))
-		if err := h.sink.Deliver(ctx, scrapeOf(t, "j", "a", t0, body, fixture.TextContentType)); err != nil && !errors.Is(err, drain.ErrSuperseded) {
+		if err := h.sink.Deliver(ctx, scrapeOf(t, "j", "a", t0, body, fixture.TextContentType)); err != nil && !errors.Is(err, sink.ErrSuperseded) {
 			t.Fatal(err)
 		}
 		if err := h.sink.Deliver(ctx, scrapeOf(t, "j", "a", t0.Add(at), body, fixture.TextContentType)); err != nil && at > 0 {
@@ -901,7 +901,7 @@ func TestRejected(t *testing.T) {
 	}
 	bad := scrapeOf(t, "j", "a", t0.Add(time.Second), []byte("m 2\n"), fixture.TextContentType)
 	bad.Families[0].Type = dto.MetricType_COUNTER.Enum() // its metric is untyped
-	if err := h.sink.Deliver(ctx, bad); !errors.Is(err, drain.ErrRejected) {
+	if err := h.sink.Deliver(ctx, bad); !errors.Is(err, sink.ErrRejected) {
 		t.Fatalf("Deliver: %v, want ErrRejected", err)
 	}
 	if m := h.scrapeText(t)["m"].GetMetric(); len(m) != 1 || value(m[0]) != 1 {

@@ -22,10 +22,10 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/expose"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
 // Accept headers of the tests.
@@ -37,11 +37,11 @@ const (
 
 // scrapeOf builds what the drain hands its sinks for a scrape of body (nil: a failed
 // scrape), as drain.prepare does.
-func scrapeOf(tb testing.TB, job, instance string, start time.Time, body []byte, contentType string, static ...exposition.Label) *drain.Scrape {
+func scrapeOf(tb testing.TB, job, instance string, start time.Time, body []byte, contentType string, static ...exposition.Label) *sink.Scrape {
 	tb.Helper()
 	env := &envelope.Envelope{Job: job, Instance: instance, Start: start, Duration: 25 * time.Millisecond, ContentType: contentType, Body: body}
 	tg := exposition.Target{Job: job, Instance: instance, Labels: static}
-	sc := &drain.Scrape{Envelope: env, Target: tg}
+	sc := &sink.Scrape{Envelope: env, Target: tg}
 	up := body != nil
 	if up {
 		fams, err := exposition.Parse(body, contentType)
@@ -251,9 +251,9 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
 // expected is what the endpoint should serve after the scrapes were delivered in the
 // given order (each a different target): families merged by name, the first type and
 // HELP delivered winning, metrics in target order, stamped when stamp is set.
-func expected(scrapes []*drain.Scrape, stamp bool) []*dto.MetricFamily {
+func expected(scrapes []*sink.Scrape, stamp bool) []*dto.MetricFamily {
 	byName := map[string]*dto.MetricFamily{}
-	own := func(sc *drain.Scrape) []*dto.MetricFamily {
+	own := func(sc *sink.Scrape) []*dto.MetricFamily {
 		fams := slices.Clone(sc.Health)
 		for _, mf := range sc.Families {
 			if !exposition.IsHealthName(mf.GetName()) {
@@ -270,7 +270,7 @@ func expected(scrapes []*drain.Scrape, stamp bool) []*dto.MetricFamily {
 		}
 	}
 	sorted := slices.Clone(scrapes)
-	slices.SortFunc(sorted, func(a, b *drain.Scrape) int {
+	slices.SortFunc(sorted, func(a, b *sink.Scrape) int {
 		return cmp.Or(strings.Compare(a.Envelope.Job, b.Envelope.Job), strings.Compare(a.Envelope.Instance, b.Envelope.Instance))
 	})
 	for _, sc := range sorted {

@@ -15,18 +15,18 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
 	"github.com/prometheus-streams/prometheus-streams/lib/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/pushgateway"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
 // scrapeOf builds what the drain hands a sink for a scrape of job "j" that yielded fams.
-func scrapeOf(instance string, start time.Time, fams []*dto.MetricFamily, honor bool) *drain.Scrape {
+func scrapeOf(instance string, start time.Time, fams []*dto.MetricFamily, honor bool) *sink.Scrape {
 	tg := exposition.Target{Job: "j", Instance: instance, HonorLabels: honor}
 	exposition.Attach(fams, tg)
-	return &drain.Scrape{
+	return &sink.Scrape{
 		Envelope: &envelope.Envelope{Job: "j", Instance: instance, Start: start},
 		Target:   tg,
 		Families: fams,
@@ -119,7 +119,7 @@ func TestSinkRefusesTypeConflict(t *testing.T) {
 	}
 	err := s.Deliver(ctx, scrapeOf("b", now, parsed(t, "# TYPE shared gauge\nshared 2\n"), false))
 	var ie *pushgateway.InconsistentError
-	if !errors.Is(err, drain.ErrRejected) || !errors.As(err, &ie) || ie.Reason != pushgateway.ReasonTypeConflict {
+	if !errors.Is(err, sink.ErrRejected) || !errors.As(err, &ie) || ie.Reason != pushgateway.ReasonTypeConflict {
 		t.Fatalf("conflicting push: %v, want a type conflict", err)
 	}
 	for _, want := range []string{`"shared"`, "gauge here", "counter in", `{job="j",instance="a"}`, `push {job="j",instance="b"}`} {
@@ -187,7 +187,7 @@ func TestSinkConsistencyRace(t *testing.T) {
 				switch {
 				case err == nil:
 					accepted[typ]++
-				case errors.Is(err, pushgateway.ErrInconsistent) && errors.Is(err, drain.ErrRejected):
+				case errors.Is(err, pushgateway.ErrInconsistent) && errors.Is(err, sink.ErrRejected):
 				default:
 					t.Errorf("%s: %v", typ, err)
 				}
@@ -244,7 +244,7 @@ func TestSinkLoadRebuildsIndex(t *testing.T) {
 	lazy := newSink(t, pgw.URL())
 	for name, s := range map[string]*pushgateway.Sink{"after Load": loaded, "without Load": lazy} {
 		err := s.Deliver(ctx, scrapeOf("b", now, parsed(t, "# TYPE loaded gauge\nloaded 2\n"), false))
-		if !errors.Is(err, drain.ErrRejected) || !strings.Contains(err.Error(), `{job="j",instance="a"}`) {
+		if !errors.Is(err, sink.ErrRejected) || !strings.Contains(err.Error(), `{job="j",instance="a"}`) {
 			t.Errorf("%s: type conflict with the loaded group: %v", name, err)
 		}
 		err = s.Deliver(ctx, scrapeOf("b", now, parsed(t, "# TYPE h_count gauge\nh_count 2\n"), false))
@@ -263,7 +263,7 @@ type gatewayCase struct {
 	name    string
 	pushes  []casePush
 	refused []bool
-	reason  string // the sink's reason for the refused push
+	reason  string // the snk's reason for the refused push
 }
 
 type casePush struct {
@@ -397,11 +397,11 @@ func TestSinkMatchesGatewayCheck(t *testing.T) {
 					t.Errorf("push %d: the checking gateway refused it: %v (%v), the case says %v", i, got, err, tc.refused[i])
 				}
 				err = s.Deliver(ctx, scrapeOf(p.instance, at, p.families(t), p.honor))
-				if err != nil && !errors.Is(err, drain.ErrRejected) {
+				if err != nil && !errors.Is(err, sink.ErrRejected) {
 					t.Fatal(err)
 				}
 				if got := err != nil; got != tc.refused[i] {
-					t.Errorf("push %d: the sink refused it: %v (%v), the case says %v", i, got, err, tc.refused[i])
+					t.Errorf("push %d: the snk refused it: %v (%v), the case says %v", i, got, err, tc.refused[i])
 				}
 				var ie *pushgateway.InconsistentError
 				if err != nil && (!errors.As(err, &ie) || ie.Reason != tc.reason) {

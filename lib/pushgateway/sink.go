@@ -16,14 +16,14 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
 // Sink delivers each target's scrapes to one Push Gateway group,
 // /metrics/job/<job>/instance/<instance> (plus /<publisher_label>/<publisher> when set),
 // replaced by every scrape so that series a target stopped exposing disappear. It
-// implements drain.Sink and drain.Sweeper.
+// implements sink.Sink and sink.Sweeper.
 //
 // The groups it owns are those that carry exposition.HealthTimestamp: every group it
 // pushes does, and no other pusher's group would. Ownership therefore survives a drain
@@ -32,7 +32,7 @@ import (
 // Before each push the sink checks it against the families of every group it owns, as
 // the gateway's consistency check would, so that a gateway run with
 // --push.disable-consistency-check never takes a push that would break its /metrics:
-// a push the check refuses fails with an InconsistentError (and drain.ErrRejected). The
+// a push the check refuses fails with an InconsistentError (and sink.ErrRejected). The
 // sink learns those groups from the gateway before its first push (Load), and keeps
 // account of them with every push, delete and sweep, per family name.
 type Sink struct {
@@ -99,11 +99,11 @@ func NewSink(c *Client, publisherLabel string, logger *slog.Logger, reg promethe
 	return s
 }
 
-// Name implements drain.Sink.
+// Name implements sink.Sink.
 func (s *Sink) Name() string { return "pushgateway" }
 
 // Grouping is the group a scrape goes to.
-func (s *Sink) Grouping(sc *drain.Scrape) Grouping {
+func (s *Sink) Grouping(sc *sink.Scrape) Grouping {
 	g := Grouping{{Name: "job", Value: sc.Envelope.Job}, {Name: "instance", Value: sc.Envelope.Instance}}
 	if s.publisherLabel != "" {
 		g = append(g, Label{Name: s.publisherLabel, Value: sc.Envelope.Publisher})
@@ -230,9 +230,12 @@ func (s *Sink) list(ctx context.Context) ([]listedGroup, error) {
 	return out, nil
 }
 
-// Deliver implements drain.Sink: check the scrape's families and health series against
+// Kind: the gateway holds each target's newest scrape.
+func (s *Sink) Kind() sink.Kind { return sink.State }
+
+// Deliver implements sink.Sink: check the scrape's families and health series against
 // the groups the sink owns, then PUT them.
-func (s *Sink) Deliver(ctx context.Context, sc *drain.Scrape) error {
+func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
 	gk := s.Grouping(sc)
 	if err := s.ensureLoaded(ctx); err != nil {
 		return fmt.Errorf("push %s: cannot check it against the gateway's groups: %w", gk, err)
@@ -242,7 +245,7 @@ func (s *Sink) Deliver(ctx context.Context, sc *drain.Scrape) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !sc.Envelope.Start.After(g.newest) && !g.newest.IsZero() {
-		return drain.ErrSuperseded
+		return sink.ErrSuperseded
 	}
 	fams := make([]*dto.MetricFamily, 0, len(sc.Families)+len(sc.Health))
 	fams = append(fams, forGateway(sc.Families)...)
@@ -250,7 +253,7 @@ func (s *Sink) Deliver(ctx context.Context, sc *drain.Scrape) error {
 
 	res, err := s.check(gk, path, fams)
 	if err != nil {
-		return fmt.Errorf("push %s: %w: %w", gk, drain.ErrRejected, err)
+		return fmt.Errorf("push %s: %w: %w", gk, sink.ErrRejected, err)
 	}
 	if err := s.client.Push(ctx, gk, fams); err != nil {
 		if !errors.Is(err, ErrRejected) {
@@ -271,7 +274,7 @@ func (s *Sink) Deliver(ctx context.Context, sc *drain.Scrape) error {
 			s.leftover[path] = true
 			s.mu.Unlock()
 		}
-		return fmt.Errorf("%w: %w", drain.ErrRejected, err)
+		return fmt.Errorf("%w: %w", sink.ErrRejected, err)
 	}
 	s.index.commit(path, res)
 	g.newest = sc.Envelope.Start
@@ -319,7 +322,7 @@ func (s *Sink) firstTime(cause string) bool {
 	return true
 }
 
-// Sweep implements drain.Sweeper: delete every owned group whose last scrape is older
+// Sweep implements sink.Sweeper: delete every owned group whose last scrape is older
 // than maxAge, so a target whose scrapes stopped arriving is not served forever.
 func (s *Sink) Sweep(ctx context.Context, now time.Time, maxAge time.Duration) error {
 	if !s.mustList(now, maxAge) {

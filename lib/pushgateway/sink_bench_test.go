@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/pushgateway"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
 const (
@@ -106,8 +107,8 @@ func BenchmarkDrainIntoGateway(b *testing.B) {
 		}
 		reg := prometheus.NewRegistry()
 		logger := slog.New(slog.DiscardHandler)
-		sink := pushgateway.NewSink(client, "", logger, reg)
-		d := drain.New(drain.Options{MaxAge: time.Hour, Workers: benchWorkers}, codec, []drain.Sink{sink}, logger, reg)
+		snk := pushgateway.NewSink(client, "", logger, reg)
+		d := drain.New(drain.Options{MaxAge: time.Hour, Workers: benchWorkers}, codec, []sink.Sink{snk}, logger, reg)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go d.Run(ctx)
@@ -176,8 +177,8 @@ func BenchmarkDrainMemory(b *testing.B) {
 		var before runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		sink := pushgateway.NewSink(client, "", logger, reg)
-		d := drain.New(drain.Options{MaxAge: time.Hour, Workers: benchWorkers}, codec, []drain.Sink{sink}, logger, reg)
+		snk := pushgateway.NewSink(client, "", logger, reg)
+		d := drain.New(drain.Options{MaxAge: time.Hour, Workers: benchWorkers}, codec, []sink.Sink{snk}, logger, reg)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { d.Run(ctx); close(done) }()

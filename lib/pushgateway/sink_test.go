@@ -10,11 +10,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
 	"github.com/prometheus-streams/prometheus-streams/lib/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/pushgateway"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
 func newSink(t *testing.T, url string) *pushgateway.Sink {
@@ -27,7 +27,7 @@ func newSink(t *testing.T, url string) *pushgateway.Sink {
 }
 
 // scrape builds what the drain hands a sink for a successful scrape of body.
-func scrape(t *testing.T, instance string, start time.Time, body string) *drain.Scrape {
+func scrape(t *testing.T, instance string, start time.Time, body string) *sink.Scrape {
 	t.Helper()
 	tg := exposition.Target{Job: "j", Instance: instance}
 	fams, err := exposition.Parse([]byte(body), "text/plain; version=0.0.4")
@@ -35,7 +35,7 @@ func scrape(t *testing.T, instance string, start time.Time, body string) *drain.
 		t.Fatal(err)
 	}
 	exposition.Attach(fams, tg)
-	return &drain.Scrape{
+	return &sink.Scrape{
 		Envelope: &envelope.Envelope{Job: "j", Instance: instance, Start: start},
 		Target:   tg,
 		Families: fams,
@@ -81,7 +81,7 @@ func TestSinkDeliver(t *testing.T) {
 		t.Errorf("scrape timestamp %v, want %v", v, float64(now.UnixNano())/1e9)
 	}
 	// An older or the same scrape is refused as superseded; a newer one replaces.
-	if err := s.Deliver(ctx, scrape(t, "a", now.Add(-time.Second), "m 0\n")); !errors.Is(err, drain.ErrSuperseded) {
+	if err := s.Deliver(ctx, scrape(t, "a", now.Add(-time.Second), "m 0\n")); !errors.Is(err, sink.ErrSuperseded) {
 		t.Errorf("older scrape: %v", err)
 	}
 	if err := s.Deliver(ctx, scrape(t, "a", now.Add(time.Second), "m 2\n")); err != nil {
@@ -99,7 +99,7 @@ func TestSinkDeliver(t *testing.T) {
 	if err := s2.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := s2.Deliver(ctx, scrape(t, "a", now, "m 9\n")); !errors.Is(err, drain.ErrSuperseded) {
+	if err := s2.Deliver(ctx, scrape(t, "a", now, "m 9\n")); !errors.Is(err, sink.ErrSuperseded) {
 		t.Errorf("after Load, an older scrape: %v", err)
 	}
 }
@@ -150,7 +150,7 @@ func TestSinkLeftover(t *testing.T) {
 		t.Fatalf("push: %d", code)
 	}
 	err := s.Deliver(ctx, scrape(t, "gauge", now, "# TYPE clash gauge\nclash 1\n"))
-	if !errors.Is(err, drain.ErrRejected) || errors.Is(err, pushgateway.ErrInconsistent) {
+	if !errors.Is(err, sink.ErrRejected) || errors.Is(err, pushgateway.ErrInconsistent) {
 		t.Fatalf("conflicting push: %v, want the gateway's refusal", err)
 	}
 	if status, body := pgw.Do(t, "GET", "/api/v1/metrics", "", nil); status != 200 || !bytes.Contains(body, []byte(`"gauge"`)) {

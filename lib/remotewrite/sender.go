@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 	"github.com/prometheus-streams/prometheus-streams/lib/version"
 )
 
@@ -297,9 +297,9 @@ func (s *sender) outcome(err error) error {
 	}
 	s.rejected.WithLabelValues(f.reason).Inc()
 	if f.reason == "out_of_order" {
-		return fmt.Errorf("%w: %w", drain.ErrSuperseded, err)
+		return fmt.Errorf("%w: %w", sink.ErrSuperseded, err)
 	}
-	return fmt.Errorf("%w: %w", drain.ErrRejected, err)
+	return fmt.Errorf("%w: %w", sink.ErrRejected, err)
 }
 
 type finalError struct {

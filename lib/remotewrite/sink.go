@@ -27,7 +27,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
 // Sink is one remote-write endpoint.
@@ -115,9 +115,12 @@ func (s *Sink) Close() {
 	s.dec.Close()
 }
 
+// Kind: the receiver holds every scrape, as history.
+func (s *Sink) Kind() sink.Kind { return sink.History }
+
 // Deliver writes a scrape: its samples and health at the scrape's time, and staleness
 // markers for the series its target had and no longer has.
-func (s *Sink) Deliver(ctx context.Context, sc *drain.Scrape) error {
+func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
 	key := sc.Key()
 	for {
 		t := s.target(key)
@@ -143,11 +146,11 @@ func (s *Sink) target(key string) *target {
 	return t
 }
 
-func (s *Sink) deliver(ctx context.Context, t *target, sc *drain.Scrape) error {
+func (s *Sink) deliver(ctx context.Context, t *target, sc *sink.Scrape) error {
 	start := sc.Envelope.Start
 	switch {
 	case start.Before(t.start):
-		return drain.ErrSuperseded
+		return sink.ErrSuperseded
 	case start.Equal(t.start):
 		return nil // a redelivery of what the receiver has
 	}
@@ -296,7 +299,7 @@ func (s *Sink) expire(ctx context.Context, t *target, now time.Time) error {
 	}
 	out, metas := appendStale(nil, nil, gone, max(now.UnixMilli(), t.last+1))
 	if len(out) > 0 {
-		if err := s.sender.write(ctx, out, metas); err != nil && !errors.Is(err, drain.ErrRejected) && !errors.Is(err, drain.ErrSuperseded) {
+		if err := s.sender.write(ctx, out, metas); err != nil && !errors.Is(err, sink.ErrRejected) && !errors.Is(err, sink.ErrSuperseded) {
 			return err // retried at the next sweep
 		}
 	}

@@ -18,11 +18,11 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
 	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/promtest"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 
 // receiver is a real Prometheus to write into, with the protocol to speak to it.
@@ -63,11 +63,11 @@ func newSink(t *testing.T, url string, msg remote.WriteMessageType, mod ...func(
 }
 
 // scrape builds what the drain hands a sink for a scrape of body by job/instance.
-func scrape(t testing.TB, job, instance string, start time.Time, body []byte) *drain.Scrape {
+func scrape(t testing.TB, job, instance string, start time.Time, body []byte) *sink.Scrape {
 	t.Helper()
 	env := &envelope.Envelope{Job: job, Instance: instance, Start: start, Duration: 20 * time.Millisecond}
 	tg := exposition.Target{Job: job, Instance: instance}
-	s := &drain.Scrape{Envelope: env, Target: tg}
+	s := &sink.Scrape{Envelope: env, Target: tg}
 	up := body != nil
 	if up {
 		fams, err := exposition.Parse(body, fixture.TextContentType)
@@ -81,7 +81,7 @@ func scrape(t testing.TB, job, instance string, start time.Time, body []byte) *d
 	return s
 }
 
-func deliver(t *testing.T, s *Sink, sc *drain.Scrape) {
+func deliver(t *testing.T, s *Sink, sc *sink.Scrape) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -120,10 +120,10 @@ func TestSameAnswersAsAScrape(t *testing.T) {
 			}
 			srv := r.start(t, fmt.Sprintf("- job_name: direct\n  static_configs: [{targets: [%q]}]%s\n",
 				strings.TrimPrefix(target.URL, "http://"), fallback))
-			sink := newSink(t, srv.RemoteWriteURL(), r.message)
+			snk := newSink(t, srv.RemoteWriteURL(), r.message)
 			start := time.Now().Add(-time.Second).Truncate(time.Millisecond)
 			sc := scrape(t, "rw", "edge:9090", start, body)
-			deliver(t, sink, sc)
+			deliver(t, snk, sc)
 
 			ctx := context.Background()
 			srv.WaitFor(t, `up{job="direct"}`, func(v model.Vector) bool { return len(v) == 1 && v[0].Value == 1 })
@@ -187,16 +187,16 @@ func TestStaleness(t *testing.T) {
 		t.Run(r.name, func(t *testing.T) {
 			t.Parallel()
 			srv := r.start(t, "")
-			sink := newSink(t, srv.RemoteWriteURL(), r.message)
+			snk := newSink(t, srv.RemoteWriteURL(), r.message)
 			ctx := context.Background()
 			t0 := time.Now().Add(-10 * time.Second).Truncate(time.Millisecond)
 			both := []byte("# TYPE a gauge\na 1\n# TYPE b gauge\nb 2\n")
 			onlyA := []byte("# TYPE a gauge\na 3\n")
 
-			deliver(t, sink, scrape(t, "j", "one", t0, both))
-			deliver(t, sink, scrape(t, "j", "two", t0, both))
-			deliver(t, sink, scrape(t, "j", "one", t0.Add(time.Second), onlyA))
-			deliver(t, sink, scrape(t, "j", "two", t0.Add(time.Second), nil)) // failed
+			deliver(t, snk, scrape(t, "j", "one", t0, both))
+			deliver(t, snk, scrape(t, "j", "two", t0, both))
+			deliver(t, snk, scrape(t, "j", "one", t0.Add(time.Second), onlyA))
+			deliver(t, snk, scrape(t, "j", "two", t0.Add(time.Second), nil)) // failed
 			count := func(q string, at time.Time) int {
 				t.Helper()
 				v, err := srv.Query(ctx, q, at)
@@ -221,7 +221,7 @@ func TestStaleness(t *testing.T) {
 
 			// one expires: every series it had ends at the sweep.
 			sweep := t0.Add(5 * time.Second)
-			if err := sink.Sweep(ctx, sweep, 3*time.Second); err != nil {
+			if err := snk.Sweep(ctx, sweep, 3*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			if n := count(`{job="j", instance="one"}`, sweep.Add(time.Millisecond)); n != 0 {
@@ -239,17 +239,17 @@ func TestStaleness(t *testing.T) {
 func TestReceiverDownThenUp(t *testing.T) {
 	r := receivers[0]
 	srv := r.start(t, "")
-	sink := newSink(t, srv.RemoteWriteURL(), r.message, func(o *Options) { o.Timeout = 2 * time.Second })
+	snk := newSink(t, srv.RemoteWriteURL(), r.message, func(o *Options) { o.Timeout = 2 * time.Second })
 	t0 := time.Now().Add(-5 * time.Second).Truncate(time.Millisecond)
-	deliver(t, sink, scrape(t, "j", "i", t0, []byte("a 1\n")))
+	deliver(t, snk, scrape(t, "j", "i", t0, []byte("a 1\n")))
 	srv.Stop()
 	ctx := context.Background()
-	err := sink.Deliver(ctx, scrape(t, "j", "i", t0.Add(time.Second), []byte("a 2\n")))
-	if err == nil || errors.Is(err, drain.ErrRejected) || errors.Is(err, drain.ErrSuperseded) {
+	err := snk.Deliver(ctx, scrape(t, "j", "i", t0.Add(time.Second), []byte("a 2\n")))
+	if err == nil || errors.Is(err, sink.ErrRejected) || errors.Is(err, sink.ErrSuperseded) {
 		t.Fatalf("delivery to a stopped receiver = %v, want an error to retry", err)
 	}
 	srv.Restart(t)
-	deliver(t, sink, scrape(t, "j", "i", t0.Add(time.Second), []byte("a 2\n")))
+	deliver(t, snk, scrape(t, "j", "i", t0.Add(time.Second), []byte("a 2\n")))
 	v, err := srv.QueryRange(ctx, `a{job="j"}`, t0, t0.Add(time.Second), time.Second)
 	if err != nil || len(v) != 1 || len(v[0].Values) != 2 || v[0].Values[0].Value != 1 || v[0].Values[1].Value != 2 {
 		t.Errorf("a over both scrapes = %v %v, want 1 then 2", v, err)
@@ -264,12 +264,12 @@ func TestRefusedAlone(t *testing.T) {
 			t.Parallel()
 			srv := r.start(t, "")
 			// One sender that waits to fill its request: the scrapes below share one.
-			sink := newSink(t, srv.RemoteWriteURL(), r.message, func(o *Options) {
+			snk := newSink(t, srv.RemoteWriteURL(), r.message, func(o *Options) {
 				o.MaxShards, o.BatchSendDeadline = 1, 300*time.Millisecond
 			})
 			// Something recent first, so that the head's window starts now.
 			now := time.Now().Truncate(time.Millisecond)
-			deliver(t, sink, scrape(t, "j", "first", now.Add(-time.Second), []byte("a 1\n")))
+			deliver(t, snk, scrape(t, "j", "first", now.Add(-time.Second), []byte("a 1\n")))
 
 			var wg sync.WaitGroup
 			errs := make([]error, 4)
@@ -281,13 +281,13 @@ func TestRefusedAlone(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					errs[i] = sink.Deliver(context.Background(), scrape(t, "j", fmt.Sprint(i), start, []byte("a 1\n")))
+					errs[i] = snk.Deliver(context.Background(), scrape(t, "j", fmt.Sprint(i), start, []byte("a 1\n")))
 				}()
 			}
 			wg.Wait()
 			for i, err := range errs {
 				if i == 2 {
-					if !errors.Is(err, drain.ErrRejected) || !strings.Contains(err.Error(), "out of bounds") {
+					if !errors.Is(err, sink.ErrRejected) || !strings.Contains(err.Error(), "out of bounds") {
 						t.Errorf("the old scrape: %v, want refused as out of bounds", err)
 					}
 				} else if err != nil {
@@ -307,17 +307,17 @@ func TestRefusedAlone(t *testing.T) {
 func TestRedeliveryAndOlder(t *testing.T) {
 	r := receivers[0]
 	srv := r.start(t, "")
-	sink := newSink(t, srv.RemoteWriteURL(), r.message)
+	snk := newSink(t, srv.RemoteWriteURL(), r.message)
 	t0 := time.Now().Add(-5 * time.Second).Truncate(time.Millisecond)
-	deliver(t, sink, scrape(t, "j", "i", t0.Add(time.Second), []byte("a 2\n")))
-	deliver(t, sink, scrape(t, "j", "i", t0.Add(time.Second), []byte("a 2\n")))
-	if err := sink.Deliver(context.Background(), scrape(t, "j", "i", t0, []byte("a 1\n"))); !errors.Is(err, drain.ErrSuperseded) {
+	deliver(t, snk, scrape(t, "j", "i", t0.Add(time.Second), []byte("a 2\n")))
+	deliver(t, snk, scrape(t, "j", "i", t0.Add(time.Second), []byte("a 2\n")))
+	if err := snk.Deliver(context.Background(), scrape(t, "j", "i", t0, []byte("a 1\n"))); !errors.Is(err, sink.ErrSuperseded) {
 		t.Errorf("an older scrape = %v, want superseded", err)
 	}
 	// A second sink (a restarted drain) knows nothing: the receiver refuses the older
 	// samples as out of order, and the sink reports the scrape superseded.
 	other := newSink(t, srv.RemoteWriteURL(), r.message)
-	if err := other.Deliver(context.Background(), scrape(t, "j", "i", t0, []byte("a 1\n"))); !errors.Is(err, drain.ErrSuperseded) {
+	if err := other.Deliver(context.Background(), scrape(t, "j", "i", t0, []byte("a 1\n"))); !errors.Is(err, sink.ErrSuperseded) {
 		t.Errorf("an older scrape after a restart = %v, want superseded", err)
 	}
 	v, err := srv.Query(context.Background(), `a{job="j"}`, time.Time{})

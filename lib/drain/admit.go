@@ -1,0 +1,121 @@
+package drain
+
+import (
+	"errors"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+)
+
+// HandleMessage is Handle for a message that may also be terminated or handed back to
+// the server with a delay. It admits the message: decodes it, checks trust and shard,
+// expires it if it arrived older than max_age, and queues it for its target.
+func (d *Drain) HandleMessage(m Message) {
+	data, h := m.Data, m.Handle
+	now := d.opts.Now()
+	d.metrics.received.Inc()
+	// Counted once placed: a hold that ends wakes the targets, which must find it.
+	defer d.sawAtHold(m.Stream, h.Seq)
+	if d.opts.Shards > 1 {
+		// Another shard's target: skipped from its header, neither verified nor
+		// decompressed. What does not parse goes on, to be rejected with its reason.
+		if job, instance, err := d.codec.Target(data); err == nil && ShardOf(job, instance, d.opts.Shards) != d.opts.Shard {
+			d.metrics.otherShard.Inc()
+			d.ack(h.Ack, h.Seq)
+			return
+		}
+	}
+	env, err := d.codec.Decode(data)
+	if errors.Is(err, envelope.ErrNotEnvelope) && len(data) > 0 && data[0] == '{' {
+		// The earlier system's JSON: read it too, so the central side can move first.
+		env, err = d.codec.DecodeLegacy(data)
+	}
+	if err != nil {
+		reason := decodeReason(err)
+		d.metrics.rejected.WithLabelValues(reason).Inc()
+		attrs := []any{"seq", h.Seq, "reason", reason, "bytes", len(data)}
+		var se *envelope.SignatureError
+		if errors.As(err, &se) {
+			// What the message claims, unverified: who a forgery pretends to be.
+			attrs = append(attrs, "key", se.Signer, "job", se.Job, "instance", se.Instance, "publisher", se.Publisher)
+		}
+		d.logger.Warn("message rejected", append(attrs, "err", err)...)
+		d.ack(h.term(), h.Seq)
+		return
+	}
+	// Trust comes before anything else looks at the message: an untrusted message
+	// touches no state and no per-publisher metric.
+	if reason, why := d.trust.Load().Check(env); reason != "" {
+		d.metrics.rejected.WithLabelValues(reason).Inc()
+		d.logger.Warn("message rejected", "seq", h.Seq, "reason", reason, "key", env.Signer,
+			"job", env.Job, "instance", env.Instance, "publisher", env.Publisher, "err", why)
+		d.ack(h.term(), h.Seq)
+		return
+	}
+	if d.opts.Shards > 1 && ShardOf(env.Job, env.Instance, d.opts.Shards) != d.opts.Shard {
+		d.metrics.otherShard.Inc() // the earlier system's JSON, read in full to find its target
+		d.ack(h.Ack, h.Seq)
+		return
+	}
+	end := env.Start.Add(env.Duration)
+	d.metrics.publisherSeen(env.Publisher, now, now.Sub(end))
+	key := env.Job + "/" + env.Instance
+	if age := now.Sub(env.Start); age > d.opts.MaxAge {
+		d.metrics.expired.Inc()
+		d.logger.Debug("message expired", "job", env.Job, "instance", env.Instance, "age", age)
+		// Recorded, so that a target whose every message arrives late (an edge clock
+		// behind, a backlog) shows as such rather than not at all.
+		d.mu.Lock()
+		t := d.target(key)
+		t.lastSeen = now
+		t.status.expired(env, h.Seq, now)
+		d.mu.Unlock()
+		d.ack(h.Ack, h.Seq)
+		return
+	}
+	if env.Parts > 1 {
+		var whole bool
+		if env, h, whole = d.assemble(env, h); !whole {
+			return
+		}
+	} else if len(d.history) == 0 {
+		// A newer scrape arrived whole: the split one will not be needed. A history sink
+		// still wants it; it completes or times out.
+		if dr, ok := d.parts.Supersede(env.Job, env.Instance, env.Start); ok {
+			d.drop(dr)
+		}
+	}
+	d.enqueue(key, &delivery{env: env, h: h, stream: m.Stream, received: now})
+}
+
+// ShardOf is the shard, of shards, that a target belongs to: a hash of its job and
+// instance, stable across releases and hosts, so every drain of a shard set agrees.
+func ShardOf(job, instance string, shards int) int {
+	if shards <= 1 {
+		return 0
+	}
+	var d xxhash.Digest
+	_, _ = d.WriteString(job)
+	_, _ = d.Write([]byte{0xff})
+	_, _ = d.WriteString(instance)
+	return int(d.Sum64() % uint64(shards))
+}
+
+// decodeReason names why an envelope could not be decoded, for the rejected counter.
+func decodeReason(err error) string {
+	switch {
+	case errors.Is(err, envelope.ErrUnknownVersion):
+		return "unknown_version"
+	case errors.Is(err, envelope.ErrUnsupported):
+		return "unsupported"
+	case errors.Is(err, envelope.ErrTooLarge):
+		return "too_large"
+	case errors.Is(err, envelope.ErrNotEnvelope):
+		return "not_an_envelope"
+	case errors.Is(err, envelope.ErrBadSignature):
+		return reasonBadSignature
+	default:
+		return "corrupt"
+	}
+}

@@ -1,0 +1,368 @@
+package drain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
+)
+
+// errEarlier is the fate a history sink's scrape waits with while an earlier scrape of
+// its target is retried: it is not tried before that one is in.
+var errEarlier = errors.New("waiting for an earlier scrape of the target")
+
+func (d *Drain) work(ctx context.Context) {
+	for {
+		t := d.next(ctx)
+		if t == nil {
+			return
+		}
+		for d.step(ctx, t) {
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// next waits for a target with work.
+func (d *Drain) next(ctx context.Context) *target {
+	for {
+		d.mu.Lock()
+		if len(d.ready) > 0 {
+			t := d.ready[0]
+			d.ready[0] = nil
+			d.ready = d.ready[1:]
+			if len(d.ready) > 0 {
+				d.signal() // another worker can take the next one
+			}
+			d.mu.Unlock()
+			return t
+		}
+		d.mu.Unlock()
+		select {
+		case <-d.wake:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// round is what one step of a worker delivers for a target: the newest scrape to the
+// state sinks that do not have it, and the oldest scrapes (up to HistoryBatch) to the
+// history sinks that do not have them.
+// Which sinks want which scrape is decided under the drain's lock when the round starts.
+type round struct {
+	state      *delivery
+	stateSinks []int // the state sinks that want it
+	history    []*delivery
+	// historyFor[k] is what the history sink d.history[k] wants of history, in order.
+	historyFor [][]*delivery
+}
+
+// step does one round of work for t, which the calling worker holds, and reports whether
+// there is more to do at once. When it returns false the worker has let t go: it is
+// idle, parked until a retry, or (ctx ended) left to the stream's redelivery.
+func (d *Drain) step(ctx context.Context, t *target) bool {
+	now := d.opts.Now()
+	d.mu.Lock()
+	var expired []*delivery
+	for _, q := range t.queue {
+		if !q.working && now.Sub(q.env.Start) > d.opts.MaxAge && !q.final(d.all()) {
+			q.settle(d.all(), FateExpired, "", now)
+			expired = append(expired, q)
+		}
+	}
+	var r round
+	if n := len(t.queue); n > 0 && !t.queue[n-1].final(d.state) {
+		r.state = t.queue[n-1]
+	}
+	if !d.historyHeld() {
+		for _, q := range t.queue {
+			if !q.final(d.history) {
+				r.history = append(r.history, q)
+				if len(r.history) == d.opts.HistoryBatch {
+					break
+				}
+			}
+		}
+	}
+	if r.state != nil {
+		r.state.working = true
+		for _, i := range d.state {
+			if !r.state.res[i].final() {
+				r.stateSinks = append(r.stateSinks, i)
+			}
+		}
+	}
+	if len(r.history) > 0 {
+		r.historyFor = make([][]*delivery, len(d.history))
+		for k, i := range d.history {
+			for _, q := range r.history {
+				if !q.res[i].final() {
+					r.historyFor[k] = append(r.historyFor[k], q)
+				}
+			}
+		}
+	}
+	for _, q := range r.history {
+		q.working = true
+	}
+	d.mu.Unlock()
+	for _, q := range expired {
+		d.metrics.expired.Inc()
+		d.logger.Warn("scrape expired before delivery", "job", q.env.Job, "instance", q.env.Instance, "age", now.Sub(q.env.Start).Round(time.Millisecond))
+	}
+
+	ok := d.deliver(ctx, &r)
+	if !ok {
+		// ctx ended: leave what was being delivered unacknowledged.
+		d.mu.Lock()
+		d.release(t, &r)
+		t.busy = false
+		d.mu.Unlock()
+		return false
+	}
+
+	d.mu.Lock()
+	d.release(t, &r)
+	var failed *delivery
+	for _, q := range t.queue {
+		for i := range q.res {
+			if q.res[i].fate == FateRetrying {
+				failed = q
+			}
+		}
+	}
+	done := d.finished(t)
+	more := true
+	switch {
+	case failed != nil:
+		d.metrics.retries.Inc()
+		t.attempt++
+		delay := d.backoff(t.attempt - 1)
+		level := slog.LevelDebug
+		if t.attempt == 1 || t.attempt%10 == 0 {
+			level = slog.LevelWarn // the first failure and every tenth: enough to see an outage
+		}
+		d.logger.Log(ctx, level, "delivery failed, will retry", "job", failed.env.Job, "instance", failed.env.Instance,
+			"attempt", t.attempt, "retry_in", delay.Round(time.Millisecond), "err", retryErrors(failed.res, d.sinkNames))
+		if len(d.history) == 0 && failed.h.Nak != nil && len(t.queue) == 1 {
+			// State sinks only: the server holds the scrape until the retry, not memory.
+			t.retry = &retry{start: failed.env.Start, attempt: t.attempt, res: append([]sinkResult(nil), failed.res...)}
+			t.queue = t.queue[:0]
+			t.attempt = 0
+			nak, seq := failed.h.Nak, failed.h.Seq
+			d.mu.Unlock()
+			d.acknowledge(done)
+			if err := nak(delay); err != nil {
+				// The server redelivers it after AckWait instead.
+				d.metrics.ackErrors.Inc()
+				d.logger.Debug("nak failed", "seq", seq, "err", err)
+			}
+			d.mu.Lock()
+			t.busy = false
+			d.schedule(t)
+			d.mu.Unlock()
+			return false
+		}
+		t.parked = true
+		time.AfterFunc(delay, func() {
+			d.mu.Lock()
+			t.parked = false
+			d.schedule(t)
+			d.mu.Unlock()
+		})
+		more = false
+	default:
+		t.attempt = 0
+		more = d.hasWork(t)
+	}
+	if !more {
+		t.busy = false
+	}
+	d.mu.Unlock()
+	d.acknowledge(done)
+	return more
+}
+
+// release marks r's deliveries as no longer held by a worker, recording their fates in
+// the target's status. Called with d.mu held.
+func (d *Drain) release(t *target, r *round) {
+	for _, q := range append(r.history, r.state) {
+		if q != nil {
+			q.working = false
+			t.status.record(q.env.Start, q.res)
+		}
+	}
+}
+
+// deliver runs one round: it parses each scrape once for all sinks and hands it to the
+// sinks that still want it. It returns false when ctx ended first.
+func (d *Drain) deliver(ctx context.Context, r *round) bool {
+	parsed := make(map[*delivery]*sink.Scrape, len(r.history)+1)
+	scrape := func(q *delivery) *sink.Scrape {
+		if s, ok := parsed[q]; ok {
+			return s
+		}
+		s, err := d.prepare(q)
+		if err != nil {
+			d.metrics.rejected.WithLabelValues("invalid_body").Inc()
+			d.logger.Warn("message rejected", "job", q.env.Job, "instance", q.env.Instance, "publisher", q.env.Publisher, "reason", "invalid_body", "err", err)
+			d.mu.Lock()
+			q.poison = true // never to be redelivered
+			q.settle(d.all(), FateRejected, "invalid body: "+errorText(err), d.opts.Now())
+			d.mu.Unlock()
+		}
+		parsed[q] = s
+		return s
+	}
+	if q := r.state; q != nil && len(r.stateSinks) > 0 {
+		if s := scrape(q); s != nil {
+			for _, i := range r.stateSinks {
+				d.mu.Lock()
+				gone := q.res[i].final() // superseded while the round went on
+				d.mu.Unlock()
+				if gone {
+					continue
+				}
+				err := d.deliverOne(ctx, i, s)
+				if ctx.Err() != nil {
+					return false
+				}
+				d.result(i, q, err)
+			}
+		}
+	}
+	if len(r.history) == 0 {
+		return true
+	}
+	for k, i := range d.history {
+		var qs []*delivery
+		var ss []*sink.Scrape
+		for _, q := range r.historyFor[k] {
+			if s := scrape(q); s != nil {
+				qs, ss = append(qs, q), append(ss, s)
+			}
+		}
+		if len(ss) == 0 {
+			continue
+		}
+		errs := make([]error, len(ss))
+		if b, ok := d.sinks[i].(sink.Batcher); ok && len(ss) > 1 {
+			start := time.Now()
+			b.DeliverBatch(ctx, ss, errs)
+			d.metrics.pushDuration.WithLabelValues(d.sinkNames[i]).Observe(time.Since(start).Seconds())
+		} else {
+			for j, s := range ss {
+				errs[j] = d.deliverOne(ctx, i, s)
+				if retryable(errs[j]) {
+					for j++; j < len(ss); j++ {
+						errs[j] = errEarlier
+					}
+					break
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		for j, q := range qs {
+			d.result(i, q, errs[j])
+		}
+	}
+	return true
+}
+
+func (d *Drain) deliverOne(ctx context.Context, i int, s *sink.Scrape) error {
+	start := time.Now()
+	err := d.sinks[i].Deliver(ctx, s)
+	d.metrics.pushDuration.WithLabelValues(d.sinkNames[i]).Observe(time.Since(start).Seconds())
+	return err
+}
+
+func retryable(err error) bool {
+	return err != nil && !errors.Is(err, sink.ErrRejected) && !errors.Is(err, sink.ErrSuperseded)
+}
+
+// result records what sink i made of q.
+func (d *Drain) result(i int, q *delivery, err error) {
+	now := d.opts.Now()
+	name := d.sinkNames[i]
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := &q.res[i]
+	if r.final() && (retryable(err) || errors.Is(err, errEarlier)) {
+		return // made final meanwhile: superseded by a newer scrape for a state sink
+	}
+	switch {
+	case err == nil:
+		r.fate, r.err = FateDelivered, ""
+		d.metrics.delivered.WithLabelValues(name).Inc()
+		d.metrics.lag.Observe(now.Sub(q.env.Start).Seconds())
+	case errors.Is(err, sink.ErrSuperseded):
+		r.fate, r.err = FateSuperseded, ""
+		d.metrics.sinkSuperseded.WithLabelValues(name).Inc()
+	case errors.Is(err, sink.ErrRejected):
+		r.fate, r.err = FateRejected, errorText(err)
+		d.metrics.sinkRejected.WithLabelValues(name).Inc()
+		d.logger.Warn("sink rejected scrape", "sink", name, "job", q.env.Job, "instance", q.env.Instance, "publisher", q.env.Publisher, "start", q.env.Start, "err", err)
+	case errors.Is(err, errEarlier):
+		r.fate, r.err = FateRetrying, err.Error()
+		return // not tried: no attempt, no time
+	default:
+		r.fate, r.err = FateRetrying, errorText(err)
+	}
+	r.at = now
+	r.attempts++
+}
+
+// retryErrors is the errors of the sinks that failed transiently, for the log.
+func retryErrors(res []sinkResult, names []string) error {
+	var errs []error
+	for i := range res {
+		if res[i].fate == FateRetrying && res[i].err != errEarlier.Error() {
+			errs = append(errs, fmt.Errorf("%s: %s", names[i], res[i].err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// backoff is the delay before retry attempt+1: exponential, capped, with jitter so that
+// many targets waiting on one gateway do not retry in step.
+func (d *Drain) backoff(attempt int) time.Duration {
+	delay := d.opts.MinBackoff << min(attempt, 20)
+	if delay > d.opts.MaxBackoff || delay <= 0 {
+		delay = d.opts.MaxBackoff
+	}
+	return delay/2 + rand.N(delay/2+1)
+}
+
+// prepare parses and labels a scrape once for all sinks.
+func (d *Drain) prepare(q *delivery) (*sink.Scrape, error) {
+	env := q.env
+	labels := make([]exposition.Label, len(env.Labels))
+	for i, l := range env.Labels {
+		labels[i] = exposition.Label{Name: l.Name, Value: l.Value}
+	}
+	s := &sink.Scrape{
+		Envelope: env,
+		Target:   exposition.Target{Job: env.Job, Instance: env.Instance, Labels: labels, HonorLabels: env.HonorLabels},
+	}
+	up := env.Error == ""
+	if up {
+		fams, err := exposition.Parse(env.Body, env.ContentType)
+		if err != nil {
+			return nil, fmt.Errorf("parse body: %w", err)
+		}
+		exposition.Attach(fams, s.Target)
+		s.Families = fams
+	}
+	s.Health = exposition.Health(s.Target, exposition.Outcome{Up: up, Start: env.Start, Duration: env.Duration, Samples: env.Series})
+	return s, nil
+}
