@@ -15,6 +15,7 @@
 package remotewrite
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -121,7 +122,22 @@ func (s *Sink) Kind() sink.Kind { return sink.History }
 // Deliver writes a scrape: its samples and health at the scrape's time, and staleness
 // markers for the series its target had and no longer has.
 func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
-	key := sc.Key()
+	var errs [1]error
+	s.DeliverBatch(ctx, []*sink.Scrape{sc}, errs[:])
+	return errs[0]
+}
+
+// DeliverBatch writes several scrapes of one target, oldest first, in one request when
+// they fit: the backlog of a target after an outage of the receiver. Each sample keeps
+// its scrape's time, and a series that disappears between two of the scrapes is marked
+// stale at the later one, as Prometheus's scrape loop would have marked it. A batch the
+// receiver refuses for good is written again scrape by scrape, so that one bad scrape
+// fails alone.
+func (s *Sink) DeliverBatch(ctx context.Context, scs []*sink.Scrape, errs []error) {
+	if len(scs) == 0 {
+		return
+	}
+	key := scs[0].Key()
 	for {
 		t := s.target(key)
 		t.mu.Lock()
@@ -129,9 +145,9 @@ func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
 			t.mu.Unlock()
 			continue
 		}
-		err := s.deliver(ctx, t, sc)
+		s.deliver(ctx, t, scs, errs, len(scs) > 1)
 		t.mu.Unlock()
-		return err
+		return
 	}
 }
 
@@ -146,15 +162,97 @@ func (s *Sink) target(key string) *target {
 	return t
 }
 
-func (s *Sink) deliver(ctx context.Context, t *target, sc *sink.Scrape) error {
-	start := sc.Envelope.Start
-	switch {
-	case start.Before(t.start):
-		return sink.ErrSuperseded
-	case start.Equal(t.start):
-		return nil // a redelivery of what the receiver has
+// tracking is a target's series set as the scrapes of a batch move it on: the series to
+// end with a marker when they disappear.
+type tracking struct {
+	start  time.Time
+	last   int64
+	hashes []uint64 // sorted
+	sets   []byte   // the label sets, compressed, as in target; nil once ended is set
+	ended  []ended  // the label sets, in the order of hashes, when known uncompressed
+}
+
+// deliver writes scs (all of t) in one request and sets errs. With split, a request
+// refused for good is written again scrape by scrape.
+func (s *Sink) deliver(ctx context.Context, t *target, scs []*sink.Scrape, errs []error, split bool) {
+	cur := tracking{start: t.start, last: t.last, hashes: t.hashes, sets: t.sets}
+	var out []series
+	var metas []meta
+	var in []int // the scrapes in the request
+	var stale int
+	for i, sc := range scs {
+		start := sc.Envelope.Start
+		switch {
+		case start.Before(cur.start):
+			errs[i] = sink.ErrSuperseded
+			continue
+		case start.Equal(cur.start):
+			errs[i] = nil // a redelivery of what the receiver has
+			continue
+		}
+		o, m, next, gone, err := s.next(&cur, sc)
+		if err != nil {
+			for j := range errs {
+				errs[j] = err
+			}
+			return
+		}
+		off := int32(len(metas))
+		metas = append(metas, m...)
+		for _, ser := range o {
+			if ser.meta >= 0 {
+				ser.meta += off
+			}
+			out = append(out, ser)
+		}
+		cur, stale = next, stale+gone
+		in = append(in, i)
 	}
-	ts := start.UnixMilli()
+	if len(in) == 0 {
+		return
+	}
+	err := s.sender.write(ctx, out, metas)
+	if err != nil && split && len(in) > 1 && !retryable(err) {
+		// Refused for good: find which scrape, writing them one by one in order.
+		for k, i := range in {
+			s.deliver(ctx, t, scs[i:i+1], errs[i:i+1], false)
+			if retryable(errs[i]) {
+				for _, j := range in[k+1:] {
+					errs[j] = errs[i]
+				}
+				return
+			}
+		}
+		return
+	}
+	for _, i := range in {
+		errs[i] = err
+	}
+	if err != nil {
+		return
+	}
+	if stale > 0 {
+		s.stale.Add(float64(stale))
+	}
+	if cur.sets == nil {
+		var buf []byte
+		for _, e := range cur.ended {
+			buf = appendTracked(buf, e.labels, meta{typ: e.typ, unit: e.unit})
+		}
+		cur.sets = s.enc.EncodeAll(buf, make([]byte, 0, len(buf)/4))
+	}
+	s.tracked.Add(float64(len(cur.hashes) - len(t.hashes)))
+	t.start, t.last, t.hashes, t.sets = cur.start, cur.last, cur.hashes, cur.sets
+}
+
+func retryable(err error) bool {
+	return err != nil && !errors.Is(err, sink.ErrRejected) && !errors.Is(err, sink.ErrSuperseded)
+}
+
+// next is what writing sc after cur takes: its samples and health at the scrape's time,
+// markers for cur's series that sc lacks, and the tracking after it.
+func (s *Sink) next(cur *tracking, sc *sink.Scrape) ([]series, []meta, tracking, int, error) {
+	ts := sc.Envelope.Start.UnixMilli()
 	out, metas := flatten(nil, nil, sc.Families, ts)
 	out, metas = flatten(out, metas, sc.Health, ts)
 
@@ -164,51 +262,37 @@ func (s *Sink) deliver(ctx context.Context, t *target, sc *sink.Scrape) error {
 		h uint64
 		i int
 	}
-	cur := make([]tracked, 0, len(out))
+	cur2 := make([]tracked, 0, len(out))
 	for i := range out {
 		if !out[i].stamped {
-			cur = append(cur, tracked{hashLabels(&d, out[i].labels), i})
+			cur2 = append(cur2, tracked{hashLabels(&d, out[i].labels), i})
 		}
 	}
-	slices.SortFunc(cur, func(a, b tracked) int {
-		switch {
-		case a.h < b.h:
-			return -1
-		case a.h > b.h:
-			return 1
-		}
-		return 0
-	})
-	cur = slices.CompactFunc(cur, func(a, b tracked) bool { return a.h == b.h })
-	hashes := make([]uint64, len(cur))
-	for i, c := range cur {
+	slices.SortFunc(cur2, func(a, b tracked) int { return cmp.Compare(a.h, b.h) })
+	cur2 = slices.CompactFunc(cur2, func(a, b tracked) bool { return a.h == b.h })
+	hashes := make([]uint64, len(cur2))
+	for i, c := range cur2 {
 		hashes[i] = c.h
 	}
 
 	// Series of the last scrape missing from this one end now. A marker must come after
 	// the series' last sample: a scrape's time only moves forward, so it does.
-	gone, err := s.missing(t, hashes)
+	gone, err := s.missing(cur, hashes)
 	if err != nil {
-		return err
+		return nil, nil, tracking{}, 0, err
 	}
-	out, metas = appendStale(out, metas, gone, max(ts, t.last+1))
-	if err := s.sender.write(ctx, out, metas); err != nil {
-		return err
-	}
-	if len(gone) > 0 {
-		s.stale.Add(float64(len(gone)))
-	}
-	sets := t.sets
-	if !slices.Equal(hashes, t.hashes) {
-		var buf []byte
-		for _, c := range cur {
-			buf = appendTracked(buf, out[c.i].labels, metas[out[c.i].meta])
+	out, metas = appendStale(out, metas, gone, max(ts, cur.last+1))
+	next := tracking{start: sc.Envelope.Start, last: ts, hashes: hashes}
+	if slices.Equal(hashes, cur.hashes) {
+		next.sets, next.ended = cur.sets, cur.ended
+	} else {
+		next.ended = make([]ended, len(cur2))
+		for i, c := range cur2 {
+			m := metas[out[c.i].meta]
+			next.ended[i] = ended{labels: out[c.i].labels, typ: m.typ, unit: m.unit}
 		}
-		sets = s.enc.EncodeAll(buf, make([]byte, 0, len(buf)/4))
 	}
-	s.tracked.Add(float64(len(hashes) - len(t.hashes)))
-	t.start, t.last, t.hashes, t.sets = start, ts, hashes, sets
-	return nil
+	return out, metas, next, len(gone), nil
 }
 
 // appendStale adds a staleness marker at ts for each ended series, with its type and unit.
@@ -220,11 +304,11 @@ func appendStale(out []series, metas []meta, gone []ended, ts int64) ([]series, 
 	return out, metas
 }
 
-// missing returns t's tracked series whose hashes are not in now.
-func (s *Sink) missing(t *target, now []uint64) ([]ended, error) {
+// missing returns the tracked series of cur whose hashes are not in now.
+func (s *Sink) missing(cur *tracking, now []uint64) ([]ended, error) {
 	var idx []int
 	j := 0
-	for i, h := range t.hashes {
+	for i, h := range cur.hashes {
 		for j < len(now) && now[j] < h {
 			j++
 		}
@@ -235,12 +319,19 @@ func (s *Sink) missing(t *target, now []uint64) ([]ended, error) {
 	if len(idx) == 0 {
 		return nil, nil
 	}
-	raw, err := s.dec.DecodeAll(t.sets, nil)
+	if cur.ended != nil {
+		out := make([]ended, len(idx))
+		for k, i := range idx {
+			out[k] = cur.ended[i]
+		}
+		return out, nil
+	}
+	raw, err := s.dec.DecodeAll(cur.sets, nil)
 	if err != nil {
 		return nil, fmt.Errorf("remote write: read the target's last series: %w", err)
 	}
 	out := make([]ended, 0, len(idx))
-	for i, k := 0, 0; i < len(t.hashes) && k < len(idx); i++ {
+	for i, k := 0, 0; i < len(cur.hashes) && k < len(idx); i++ {
 		e, rest, ok := readTracked(raw)
 		if !ok {
 			return nil, errors.New("remote write: the target's last series are corrupt")
@@ -293,7 +384,7 @@ func (s *Sink) Sweep(ctx context.Context, now time.Time, maxAge time.Duration) e
 
 // expire sends a staleness marker for every tracked series of t.
 func (s *Sink) expire(ctx context.Context, t *target, now time.Time) error {
-	gone, err := s.missing(t, nil)
+	gone, err := s.missing(&tracking{hashes: t.hashes, sets: t.sets}, nil)
 	if err != nil {
 		return err
 	}

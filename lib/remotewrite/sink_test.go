@@ -354,3 +354,94 @@ func observed(t *testing.T) []byte {
 	}
 	return []byte(b.String())
 }
+
+// TestBatch: a target's backlog written in one batch lands as if each scrape had been
+// written alone: every sample at its own time, a series that disappears in the middle
+// of the batch marked stale there (not at the end), in one request when it fits; a
+// batch the receiver refuses in part is written again scrape by scrape.
+func TestBatch(t *testing.T) {
+	for _, r := range receivers {
+		t.Run(r.name, func(t *testing.T) {
+			t.Parallel()
+			srv := r.start(t, "")
+			reg := prometheus.NewRegistry()
+			snk, err := New(Options{Name: "test", URL: srv.RemoteWriteURL(), Message: r.message, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond},
+				slog.New(slog.DiscardHandler), reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(snk.Close)
+			ctx := context.Background()
+			t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+			bodies := [][]byte{
+				[]byte("# TYPE a gauge\na 1\n# TYPE b gauge\nb 1\n"),
+				[]byte("# TYPE a gauge\na 2\n# TYPE b gauge\nb 2\n"),
+				[]byte("# TYPE a gauge\na 3\n"), // b goes
+				[]byte("# TYPE a gauge\na 4\n# TYPE b gauge\nb 4\n"),
+			}
+			var scs []*sink.Scrape
+			for i, b := range bodies {
+				scs = append(scs, scrape(t, "j", "i", t0.Add(time.Duration(i)*10*time.Second), b))
+			}
+			errs := make([]error, len(scs))
+			snk.DeliverBatch(ctx, scs, errs)
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("scrape %d: %v", i, err)
+				}
+			}
+			if c := histogramCount(t, reg, "prometheus_streams_remote_write_request_samples"); c != 1 {
+				t.Errorf("%d requests for a batch that fits one, want 1", c)
+			}
+			for i := range bodies {
+				at := t0.Add(time.Duration(i)*10*time.Second + time.Second)
+				a, err := srv.Query(ctx, `a{job="j"}`, at)
+				if err != nil || len(a) != 1 || float64(a[0].Value) != float64(i+1) {
+					t.Errorf("a at scrape %d: %v (%v), want %d", i, a, err, i+1)
+				}
+				b, err := srv.Query(ctx, `b{job="j"}`, at)
+				want := 1
+				if i == 2 {
+					want = 0 // stale from the third scrape on, until it comes back
+				}
+				if err != nil || len(b) != want {
+					t.Errorf("b at scrape %d: %v (%v), want %d series", i, b, err, want)
+				}
+			}
+
+			// A sink that does not know what the receiver has (a drain restarted) writes
+			// an older and a newer scrape in one batch: the receiver refuses the older
+			// samples, so the batch is written again scrape by scrape; the older is
+			// superseded, the newer lands.
+			fresh := newSink(t, srv.RemoteWriteURL(), r.message)
+			late := []*sink.Scrape{
+				scrape(t, "j", "i", t0.Add(25*time.Second), []byte("# TYPE a gauge\na 25\n")),
+				scrape(t, "j", "i", t0.Add(40*time.Second), []byte("# TYPE a gauge\na 5\n")),
+			}
+			errs = make([]error, len(late))
+			fresh.DeliverBatch(ctx, late, errs)
+			if !errors.Is(errs[0], sink.ErrSuperseded) || errs[1] != nil {
+				t.Errorf("late batch: %v", errs)
+			}
+			if a, err := srv.Query(ctx, `a{job="j"}`, t0.Add(41*time.Second)); err != nil || len(a) != 1 || a[0].Value != 5 {
+				t.Errorf("a after the late batch: %v (%v), want 5", a, err)
+			}
+		})
+	}
+}
+
+// histogramCount is the sample count of the one histogram named name in reg.
+func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("no %s", name)
+	return 0
+}
