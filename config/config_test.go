@@ -576,3 +576,17 @@ func TestShards(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueGroupWithHistory: a queue group cannot keep a target's scrapes in order, which
+// a remote_write sink needs: refused, naming the key and shards; with state sinks only it
+// is accepted (the README says what it costs them).
+func TestQueueGroupWithHistory(t *testing.T) {
+	base := "receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1', queue_group: q}\n"
+	_, err := Parse([]byte(base + "remote_write:\n  - url: http://127.0.0.1:9090/api/v1/write\n"))
+	if err == nil || !strings.Contains(err.Error(), "receiver_stream.queue_group") || !strings.Contains(err.Error(), "use shards") || !strings.Contains(err.Error(), "line 1") {
+		t.Errorf("queue_group with remote_write: %v, want an error naming the key, its line and shards", err)
+	}
+	if _, err := Parse([]byte(base + "expose: {}\n")); err != nil {
+		t.Errorf("queue_group with expose: %v", err)
+	}
+}

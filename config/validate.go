@@ -74,6 +74,13 @@ func (c *Config) validate() []error {
 		}
 	}
 	validRemoteWrite(&ps, c.RemoteWrite)
+	if len(c.RemoteWrite) > 0 {
+		for i, r := range c.ReceiverStreams {
+			if r.QueueGroup != "" {
+				ps.add(c.receiverKey(i)+".queue_group", "drains of a queue group take a target's scrapes in turns and can write them out of order, and a remote_write receiver refuses the older ones: use shards, which keep every target's scrapes in order (see the README's Several drains)")
+			}
+		}
+	}
 	if c.MonitorPort != 0 {
 		if c.monitorBoth {
 			ps.add("monitor_port", "monitor_port and monitor.listen are both set: keep monitor.listen")

@@ -124,7 +124,8 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		logger.Info("no trust configured: unsigned messages and any key's are accepted; bad signatures are still rejected")
 	}
 	for _, rs := range cfg.ReceiverStreams {
-		if rs.QueueGroup != "" && (cfg.PushGateway != nil || cfg.Expose != nil) {
+		if rs.QueueGroup != "" {
+			// (With remote_write the config refuses it.)
 			logger.Warn("queue_group with the push gateway or expose sink: drains of the group may deliver two scrapes of a target out of order, or expose a target on several drains; use shards instead (see the README's Several drains)", "stream", rs.Describe())
 		}
 	}
@@ -227,6 +228,11 @@ func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drai
 			Durable:       rs.Durable(),
 			MaxAckPending: rs.MaxInflight,
 			AckWait:       rs.AckWait.D(),
+			// What a previous drain left unacknowledged comes again after AckWait: the
+			// history sinks wait for it, so that a target's scrapes stay in order.
+			Unacknowledged: func(upTo uint64, n int) {
+				d.HoldHistory(name, upTo, n, rs.AckWait.D()+5*time.Second)
+			},
 		}, handle, state)
 	}
 	return stream.Consume(ctx, stream.SubscribeOptions{

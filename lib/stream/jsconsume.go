@@ -37,6 +37,11 @@ type JetStreamSubscribeOptions struct {
 	// connect or a lost consumer, as for Consume (defaults DefaultMinBackoff,
 	// DefaultMaxBackoff).
 	MinBackoff, MaxBackoff time.Duration
+	// Unacknowledged, when not nil, is told at each subscription, before the first
+	// message, how many messages up to stream sequence upTo were delivered before and
+	// are not acknowledged: the server redelivers those only once their AckWait has
+	// passed, while newer messages come at once.
+	Unacknowledged func(upTo uint64, n int)
 }
 
 func (o *JetStreamSubscribeOptions) normalize() error {
@@ -170,6 +175,9 @@ func (c *jsConsumer) subscribe(ctx context.Context) (*JetStream, jetstream.Consu
 			return nil, nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, what, err)
 		}
 		return nil, nil, fmt.Errorf("stream: %s: %w", what, err)
+	}
+	if info := cons.CachedInfo(); info != nil && info.NumAckPending > 0 && c.o.Unacknowledged != nil {
+		c.o.Unacknowledged(info.Delivered.Stream, info.NumAckPending)
 	}
 	// Drain a stale loss of a previous consumer.
 	select {
