@@ -59,6 +59,24 @@ func (s *Server) Query(ctx context.Context, promql string, ts time.Time) (model.
 	return v, nil
 }
 
+// Samples returns the raw samples of the series selector matches within window before
+// at (a range-vector query), each at its stored time: the history as written.
+func (s *Server) Samples(ctx context.Context, selector string, at time.Time, window time.Duration) (model.Matrix, error) {
+	promql := fmt.Sprintf("%s[%s]", selector, model.Duration(window))
+	q := url.Values{"query": {promql}, "time": {model.TimeFromUnixNano(at.UnixNano()).String()}}
+	var data struct {
+		ResultType string       `json:"resultType"`
+		Result     model.Matrix `json:"result"`
+	}
+	if err := s.get(ctx, "/api/v1/query", q, &data); err != nil {
+		return nil, fmt.Errorf("query %q: %w", promql, err)
+	}
+	if data.ResultType != "matrix" {
+		return nil, fmt.Errorf("query %q: result is a %s, not a matrix", promql, data.ResultType)
+	}
+	return data.Result, nil
+}
+
 // QueryRange evaluates promql from start to end every step.
 func (s *Server) QueryRange(ctx context.Context, promql string, start, end time.Time, step time.Duration) (model.Matrix, error) {
 	q := url.Values{
