@@ -366,4 +366,18 @@ func TestReload(t *testing.T) {
 	if _, ok := groupValue(got, "m", "j", "after"); ok {
 		t.Error("an unsigned message was served under trust")
 	}
+
+	// A remote_write added: reported as waiting for a restart, and again at the next
+	// reload, since it is still not applied.
+	rw := trust + "remote_write:\n  - url: http://127.0.0.1:1/api/v1/write\n"
+	if err := os.WriteFile(path, []byte(centralConfig(natsAddr, exposeAddr, mon, rw)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const pending = `msg="config changed; takes effect at the next restart" key=remote_write`
+	for i := 1; i <= 2; i++ {
+		d.signal(syscall.SIGHUP)
+		waitFor(t, 10*time.Second, fmt.Sprintf("reload %d to report remote_write", i), func() bool {
+			return strings.Count(d.logs(), pending) == i
+		})
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,8 +19,9 @@ import (
 
 // reloader applies a new config on SIGHUP: a bad one is refused and the running one kept.
 // The log level and the trusted publishers change at once; a change to anything else
-// (streams, sinks, listeners, max_age) is reported as taking effect at the next restart,
-// so that what the drain holds (the expose sink's scrapes, in-flight deliveries) is kept.
+// the drain reads (streams, sinks, remote_write, listeners, max_age) is reported as
+// taking effect at the next restart, at every reload until then, so that what the drain
+// holds (the expose sink's scrapes, in-flight deliveries) is kept.
 type reloader struct {
 	path    string
 	current *config.Config
@@ -59,6 +61,34 @@ func (r *reloader) run(ctx context.Context) {
 	}
 }
 
+// appliedAtOnce are the keys a reload applies; edgeOnly those the drain does not read.
+// Every other key of the config takes effect at the next restart.
+var (
+	appliedAtOnce = map[string]bool{"verbose": true, "debug": true, "trust": true}
+	edgeOnly      = map[string]bool{
+		"poller_stream": true, "jobs": true, "scrape_interval": true, "scrape_timeout": true,
+		"run_timeout": true, "scrape_concurrency": true, "signing": true, "site": true,
+	}
+)
+
+// changed lists the top-level keys of the config whose values differ between a and b,
+// read from the config's own fields, so that no key can be forgotten.
+func changed(a, b *config.Config) []string {
+	va, vb := reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem()
+	var keys []string
+	for i := range va.NumField() {
+		f := va.Type().Field(i)
+		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if key == "" || key == "-" || !f.IsExported() {
+			continue
+		}
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			keys = append(keys, key)
+		}
+	}
+	return keys
+}
+
 func (r *reloader) reload() {
 	cfg, err := config.Load(r.path)
 	if err == nil {
@@ -78,21 +108,20 @@ func (r *reloader) reload() {
 	}
 	r.level.Set(logging.Level(cfg.Verbose, cfg.Debug))
 	r.drain.SetTrust(trust)
-	old := r.current
-	for key, same := range map[string]bool{
-		"receiver_stream": reflect.DeepEqual(old.ReceiverStreams, cfg.ReceiverStreams),
-		"embedded_stream": reflect.DeepEqual(old.EmbeddedStream, cfg.EmbeddedStream),
-		"push_gateway":    reflect.DeepEqual(old.PushGateway, cfg.PushGateway),
-		"expose":          reflect.DeepEqual(old.Expose, cfg.Expose),
-		"monitor":         reflect.DeepEqual(old.Monitor, cfg.Monitor),
-		"max_age":         old.MaxAge == cfg.MaxAge,
-		"logfile":         old.LogFile == cfg.LogFile,
-	} {
-		if !same {
+	for _, key := range changed(r.current, cfg) {
+		switch {
+		case appliedAtOnce[key]:
+		case edgeOnly[key]:
+			r.logger.Debug("config changed; not used by the drain", "key", key)
+		default:
 			r.logger.Warn("config changed; takes effect at the next restart", "key", key)
 		}
 	}
-	r.current = cfg
+	// What runs is the config the drain started with, plus what a reload applies: a
+	// change that waits for a restart is reported again at the next reload.
+	running := *r.current
+	running.Verbose, running.Debug, running.Trust = cfg.Verbose, cfg.Debug, cfg.Trust
+	r.current = &running
 	r.ok.Set(1)
 	r.last.Set(float64(time.Now().UnixNano()) / 1e9)
 	r.logger.Info("config reloaded", "file", r.path, "trusted_keys", len(cfg.Trust))
