@@ -304,6 +304,16 @@ func (d *Drain) result(i int, q *delivery, err error) {
 	case err == nil:
 		r.fate, r.err = FateDelivered, ""
 		d.metrics.delivered.WithLabelValues(name).Inc()
+		if d.failing[i] {
+			// The sink is back: what waits for a retry goes now, not at its backoff.
+			d.failing[i] = false
+			for _, t := range d.targets {
+				if t.parked {
+					t.parked = false
+					d.schedule(t)
+				}
+			}
+		}
 		d.metrics.lag.Observe(now.Sub(q.env.Start).Seconds())
 	case errors.Is(err, sink.ErrSuperseded):
 		r.fate, r.err = FateSuperseded, ""
@@ -317,6 +327,7 @@ func (d *Drain) result(i int, q *delivery, err error) {
 		return // not tried: no attempt, no time
 	default:
 		r.fate, r.err = FateRetrying, errorText(err)
+		d.failing[i] = true
 	}
 	r.at = now
 	r.attempts++

@@ -135,6 +135,7 @@ type Drain struct {
 	ready     []*target          // targets with work and no worker
 	wake      chan struct{}
 	holds     map[string]*hold // streams whose history waits for redeliveries
+	failing   []bool           // by sink: its last delivery failed transiently
 }
 
 // New returns a Drain delivering to sinks.
@@ -169,6 +170,7 @@ func New(opts Options, codec *envelope.Codec, sinks []sink.Sink, logger *slog.Lo
 		forgotten: map[string]*target{},
 		wake:      make(chan struct{}, 1),
 		holds:     map[string]*hold{},
+		failing:   make([]bool, len(sinks)),
 	}
 	for i, s := range sinks {
 		d.sinkNames = append(d.sinkNames, s.Name())

@@ -250,3 +250,23 @@ func (h *harness) sendStream(stream string, seq uint64, instance string, offset 
 	h.d.HandleMessage(Message{Data: b, Stream: stream, Handle: Handle{Seq: seq, Ack: h.acks.fn(seq)}})
 	return seq
 }
+
+// TestRecoveryWakesParked: once a sink takes a scrape again, the targets waiting for a
+// retry of it go at once, not at the end of their backoff.
+func TestRecoveryWakesParked(t *testing.T) {
+	l := &ledger{}
+	h, _ := newStatusHarness(t, Options{}, l)
+	// Backoff far beyond the test's patience.
+	h.d.opts.MinBackoff, h.d.opts.MaxBackoff = time.Hour, time.Hour
+	l.base = h.base
+	l.set(true)
+	a := h.send("a", time.Second)
+	b := h.send("b", time.Second)
+	h.waitRetries(2)
+	l.set(false)
+	c := h.send("c", 2*time.Second) // a target that never failed: its success shows the sink is back
+	h.waitAcked(c, a, b)
+	if got := l.taken(); len(got) != 3 {
+		t.Errorf("history %v", got)
+	}
+}
