@@ -31,6 +31,7 @@ const (
 	DefaultConnectTimeout    = Duration(5e9)
 	DefaultMaxInflight       = 1024
 	DefaultAckWait           = Duration(30e9)
+	DefaultMaxClockSkew      = Duration(30e9)
 	DefaultPushTimeout       = Duration(10e9)
 	DefaultPushWorkers       = 8
 	// Remote-write defaults: Prometheus 3's where it has one.
@@ -77,6 +78,9 @@ type Config struct {
 	ScrapeConcurrency int `yaml:"scrape_concurrency"`
 	// MaxAge is how old a scrape may be before the central side stops serving it.
 	MaxAge Duration `yaml:"max_age"`
+	// MaxClockSkew is how far ahead of the drain's clock a scrape may be stamped; a scrape
+	// further ahead (an edge whose clock is wrong) is refused.
+	MaxClockSkew Duration `yaml:"max_clock_skew"`
 
 	PollerStream *Stream `yaml:"poller_stream"`
 	// ReceiverStreams are where the drain consumes: receiver_stream is one stream
@@ -450,6 +454,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxAge == 0 {
 		c.MaxAge = 2 * c.ScrapeInterval
+	}
+	if c.MaxClockSkew == 0 {
+		c.MaxClockSkew = DefaultMaxClockSkew
 	}
 	if c.Identity == "" {
 		c.Identity, _ = os.Hostname()

@@ -46,6 +46,9 @@ func (c *Config) validate() []error {
 	if c.ScrapeConcurrency < 0 {
 		ps.add("scrape_concurrency", "must be positive, got %d", c.ScrapeConcurrency)
 	}
+	if c.MaxClockSkew < 0 {
+		ps.add("max_clock_skew", "must be positive")
+	}
 	if c.MaxAge <= 0 {
 		ps.add("max_age", "must be positive")
 	}

@@ -68,8 +68,8 @@ func TestPrometheusRules(t *testing.T) {
 			t.Errorf("alert %s has %d unit test evaluations, want one firing and one not", name, tests)
 		}
 	}
-	if alerts < 9 {
-		t.Errorf("%d alerts in %s, want the 9 the deployment relies on", alerts, rules)
+	if alerts < 10 {
+		t.Errorf("%d alerts in %s, want the 10 the deployment relies on", alerts, rules)
 	}
 
 	cmd := exec.Command(promtool, "test", "rules", "prometheus-streams.rules.test.yml")

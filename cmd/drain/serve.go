@@ -134,7 +134,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		logger.Info("taking one shard of the targets", "shard", rs.Shard, "shards", rs.Shards)
 	}
 	d := drain.New(drain.Options{
-		MaxAge: cfg.MaxAge.D(), Workers: workers, Trust: trust,
+		MaxAge: cfg.MaxAge.D(), MaxClockSkew: cfg.MaxClockSkew.D(), Workers: workers, Trust: trust,
 		Streams: len(cfg.ReceiverStreams), Shards: rs.Shards, Shard: rs.Shard,
 	}, codec, sinks, logger, reg)
 

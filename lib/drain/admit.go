@@ -1,7 +1,11 @@
 package drain
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -61,6 +65,10 @@ func (d *Drain) HandleMessage(m Message) {
 	end := env.Start.Add(env.Duration)
 	d.metrics.publisherSeen(env.Publisher, now, now.Sub(end))
 	key := env.Job + "/" + env.Instance
+	if ahead := env.Start.Sub(now); ahead > d.opts.MaxClockSkew {
+		d.refuseAhead(key, env, h, now, ahead)
+		return
+	}
 	if age := now.Sub(env.Start); age > d.opts.MaxAge {
 		d.metrics.expired.Inc()
 		d.logger.Debug("message expired", "job", env.Job, "instance", env.Instance, "age", age)
@@ -118,4 +126,35 @@ func decodeReason(err error) string {
 	default:
 		return "corrupt"
 	}
+}
+
+// reasonClockAhead is the rejected counter's reason for a scrape stamped in the future.
+const reasonClockAhead = "clock_ahead"
+
+// refuseAhead refuses a scrape stamped ahead of the drain's clock by more than
+// MaxClockSkew: its publisher's clock is wrong. Taken, it would supersede the genuine
+// scrapes that follow it until the drain's clock caught up, and reach the sinks with
+// timestamps in the future. It is counted, shown on the target's status, and logged
+// with the offset once per publisher every 10 minutes.
+func (d *Drain) refuseAhead(key string, env *envelope.Envelope, h Handle, now time.Time, ahead time.Duration) {
+	d.metrics.rejected.WithLabelValues(reasonClockAhead).Inc()
+	why := fmt.Sprintf("stamped %v ahead of the drain's clock (more than max_clock_skew %v): the clock of publisher %q is wrong",
+		ahead.Round(time.Millisecond), d.opts.MaxClockSkew, env.Publisher)
+	d.mu.Lock()
+	t := d.target(key)
+	t.lastSeen = now
+	t.status.refused(env, h.Seq, now, why)
+	last, seen := d.skewed[env.Publisher]
+	warn := !seen || now.Sub(last) >= 10*time.Minute
+	if warn {
+		d.skewed[env.Publisher] = now
+	}
+	d.mu.Unlock()
+	level := slog.LevelDebug
+	if warn {
+		level = slog.LevelWarn
+	}
+	d.logger.Log(context.Background(), level, "message rejected: scrape stamped in the future", "seq", h.Seq, "reason", reasonClockAhead,
+		"publisher", env.Publisher, "job", env.Job, "instance", env.Instance, "ahead", ahead.Round(time.Millisecond), "max_clock_skew", d.opts.MaxClockSkew)
+	d.ack(h.term(), h.Seq)
 }

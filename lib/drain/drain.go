@@ -68,6 +68,11 @@ type Options struct {
 	// forgot for silence: the targets an operator most needs to see. Default one hour;
 	// negative: not at all.
 	StaleRetention time.Duration
+	// MaxClockSkew is how far ahead of the drain's clock (Now) a scrape may be stamped
+	// (DefaultMaxClockSkew when zero). A scrape further ahead comes from an edge whose
+	// clock is wrong: it is refused, so that it neither supersedes nor hides the genuine
+	// scrapes that follow, nor reaches a sink with timestamps in the future.
+	MaxClockSkew time.Duration
 	// HistoryBatch is how many scrapes of one target a history sink is given at once
 	// (DefaultHistoryBatch when zero): after an outage a target's backlog goes in fewer,
 	// fuller requests.
@@ -76,6 +81,9 @@ type Options struct {
 
 // DefaultReassemblyBytes is the default bound on the parts of incomplete split scrapes.
 const DefaultReassemblyBytes = 256 << 20
+
+// DefaultMaxClockSkew is the default of Options.MaxClockSkew.
+const DefaultMaxClockSkew = 30 * time.Second
 
 // DefaultHistoryBatch is the default of Options.HistoryBatch.
 const DefaultHistoryBatch = 16
@@ -134,8 +142,9 @@ type Drain struct {
 	forgotten map[string]*target // swept for silence, kept for Targets for StaleRetention
 	ready     []*target          // targets with work and no worker
 	wake      chan struct{}
-	holds     map[string]*hold // streams whose history waits for redeliveries
-	failing   []bool           // by sink: its last delivery failed transiently
+	holds     map[string]*hold     // streams whose history waits for redeliveries
+	failing   []bool               // by sink: its last delivery failed transiently
+	skewed    map[string]time.Time // publishers whose clock is ahead: when last logged
 }
 
 // New returns a Drain delivering to sinks.
@@ -158,6 +167,9 @@ func New(opts Options, codec *envelope.Codec, sinks []sink.Sink, logger *slog.Lo
 	if opts.StaleRetention == 0 {
 		opts.StaleRetention = time.Hour
 	}
+	if opts.MaxClockSkew <= 0 {
+		opts.MaxClockSkew = DefaultMaxClockSkew
+	}
 	if opts.HistoryBatch <= 0 {
 		opts.HistoryBatch = DefaultHistoryBatch
 	}
@@ -171,6 +183,7 @@ func New(opts Options, codec *envelope.Codec, sinks []sink.Sink, logger *slog.Lo
 		wake:      make(chan struct{}, 1),
 		holds:     map[string]*hold{},
 		failing:   make([]bool, len(sinks)),
+		skewed:    map[string]time.Time{},
 	}
 	for i, s := range sinks {
 		d.sinkNames = append(d.sinkNames, s.Name())

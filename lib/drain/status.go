@@ -139,6 +139,19 @@ func (st *status) expired(env *envelope.Envelope, seq uint64, now time.Time) {
 	}
 }
 
+// refused records that env was refused as a whole for why (a clock far ahead), without
+// taking its start as the target's newest: the genuine scrapes that follow it show.
+func (st *status) refused(env *envelope.Envelope, seq uint64, now time.Time, why string) {
+	st.job, st.instance, st.publisher, st.site = env.Job, env.Instance, env.Publisher, env.Site
+	st.received, st.seq = now, seq
+	if st.start.IsZero() {
+		st.duration, st.series = env.Duration, env.Series
+	}
+	for i := range st.sinks {
+		st.sinks[i].fate, st.sinks[i].err, st.sinks[i].at, st.sinks[i].attempts = FateRejected, why, now, 0
+	}
+}
+
 // record copies a delivery's outcomes into st: the fates only while start is still
 // the target's newest scrape, the sinks' successes always.
 func (st *status) record(start time.Time, res []sinkResult) {

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/sink"
@@ -383,5 +385,33 @@ func TestErrorText(t *testing.T) {
 	}
 	if got := errorText(errors.New("short")); got != "short" {
 		t.Errorf("%q", got)
+	}
+}
+
+// TestClockAhead: a scrape stamped further ahead of the drain's clock than
+// MaxClockSkew is refused: counted, shown on the target's status with the offset, and
+// the genuine scrapes that follow it are delivered, not superseded by it.
+func TestClockAhead(t *testing.T) {
+	h, _ := newStatusHarness(t, Options{}, &recorder{})
+	ahead := h.sendEnv(envelope.Envelope{Instance: "a", Publisher: "skewed"}, time.Hour)
+	h.waitAcked(ahead)
+	if v := testutil.ToFloat64(h.d.metrics.rejected.WithLabelValues(reasonClockAhead)); v != 1 {
+		t.Errorf("rejected{clock_ahead} = %v", v)
+	}
+	ts := h.status("a")
+	if ts.State != StateRejected || !strings.Contains(ts.Sinks[0].Error, "ahead of the drain's clock") || !strings.Contains(ts.Sinks[0].Error, `"skewed"`) {
+		t.Errorf("status after a scrape from the future: %+v", ts)
+	}
+	// Within the tolerance: taken.
+	near := h.sendEnv(envelope.Envelope{Instance: "a", Publisher: "skewed"}, 10*time.Second+5*time.Second)
+	h.waitAcked(near)
+	genuine := h.sendEnv(envelope.Envelope{Instance: "b", Publisher: "good"}, 2*time.Second)
+	h.waitAcked(genuine)
+	got := h.rec.delivered()
+	if !slices.Contains(got, "j/a@15s") || !slices.Contains(got, "j/b@2s") || slices.Contains(got, "j/a@1h0m0s") {
+		t.Errorf("delivered %v", got)
+	}
+	if ts := h.status("a"); ts.State != StateUp {
+		t.Errorf("status after a genuine scrape: %+v", ts)
 	}
 }
