@@ -163,6 +163,8 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		d.Run(ctx)
 	}()
 
+	restore(ctx, cfg, d, logger)
+
 	// One consumer per receiver stream (receiver_stream may be a list: a STAN channel
 	// and a JetStream stream while the edges move), all feeding the one drain.
 	var cwg sync.WaitGroup
@@ -183,14 +185,6 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 
 // consume feeds the drain from one receiver stream until ctx ends.
 func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drain.Drain, logger *slog.Logger) error {
-	sec := stream.Security{
-		User: rs.User, PasswordFile: rs.PasswordFile, TokenFile: rs.TokenFile,
-		NKeySeedFile: rs.NKeySeedFile, CredentialsFile: rs.CredentialsFile,
-	}
-	if t := rs.TLS; t != nil { // the top-level tls when the section sets none
-		sec.CAFile, sec.CertFile, sec.KeyFile = t.CA, t.Cert, t.Key
-		sec.ServerName, sec.InsecureSkipVerify = t.ServerName, t.InsecureSkipVerify
-	}
 	name := rs.Describe()
 	handle := func(m *stream.Msg) {
 		d.HandleMessage(drain.Message{Data: m.Data, Stream: name, Handle: drain.Handle{Seq: m.Sequence, Ack: m.Ack}})
@@ -213,21 +207,10 @@ func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drai
 	}
 	if rs.IsJetStream() {
 		return stream.ConsumeJetStream(ctx, stream.JetStreamSubscribeOptions{
-			JetStreamOptions: stream.JetStreamOptions{
-				URLs:            rs.URLs,
-				Name:            "drain " + cfg.Identity,
-				Stream:          rs.StreamName,
-				Subject:         rs.Topic, // the consumer filters on rs.Topic+".>" (rs.Subjects())
-				Create:          rs.CreateStream,
-				MaxAge:          cfg.MaxAge.D(),
-				DuplicateWindow: cfg.DuplicateWindow(),
-				ConnectTimeout:  rs.ConnectTimeout.D(),
-				Security:        sec,
-				Logger:          logger,
-			},
-			Durable:       rs.Durable(),
-			MaxAckPending: rs.MaxInflight,
-			AckWait:       rs.AckWait.D(),
+			JetStreamOptions: jetStreamOptions(cfg, rs, logger),
+			Durable:          rs.Durable(),
+			MaxAckPending:    rs.MaxInflight,
+			AckWait:          rs.AckWait.D(),
 			// What a previous drain left unacknowledged comes again after AckWait: the
 			// history sinks wait for it, so that a target's scrapes stay in order.
 			Unacknowledged: func(upTo uint64, n int) {
@@ -236,17 +219,76 @@ func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drai
 		}, handle, state)
 	}
 	return stream.Consume(ctx, stream.SubscribeOptions{
-		STANOptions: stream.STANOptions{
-			URLs: rs.URLs, ClusterID: rs.ClusterID, ClientID: rs.ClientID,
-			Name: "drain " + cfg.Identity, ConnectTimeout: rs.ConnectTimeout.D(), Logger: logger,
-			Security: sec,
-		},
+		STANOptions: stanOptions(cfg, rs, logger),
 		Subject:     rs.Topic,
 		DurableName: rs.Durable(),
 		QueueGroup:  rs.QueueGroup,
 		MaxInflight: rs.MaxInflight,
 		AckWait:     rs.AckWait.D(),
 	}, handle, state)
+}
+
+// restoreTimeout bounds the reading of the streams at start: a stream that cannot be
+// read must not keep the drain from consuming.
+const restoreTimeout = 30 * time.Second
+
+// restore reads each receiver stream again for every target's newest scrape younger
+// than max_age, for /targets and the expose endpoint, before the drain consumes.
+func restore(ctx context.Context, cfg *config.Config, d *drain.Drain, logger *slog.Logger) {
+	r := d.NewRestore()
+	start := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
+	defer cancel()
+	since := start.Add(-cfg.MaxAge.D())
+	for _, rs := range cfg.ReceiverStreams {
+		var err error
+		if rs.IsJetStream() {
+			err = stream.ReplayJetStream(rctx, jetStreamOptions(cfg, rs, logger), rs.Topic, since, r.Add)
+		} else {
+			err = stream.ReplaySTAN(rctx, stanOptions(cfg, rs, logger), rs.Topic, since, r.Add)
+		}
+		if err != nil {
+			logger.Warn("could not read the stream again at start: /targets and the expose endpoint fill as scrapes arrive", "stream", rs.Describe(), "err", err)
+		}
+	}
+	targets, read := r.Apply(ctx)
+	logger.Info("restored each target's newest scrape from the stream", "targets", targets, "messages_read", read, "took", time.Since(start).Round(time.Millisecond))
+}
+
+// security is the NATS security of a stream section.
+func security(rs *config.Stream) stream.Security {
+	sec := stream.Security{
+		User: rs.User, PasswordFile: rs.PasswordFile, TokenFile: rs.TokenFile,
+		NKeySeedFile: rs.NKeySeedFile, CredentialsFile: rs.CredentialsFile,
+	}
+	if t := rs.TLS; t != nil { // the top-level tls when the section sets none
+		sec.CAFile, sec.CertFile, sec.KeyFile = t.CA, t.Cert, t.Key
+		sec.ServerName, sec.InsecureSkipVerify = t.ServerName, t.InsecureSkipVerify
+	}
+	return sec
+}
+
+func stanOptions(cfg *config.Config, rs *config.Stream, logger *slog.Logger) stream.STANOptions {
+	return stream.STANOptions{
+		URLs: rs.URLs, ClusterID: rs.ClusterID, ClientID: rs.ClientID,
+		Name: "drain " + cfg.Identity, ConnectTimeout: rs.ConnectTimeout.D(), Logger: logger,
+		Security: security(rs),
+	}
+}
+
+func jetStreamOptions(cfg *config.Config, rs *config.Stream, logger *slog.Logger) stream.JetStreamOptions {
+	return stream.JetStreamOptions{
+		URLs:            rs.URLs,
+		Name:            "drain " + cfg.Identity,
+		Stream:          rs.StreamName,
+		Subject:         rs.Topic, // the consumer filters on rs.Topic+".>" (rs.Subjects())
+		Create:          rs.CreateStream,
+		MaxAge:          cfg.MaxAge.D(),
+		DuplicateWindow: cfg.DuplicateWindow(),
+		ConnectTimeout:  rs.ConnectTimeout.D(),
+		Security:        security(rs),
+		Logger:          logger,
+	}
 }
 
 // drainWorkers is how many targets the drain delivers at once: the gateway's workers,

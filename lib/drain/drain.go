@@ -132,6 +132,7 @@ type Drain struct {
 	metrics   *metrics
 
 	subscribed atomic.Bool
+	restoring  atomic.Int32 // restores under way: not ready until they are applied
 	smu        sync.Mutex
 	streams    map[string]bool       // each stream's subscription, by name
 	trust      atomic.Pointer[Trust] // nil: no trust configured

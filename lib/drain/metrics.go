@@ -29,6 +29,7 @@ type metrics struct {
 	publisherSkew  *prometheus.GaugeVec
 	connected      prometheus.Gauge
 	historyHeld    prometheus.Gauge
+	restored       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, sinks []string) *metrics {
@@ -74,6 +75,8 @@ func newMetrics(reg prometheus.Registerer, sinks []string) *metrics {
 			Name: "publisher_last_message_timestamp_seconds", Help: "When the last message of each publisher (edge host) arrived."}, []string{"publisher"}),
 		publisherSkew: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "publisher_clock_offset_seconds", Help: "Arrival time minus scrape end of each publisher's last message: transit time plus the edge clock's offset. max_age and lag rest on edge clocks."}, []string{"publisher"}),
+		restored: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "targets_restored_total", Help: "Targets whose newest scrape the drain read again from the stream at start, for /targets and the expose endpoint."}),
 		historyHeld: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "history_held", Help: "1 while the history sinks wait, after a subscription, for the stream to redeliver what a previous drain left unacknowledged."}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
@@ -81,7 +84,7 @@ func newMetrics(reg prometheus.Registerer, sinks []string) *metrics {
 	}
 	reg.MustRegister(m.parts, m.assembled, m.partsDropped, m.partsRefused)
 	reg.MustRegister(m.connected, m.received, m.expired, m.superseded, m.otherShard, m.rejected, m.delivered, m.sinkRejected,
-		m.sinkSuperseded, m.retries, m.ackErrors, m.pushDuration, m.lag, m.targets, m.publisherLast, m.publisherSkew, m.historyHeld)
+		m.sinkSuperseded, m.retries, m.ackErrors, m.pushDuration, m.lag, m.targets, m.publisherLast, m.publisherSkew, m.historyHeld, m.restored)
 	// Make every series visible from the start, so alerts on rate() work at once.
 	for _, r := range []string{reasonClockAhead, "not_an_envelope", "unknown_version", "unsupported", "too_large", "corrupt", "invalid_body",
 		reasonBadSignature, reasonUnsigned, reasonUnknownKey, reasonNotAllowed} {

@@ -125,5 +125,6 @@ func (d *Drain) StreamState(stream string, connected bool, err error) {
 	}
 }
 
-// Ready reports whether the drain is subscribed: what /healthz answers.
-func (d *Drain) Ready() bool { return d.subscribed.Load() }
+// Ready reports whether the drain is subscribed and has restored what its state sinks
+// held before a restart: what /healthz answers.
+func (d *Drain) Ready() bool { return d.subscribed.Load() && d.restoring.Load() == 0 }

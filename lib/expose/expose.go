@@ -216,6 +216,10 @@ type clash struct {
 // Kind: the endpoint holds each target's newest scrape.
 func (s *Sink) Kind() sink.Kind { return sink.State }
 
+// Volatile: the endpoint holds its scrapes in the drain's memory, so a restarted drain
+// restores them from the stream before it is ready.
+func (s *Sink) Volatile() {}
+
 // Deliver implements sink.Sink: the scrape replaces the target's previous one on the
 // endpoint. It returns sink.ErrSuperseded if the sink holds a scrape of the target at
 // least as new, and an error wrapping sink.ErrRejected if the scrape cannot be encoded.

@@ -67,6 +67,13 @@ type Batcher interface {
 	DeliverBatch(ctx context.Context, scrapes []*Scrape, errs []error)
 }
 
+// Volatile is a state sink that holds what it holds in the drain's memory only (the
+// expose endpoint): a restarted drain hands it each target's newest scrape, read again
+// from the stream, before it says it is ready.
+type Volatile interface {
+	Volatile()
+}
+
 // Sweeper is a Sink that also removes the targets whose scrapes stopped arriving. The
 // drain calls Sweep periodically; now minus maxAge is the cut-off.
 type Sweeper interface {
