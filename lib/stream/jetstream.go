@@ -36,6 +36,9 @@ var (
 	ErrStreamMismatch = errors.New("stream: JetStream stream does not fit")
 )
 
+// MaxReplicas is the most replicas a JetStream stream may have.
+const MaxReplicas = 5
+
 // MaxMsgIDLen is the longest Nats-Msg-Id PublishAsyncMsg accepts; MaxPayload leaves
 // room for a header carrying one this long.
 const MaxMsgIDLen = 128
@@ -58,10 +61,13 @@ type JetStreamOptions struct {
 	// required, dot-separated tokens without wildcards or white space.
 	Subject string
 	// Create makes DialJetStream create the stream (file storage, subjects
-	// Subject+".>", MaxAge, DuplicateWindow) when it does not exist. Without it the
-	// stream must exist. Either way an existing stream must capture Subject+".>";
-	// it is never modified.
+	// Subject+".>", MaxAge, DuplicateWindow, Replicas) when it does not exist. Without
+	// it the stream must exist. Either way an existing stream must capture
+	// Subject+".>"; it is never modified.
 	Create bool
+	// Replicas is how many servers of a JetStream cluster hold a created stream, 1 to
+	// MaxReplicas (default 1). Consumers of the stream have as many.
+	Replicas int
 	// MaxAge is how long a created stream keeps messages (0: no limit).
 	MaxAge time.Duration
 	// DuplicateWindow is how long a created stream remembers Nats-Msg-Id values to
@@ -94,6 +100,8 @@ func (o *JetStreamOptions) normalize() error {
 		return fmt.Errorf("stream: invalid JetStream stream name %q", o.Stream)
 	case o.MaxAge < 0 || o.DuplicateWindow < 0:
 		return errors.New("stream: negative MaxAge or DuplicateWindow")
+	case o.Replicas < 0 || o.Replicas > MaxReplicas:
+		return fmt.Errorf("stream: %d replicas: want 1 to %d", o.Replicas, MaxReplicas)
 	}
 	if err := validChannel(o.Subject); err != nil {
 		return err
@@ -134,14 +142,28 @@ func (o *JetStreamOptions) duplicateWindow() time.Duration {
 
 // StreamAddCommand is the nats CLI command creating the stream as DialJetStream does
 // with Create (file storage, limits retention, subjects Subject+".>", MaxAge,
-// DuplicateWindow), for operators who create streams themselves.
+// DuplicateWindow, Replicas), for operators who create streams themselves.
 func (o JetStreamOptions) StreamAddCommand() string {
 	cmd := fmt.Sprintf("nats stream add %s --subjects %s --storage file --retention limits --discard old",
 		shellQuote(o.Stream), shellQuote(o.Subject+".>"))
 	if o.MaxAge > 0 {
 		cmd += " --max-age " + shortDuration(o.MaxAge)
 	}
-	return cmd + " --dupe-window " + shortDuration(o.duplicateWindow()) + " --replicas 1 --defaults"
+	return cmd + fmt.Sprintf(" --dupe-window %s --replicas %d --defaults", shortDuration(o.duplicateWindow()), max(o.Replicas, 1))
+}
+
+// suggestedReplicas is the replicas StreamAddCommand proposes for a stream that is
+// missing: Replicas if set, else 3 on a cluster of at least three servers (which then
+// rides through the loss of any one), else 1.
+func (o JetStreamOptions) suggestedReplicas(nc *nats.Conn) int {
+	switch {
+	case o.Replicas > 0:
+		return o.Replicas
+	case nc.ConnectedClusterName() != "" && len(nc.Servers()) >= 3:
+		return 3
+	default:
+		return 1
+	}
 }
 
 // shortDuration writes d as Go does, without its zero minutes and seconds: "2m", "1h".
@@ -291,6 +313,7 @@ func connectJetStream(ctx context.Context, o JetStreamOptions, where string, onC
 func (j *JetStream) bindStream(ctx context.Context) error {
 	o := j.o
 	st, err := j.js.Stream(ctx, o.Stream)
+	replicas := max(o.Replicas, 1)
 	if errors.Is(err, jetstream.ErrStreamNotFound) && o.Create {
 		st, err = j.js.CreateStream(ctx, jetstream.StreamConfig{
 			Name:       o.Stream,
@@ -298,18 +321,25 @@ func (j *JetStream) bindStream(ctx context.Context) error {
 			Storage:    jetstream.FileStorage,
 			MaxAge:     o.MaxAge,
 			Duplicates: o.DuplicateWindow,
+			Replicas:   replicas,
 		})
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created meanwhile
 			st, err = j.js.Stream(ctx, o.Stream)
 		}
 		if err == nil {
-			j.log.Info("created JetStream stream", "subjects", o.Subject+".>", "max_age", o.MaxAge)
+			j.log.Info("created JetStream stream", "subjects", o.Subject+".>", "max_age", o.MaxAge, "replicas", replicas)
 		}
+	} else if err == nil && o.Create && st.CachedInfo().Config.Replicas != replicas {
+		// Never changed (see Create), but the operator asked for other replicas.
+		j.log.Warn("the JetStream stream exists with other replicas than create_stream asks for; it is left as it is",
+			"replicas", st.CachedInfo().Config.Replicas, "create_replicas", replicas)
 	}
 	switch {
 	case err == nil:
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return fmt.Errorf("%w %q at %s; create it with: %s", ErrNoStream, o.Stream, j.where, o.StreamAddCommand())
+		hint := o
+		hint.Replicas = o.suggestedReplicas(j.nc)
+		return fmt.Errorf("%w %q at %s; create it with: %s", ErrNoStream, o.Stream, j.where, hint.StreamAddCommand())
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("%w: JetStream stream %q at %s: %w", ErrUnreachable, o.Stream, j.where, err)
 	default:
