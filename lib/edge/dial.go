@@ -53,15 +53,16 @@ func Dial(cfg *config.Config, logger *slog.Logger) Dialer {
 }
 
 // jetStreamOptions are the options of a connection to the JetStream stream of s, which
-// is created with create_stream: subjects <topic>.>, file storage, max_age, and a
-// duplicate window of cfg.DuplicateWindow.
+// is created with create_stream: subjects <topic>.>, file storage, max_age, a
+// duplicate window of cfg.DuplicateWindow, and its replicas.
 func jetStreamOptions(cfg *config.Config, s *config.Stream, name string, logger *slog.Logger) stream.JetStreamOptions {
 	return stream.JetStreamOptions{
 		URLs:            s.URLs,
 		Name:            name,
 		Stream:          s.StreamName,
 		Subject:         s.Topic,
-		Create:          s.CreateStream,
+		Create:          s.CreateStream.Enabled,
+		Replicas:        s.CreateStream.Replicas,
 		MaxAge:          cfg.MaxAge.D(),
 		DuplicateWindow: cfg.DuplicateWindow(),
 		ConnectTimeout:  s.ConnectTimeout.D(),
