@@ -66,9 +66,17 @@ func jetStreamOptions(cfg *config.Config, s *config.Stream, name string, logger 
 		MaxAge:          cfg.MaxAge.D(),
 		DuplicateWindow: cfg.DuplicateWindow(),
 		ConnectTimeout:  s.ConnectTimeout.D(),
+		PubAckWait:      pubAckWait(cfg.RunTimeout.D()),
 		Security:        security(s),
 		Logger:          logger,
 	}
+}
+
+// pubAckWait is how long a JetStream publish waits for its ack before the run tries it
+// again: a quarter of the run, so that a lost ack (a server lost, a stream leader
+// moving) leaves time for more tries; at least 1s, at most the client's default.
+func pubAckWait(run time.Duration) time.Duration {
+	return min(max(run/4, time.Second), stream.DefaultPubAckWait)
 }
 
 // warnStream logs what an existing stream weakens: a duplicate window shorter than a
