@@ -135,8 +135,9 @@ type Stream struct {
 	// StreamName is the JetStream stream (jetstream only), which must capture <topic>.>.
 	StreamName string `yaml:"stream"`
 	// CreateStream lets scrape-once and the drain create the JetStream stream when it is
-	// missing; without it they only check that it exists and captures <topic>.>.
-	CreateStream bool `yaml:"create_stream"`
+	// missing, with its number of replicas; without it they only check that it exists
+	// and captures <topic>.>.
+	CreateStream CreateStream `yaml:"create_stream"`
 	// ClientID is the drain's durable client ID (STAN; with JetStream the default
 	// durable_name); for scrape-once it is the prefix of the unique ID (STAN) or
 	// connection name (JetStream) each run makes (prefix, host, random part).
@@ -578,7 +579,7 @@ func (c *Config) applyDefaults() {
 			if es.ServesJetStream() {
 				js := *c.ReceiverStream
 				js.Transport, js.ClusterID = TransportJetStream, ""
-				js.StreamName, js.CreateStream = DefaultJetStreamName, true
+				js.StreamName, js.CreateStream = DefaultJetStreamName, CreateStream{Enabled: true, Replicas: 1}
 				c.ReceiverStreams = append(c.ReceiverStreams, &js)
 			}
 			c.receiverDerived = true

@@ -416,22 +416,24 @@ receiver_stream:
     client_id: drain
     max_inflight: 64
     ack_wait: 500ms
+    create_stream: {replicas: 3}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := c.PollerStream
-	if !p.IsJetStream() || p.StreamName != "PROMETHEUS" || !p.CreateStream || p.Topic != DefaultTopic || p.Subjects() != "prometheus.>" || p.TLS == nil {
+	if !p.IsJetStream() || p.StreamName != "PROMETHEUS" || p.CreateStream != (CreateStream{Enabled: true, Replicas: 1}) || p.Topic != DefaultTopic || p.Subjects() != "prometheus.>" || p.TLS == nil {
 		t.Errorf("poller_stream: %+v", p)
 	}
-	if got, want := p.Describe(), "jetstream stream PROMETHEUS subjects prometheus.> at nats://edge:xxxxx@nats.dc1:4222 (created if missing)"; got != want {
+	if got, want := p.Describe(), "jetstream stream PROMETHEUS subjects prometheus.> at nats://edge:xxxxx@nats.dc1:4222 (created if missing, 1 replica)"; got != want {
 		t.Errorf("Describe:\n got %s\nwant %s", got, want)
 	}
 	if len(c.ReceiverStreams) != 2 || c.ReceiverStream != c.ReceiverStreams[0] {
 		t.Fatalf("receiver_stream as a list: %v", c.ReceiverStreams)
 	}
 	r := c.ReceiverStreams[1]
-	if !r.IsJetStream() || r.DurableName != "drain" || r.MaxInflight != 64 || r.AckWait.D() != 500*time.Millisecond || r.Shards != 1 {
+	if !r.IsJetStream() || r.DurableName != "drain" || r.MaxInflight != 64 || r.AckWait.D() != 500*time.Millisecond || r.Shards != 1 ||
+		r.CreateStream != (CreateStream{Enabled: true, Replicas: 3}) {
 		t.Errorf("receiver_stream[1]: %+v", r)
 	}
 	if c.DuplicateWindow() != 2*time.Minute {
@@ -439,7 +441,7 @@ receiver_stream:
 	}
 	want := []string{
 		"receiver_stream[0]: stan channel prometheus of cluster global at nats://nats.dc2:4222, durable drain",
-		"receiver_stream[1]: jetstream stream PROMETHEUS subjects prom.global.> at nats://nats.dc2:4222 (must exist), durable drain",
+		"receiver_stream[1]: jetstream stream PROMETHEUS subjects prom.global.> at nats://nats.dc2:4222 (created if missing, 3 replicas), durable drain",
 	}
 	if got := c.DescribeReceivers(); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("DescribeReceivers:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -451,7 +453,7 @@ receiver_stream:
 	if strings.Contains(string(out), "s3cr3t") {
 		t.Errorf("redacted config shows the URL's password:\n%s", out)
 	}
-	for _, w := range []string{"receiver_stream:\n  - transport: stan", "  - transport: jetstream\n", "stream: PROMETHEUS", "create_stream: true"} {
+	for _, w := range []string{"receiver_stream:\n  - transport: stan", "  - transport: jetstream\n", "stream: PROMETHEUS", "create_stream:\n    replicas: 1\n", "create_stream:\n      replicas: 3\n"} {
 		if !strings.Contains(string(out), w) {
 			t.Errorf("redacted config lacks %q:\n%s", w, out)
 		}
@@ -463,7 +465,7 @@ receiver_stream:
 	}
 	// The embedded server serves both transports; its drain consumes both.
 	if len(c.ReceiverStreams) != 2 || c.ReceiverStream != c.ReceiverStreams[0] || c.ReceiverStream.Transport != TransportSTAN ||
-		c.ReceiverStreams[1].Transport != TransportJetStream || c.ReceiverStreams[1].StreamName != DefaultJetStreamName || !c.ReceiverStreams[1].CreateStream {
+		c.ReceiverStreams[1].Transport != TransportJetStream || c.ReceiverStreams[1].StreamName != DefaultJetStreamName || c.ReceiverStreams[1].CreateStream.Replicas != 1 {
 		t.Errorf("receiver streams from embedded_stream: %+v", c.ReceiverStreams)
 	}
 	if got := c.DescribeReceivers(); len(got) != 2 || !strings.HasPrefix(got[0], "receiver_stream (from embedded_stream): stan channel prometheus") ||
@@ -499,6 +501,20 @@ func TestTransportErrors(t *testing.T) {
 			[]string{"line 5", "receiver_stream.queue_group", "durable_name"}},
 		{"stream for stan", "poller_stream:\n  cluster_id: c\n  urls: 'nats://h:1'\n  stream: S\n  create_stream: true\n",
 			[]string{"line 4", "poller_stream.stream", "line 5", "poller_stream.create_stream", "transport stan"}},
+		{"replicas for stan", "poller_stream:\n  cluster_id: c\n  urls: 'nats://h:1'\n  create_stream: {replicas: 3}\n",
+			[]string{"line 4", "poller_stream.create_stream", "means nothing for transport stan (replicas included)"}},
+		{"replicas above 5", "poller_stream:\n  transport: jetstream\n  stream: S\n  urls: 'nats://h:1'\n  create_stream: {replicas: 7}\n",
+			[]string{"line 5", "poller_stream.create_stream.replicas", "7: want 1 to 5"}},
+		{"replicas 0", "receiver_stream:\n  - {cluster_id: c, client_id: d, urls: 'nats://h:1'}\n  - transport: jetstream\n    stream: S\n    client_id: d\n    urls: 'nats://h:1'\n    create_stream:\n      replicas: 0\n",
+			[]string{"line 8", "receiver_stream[1].create_stream.replicas", "0: want 1 to 5"}},
+		{"replicas not a number", "poller_stream:\n  transport: jetstream\n  stream: S\n  urls: 'nats://h:1'\n  create_stream:\n    replicas: three\n",
+			[]string{"line 6", "poller_stream.create_stream.replicas", "three"}},
+		{"create_stream: unknown key", "poller_stream:\n  transport: jetstream\n  stream: S\n  urls: 'nats://h:1'\n  create_stream:\n    replica: 3\n",
+			[]string{"line 6", "poller_stream.create_stream.replica", "unknown key"}},
+		{"create_stream: neither boolean nor mapping", "poller_stream:\n  transport: jetstream\n  stream: S\n  urls: 'nats://h:1'\n  create_stream: [3]\n",
+			[]string{"line 5", "poller_stream.create_stream", "want true, false or a mapping such as {replicas: 3}, got a list"}},
+		{"create_stream: not a boolean", "poller_stream:\n  transport: jetstream\n  stream: S\n  urls: 'nats://h:1'\n  create_stream: 3\n",
+			[]string{"line 5", "poller_stream.create_stream", `got "3"`}},
 		{"jetstream without stream", "poller_stream: {transport: jetstream, urls: 'nats://h:1'}\n",
 			[]string{"line 1", "poller_stream.stream", "required"}},
 		{"bad stream name", "poller_stream:\n  transport: jetstream\n  stream: a.b\n  urls: 'nats://h:1'\n",

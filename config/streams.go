@@ -27,6 +27,68 @@ const DefaultDuplicateWindow = Duration(2 * time.Minute)
 // maxJetStreamName is the longest stream or consumer name a NATS server accepts.
 const maxJetStreamName = 255
 
+// MaxReplicas is the most replicas a JetStream stream may have (the server's limit).
+const MaxReplicas = 5
+
+// CreateStream is create_stream: whether scrape-once and the drain create the JetStream
+// stream when it is missing, and on how many servers of a JetStream cluster. It is
+// written as a boolean, true meaning one replica (a single server), or as a mapping:
+// {replicas: 3} for a cluster that rides through the loss of one server ({} is one
+// replica).
+type CreateStream struct {
+	// Enabled: create the stream when it is missing.
+	Enabled bool `yaml:"-"`
+	// Replicas is how many servers hold the stream, 1 to MaxReplicas, when Enabled;
+	// the drain's consumer has as many.
+	Replicas int `yaml:"replicas"`
+}
+
+// createStreamKeys are the keys of create_stream's mapping form.
+type createStreamKeys struct {
+	Replicas *int `yaml:"replicas"`
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (c *CreateStream) UnmarshalYAML(n *yaml.Node) error {
+	n = resolveAlias(n)
+	switch n.Kind {
+	case yaml.ScalarNode:
+		var on bool
+		if err := n.Decode(&on); err != nil {
+			return typeError(n, "want true, false or a mapping such as {replicas: 3}, got %q", n.Value)
+		}
+		*c = CreateStream{}
+		if on {
+			*c = CreateStream{Enabled: true, Replicas: 1}
+		}
+		return nil
+	case yaml.MappingNode:
+		if errs := unknownKeys(n, reflect.TypeFor[createStreamKeys]()); len(errs) > 0 {
+			return &yaml.TypeError{Errors: errs}
+		}
+		var k createStreamKeys
+		if err := n.Decode(&k); err != nil {
+			return err
+		}
+		*c = CreateStream{Enabled: true, Replicas: 1}
+		if k.Replicas != nil {
+			c.Replicas = *k.Replicas
+		}
+		return nil
+	default:
+		return typeError(n, "want true, false or a mapping such as {replicas: 3}, got a %s", kindName(n.Kind))
+	}
+}
+
+// MarshalYAML implements yaml.Marshaler: false, or the mapping form with the replicas,
+// so that --check-config shows them.
+func (c CreateStream) MarshalYAML() (any, error) {
+	if !c.Enabled {
+		return false, nil
+	}
+	return createStreamKeys{Replicas: &c.Replicas}, nil
+}
+
 // Streams are the receiver_stream sections: one mapping or a list of them in the
 // file, so that one drain can consume several streams at once (a STAN channel and a
 // JetStream stream, while edges move from one to the other).
@@ -153,8 +215,11 @@ func (s *Stream) Describe() string {
 	where := strings.Join(urls, ",")
 	if s.IsJetStream() {
 		create := "must exist"
-		if s.CreateStream {
-			create = "created if missing"
+		if cs := s.CreateStream; cs.Enabled {
+			create = fmt.Sprintf("created if missing, %d replicas", cs.Replicas)
+			if cs.Replicas == 1 {
+				create = "created if missing, 1 replica"
+			}
 		}
 		return fmt.Sprintf("jetstream stream %s subjects %s at %s (%s)", s.StreamName, s.Subjects(), where, create)
 	}
@@ -233,8 +298,8 @@ func validTransport(ps *problems, key string, s *Stream, central bool) {
 		if s.StreamName != "" {
 			ps.add(key+".stream", "means nothing for transport stan: set transport: jetstream, or remove it")
 		}
-		if s.CreateStream {
-			ps.add(key+".create_stream", "means nothing for transport stan: set transport: jetstream, or remove it")
+		if s.CreateStream.Enabled {
+			ps.add(key+".create_stream", "means nothing for transport stan (replicas included): set transport: jetstream, or remove it")
 		}
 		if s.AckWait < 0 || (s.AckWait > 0 && s.AckWait.D() < time.Second) {
 			ps.add(key+".ack_wait", "must be at least 1s (NATS Streaming counts it in seconds)")
@@ -256,6 +321,10 @@ func validTransport(ps *problems, key string, s *Stream, central bool) {
 		}
 		if slices.Contains(strings.Split(s.Topic, "."), "") || strings.Contains(s.Topic, "/") {
 			ps.add(key+".topic", "%q is not a valid subject prefix: dot-separated tokens, none empty, no '/'", s.Topic)
+		}
+		if cs := s.CreateStream; cs.Enabled && (cs.Replicas < 1 || cs.Replicas > MaxReplicas) {
+			ps.add(key+".create_stream.replicas", "%d: want 1 to %d (the servers of the JetStream cluster that hold the stream; 3 rides through the loss of one)",
+				cs.Replicas, MaxReplicas)
 		}
 		if s.AckWait < 0 {
 			ps.add(key+".ack_wait", "must be positive")

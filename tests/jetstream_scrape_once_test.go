@@ -228,18 +228,24 @@ func TestJetStreamScrapeOnceStreamChecks(t *testing.T) {
 // TestJetStreamCheckConfig: --check-config says which transport scrape-once uses.
 func TestJetStreamCheckConfig(t *testing.T) {
 	jobs := "  j:\n    targets: [{url: 'http://127.0.0.1:1/'}]\n"
-	for _, c := range []struct{ cfg, want string }{
-		{edgeConfig("nats://127.0.0.1:4222", "c", jobs), "# poller_stream: stan channel prometheus of cluster c at nats://127.0.0.1:4222\n"},
+	for _, c := range []struct {
+		cfg  string
+		want []string
+	}{
+		{edgeConfig("nats://127.0.0.1:4222", "c", jobs), []string{"# poller_stream: stan channel prometheus of cluster c at nats://127.0.0.1:4222\n"}},
 		{jsEdgeConfig("nats://u:s3cr3t@127.0.0.1:4222", "", jobs),
-			"# poller_stream: jetstream stream PROMETHEUS subjects prometheus.> at nats://u:xxxxx@127.0.0.1:4222 (must exist)\n"},
+			[]string{"# poller_stream: jetstream stream PROMETHEUS subjects prometheus.> at nats://u:xxxxx@127.0.0.1:4222 (must exist)\n"}},
 		{jsEdgeConfig("nats://127.0.0.1:4222", "  create_stream: true\n", jobs),
-			"# poller_stream: jetstream stream PROMETHEUS subjects prometheus.> at nats://127.0.0.1:4222 (created if missing)\n"},
+			[]string{"# poller_stream: jetstream stream PROMETHEUS subjects prometheus.> at nats://127.0.0.1:4222 (created if missing, 1 replica)\n"}},
+		{jsEdgeConfig("[nats://127.0.0.1:4222, nats://127.0.0.1:4223, nats://127.0.0.1:4224]", "  create_stream: {replicas: 3}\n", jobs),
+			[]string{"  create_stream:\n    replicas: 3\n",
+				"# poller_stream: jetstream stream PROMETHEUS subjects prometheus.> at nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224 (created if missing, 3 replicas)\n"}},
 	} {
 		r := runBin(t, "scrape-once", "-c", writeConfig(t, c.cfg), "--check-config")
 		if r.code != 0 {
 			t.Fatalf("exit %d\n%s", r.code, r.stderr)
 		}
-		mustContain(t, "check-config", r.stdout, c.want, "valid for scrape-once")
+		mustContain(t, "check-config", r.stdout, append(c.want, "valid for scrape-once")...)
 		if strings.Contains(r.stdout, "s3cr3t") {
 			t.Errorf("--check-config shows the URL's password:\n%s", r.stdout)
 		}

@@ -282,7 +282,8 @@ func jetStreamOptions(cfg *config.Config, rs *config.Stream, logger *slog.Logger
 		Name:            "drain " + cfg.Identity,
 		Stream:          rs.StreamName,
 		Subject:         rs.Topic, // the consumer filters on rs.Topic+".>" (rs.Subjects())
-		Create:          rs.CreateStream,
+		Create:          rs.CreateStream.Enabled,
+		Replicas:        rs.CreateStream.Replicas,
 		MaxAge:          cfg.MaxAge.D(),
 		DuplicateWindow: cfg.DuplicateWindow(),
 		ConnectTimeout:  rs.ConnectTimeout.D(),

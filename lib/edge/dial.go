@@ -53,21 +53,30 @@ func Dial(cfg *config.Config, logger *slog.Logger) Dialer {
 }
 
 // jetStreamOptions are the options of a connection to the JetStream stream of s, which
-// is created with create_stream: subjects <topic>.>, file storage, max_age, and a
-// duplicate window of cfg.DuplicateWindow.
+// is created with create_stream: subjects <topic>.>, file storage, max_age, a
+// duplicate window of cfg.DuplicateWindow, and its replicas.
 func jetStreamOptions(cfg *config.Config, s *config.Stream, name string, logger *slog.Logger) stream.JetStreamOptions {
 	return stream.JetStreamOptions{
 		URLs:            s.URLs,
 		Name:            name,
 		Stream:          s.StreamName,
 		Subject:         s.Topic,
-		Create:          s.CreateStream,
+		Create:          s.CreateStream.Enabled,
+		Replicas:        s.CreateStream.Replicas,
 		MaxAge:          cfg.MaxAge.D(),
 		DuplicateWindow: cfg.DuplicateWindow(),
 		ConnectTimeout:  s.ConnectTimeout.D(),
+		PubAckWait:      pubAckWait(cfg.RunTimeout.D()),
 		Security:        security(s),
 		Logger:          logger,
 	}
+}
+
+// pubAckWait is how long a JetStream publish waits for its ack before the run tries it
+// again: a quarter of the run, so that a lost ack (a server lost, a stream leader
+// moving) leaves time for more tries; at least 1s, at most the client's default.
+func pubAckWait(run time.Duration) time.Duration {
+	return min(max(run/4, time.Second), stream.DefaultPubAckWait)
 }
 
 // warnStream logs what an existing stream weakens: a duplicate window shorter than a

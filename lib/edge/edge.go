@@ -70,6 +70,7 @@ type Summary struct {
 	AckFailed, Pending  int
 	Oversized           int // scrapes replaced by a failure message: too large even in parts
 	Split               int // scrapes published in several parts, each fitting the server
+	Retried             int // publishes tried again (JetStream: no ack in time, connection or leader lost)
 	ScrapeTime          time.Duration
 	Duration            time.Duration
 }
@@ -80,7 +81,7 @@ func (s Summary) LogAttrs() []any {
 		"targets", s.Targets, "ok", s.OK, "failed", s.Failed, "series", s.Series,
 		"raw_bytes", s.RawBytes, "wire_bytes", s.WireBytes,
 		"published", s.Published, "acked", s.Acked, "ack_failed", s.AckFailed, "pending", s.Pending,
-		"oversized", s.Oversized, "split", s.Split,
+		"oversized", s.Oversized, "split", s.Split, "retried", s.Retried,
 		"scrape_seconds", s.ScrapeTime.Seconds(), "duration_seconds", s.Duration.Seconds(),
 	}
 }
@@ -220,6 +221,14 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 	defer d.conn.Close()
 
 	ps := r.cfg.PollerStream
+	var rt *retrier
+	if ps.IsJetStream() {
+		// Messages carry IDs the stream deduplicates by: a publish that got no ack
+		// can be tried again until the deadline, e.g. while a cluster elects a new
+		// stream leader.
+		rt = &retrier{ctx: ctx, conn: d.conn}
+		d.conn = rt
+	}
 	var acks stream.Acks
 	var sendErr error
 	for m := range results {
@@ -264,6 +273,9 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 		return sum, err
 	}
 	sum.Acked, sum.AckFailed, sum.Pending = acks.Wait(ctx)
+	if rt != nil {
+		sum.Retried = int(rt.retries.Load())
+	}
 	sum.Duration = time.Since(start)
 
 	mu.Lock()

@@ -36,6 +36,9 @@ var (
 	ErrStreamMismatch = errors.New("stream: JetStream stream does not fit")
 )
 
+// MaxReplicas is the most replicas a JetStream stream may have.
+const MaxReplicas = 5
+
 // MaxMsgIDLen is the longest Nats-Msg-Id PublishAsyncMsg accepts; MaxPayload leaves
 // room for a header carrying one this long.
 const MaxMsgIDLen = 128
@@ -58,10 +61,13 @@ type JetStreamOptions struct {
 	// required, dot-separated tokens without wildcards or white space.
 	Subject string
 	// Create makes DialJetStream create the stream (file storage, subjects
-	// Subject+".>", MaxAge, DuplicateWindow) when it does not exist. Without it the
-	// stream must exist. Either way an existing stream must capture Subject+".>";
-	// it is never modified.
+	// Subject+".>", MaxAge, DuplicateWindow, Replicas) when it does not exist. Without
+	// it the stream must exist. Either way an existing stream must capture
+	// Subject+".>"; it is never modified.
 	Create bool
+	// Replicas is how many servers of a JetStream cluster hold a created stream, 1 to
+	// MaxReplicas (default 1). Consumers of the stream have as many.
+	Replicas int
 	// MaxAge is how long a created stream keeps messages (0: no limit).
 	MaxAge time.Duration
 	// DuplicateWindow is how long a created stream remembers Nats-Msg-Id values to
@@ -94,6 +100,8 @@ func (o *JetStreamOptions) normalize() error {
 		return fmt.Errorf("stream: invalid JetStream stream name %q", o.Stream)
 	case o.MaxAge < 0 || o.DuplicateWindow < 0:
 		return errors.New("stream: negative MaxAge or DuplicateWindow")
+	case o.Replicas < 0 || o.Replicas > MaxReplicas:
+		return fmt.Errorf("stream: %d replicas: want 1 to %d", o.Replicas, MaxReplicas)
 	}
 	if err := validChannel(o.Subject); err != nil {
 		return err
@@ -134,14 +142,28 @@ func (o *JetStreamOptions) duplicateWindow() time.Duration {
 
 // StreamAddCommand is the nats CLI command creating the stream as DialJetStream does
 // with Create (file storage, limits retention, subjects Subject+".>", MaxAge,
-// DuplicateWindow), for operators who create streams themselves.
+// DuplicateWindow, Replicas), for operators who create streams themselves.
 func (o JetStreamOptions) StreamAddCommand() string {
 	cmd := fmt.Sprintf("nats stream add %s --subjects %s --storage file --retention limits --discard old",
 		shellQuote(o.Stream), shellQuote(o.Subject+".>"))
 	if o.MaxAge > 0 {
 		cmd += " --max-age " + shortDuration(o.MaxAge)
 	}
-	return cmd + " --dupe-window " + shortDuration(o.duplicateWindow()) + " --replicas 1 --defaults"
+	return cmd + fmt.Sprintf(" --dupe-window %s --replicas %d --defaults", shortDuration(o.duplicateWindow()), max(o.Replicas, 1))
+}
+
+// suggestedReplicas is the replicas StreamAddCommand proposes for a stream that is
+// missing: Replicas if set, else 3 on a cluster of at least three servers (which then
+// rides through the loss of any one), else 1.
+func (o JetStreamOptions) suggestedReplicas(nc *nats.Conn) int {
+	switch {
+	case o.Replicas > 0:
+		return o.Replicas
+	case nc.ConnectedClusterName() != "" && len(nc.Servers()) >= 3:
+		return 3
+	default:
+		return 1
+	}
 }
 
 // shortDuration writes d as Go does, without its zero minutes and seconds: "2m", "1h".
@@ -287,30 +309,34 @@ func connectJetStream(ctx context.Context, o JetStreamOptions, where string, onC
 	return j, nil
 }
 
-// bindStream looks up (or creates) the stream and checks it captures the subjects.
+// bindStream looks up (or creates) the stream and checks it captures the subjects. It
+// asks again, until ctx ends, while the answer may change by itself: no answer in time
+// or no responder (a cluster electing the stream's leader), JetStream temporarily
+// unavailable, or the connection lost mid-request (the client reconnects to another
+// server).
 func (j *JetStream) bindStream(ctx context.Context) error {
-	o := j.o
-	st, err := j.js.Stream(ctx, o.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) && o.Create {
-		st, err = j.js.CreateStream(ctx, jetstream.StreamConfig{
-			Name:       o.Stream,
-			Subjects:   []string{o.Subject + ".>"},
-			Storage:    jetstream.FileStorage,
-			MaxAge:     o.MaxAge,
-			Duplicates: o.DuplicateWindow,
-		})
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created meanwhile
-			st, err = j.js.Stream(ctx, o.Stream)
+	wait := 20 * time.Millisecond
+	for {
+		st, err := j.findStream(ctx)
+		if err != nil && transientAPIError(err) && ctx.Err() == nil && j.awaitRetry(ctx, wait) {
+			j.log.Debug("JetStream stream not available yet; asking again", "err", err)
+			wait = min(2*wait, 500*time.Millisecond)
+			continue
 		}
-		if err == nil {
-			j.log.Info("created JetStream stream", "subjects", o.Subject+".>", "max_age", o.MaxAge)
-		}
+		return j.bind(st, err)
 	}
+}
+
+// bind makes st the stream, if it captures the subjects; or says why not.
+func (j *JetStream) bind(st jetstream.Stream, err error) error {
+	o := j.o
 	switch {
 	case err == nil:
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return fmt.Errorf("%w %q at %s; create it with: %s", ErrNoStream, o.Stream, j.where, o.StreamAddCommand())
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders):
+		hint := o
+		hint.Replicas = o.suggestedReplicas(j.nc)
+		return fmt.Errorf("%w %q at %s; create it with: %s", ErrNoStream, o.Stream, j.where, hint.StreamAddCommand())
+	case transientAPIError(err):
 		return fmt.Errorf("%w: JetStream stream %q at %s: %w", ErrUnreachable, o.Stream, j.where, err)
 	default:
 		return fmt.Errorf("stream: JetStream stream %q at %s: %w", o.Stream, j.where, err)
@@ -322,6 +348,87 @@ func (j *JetStream) bindStream(ctx context.Context) error {
 	}
 	j.stream = st
 	return nil
+}
+
+// findStream looks up (or creates) the stream once, within a quarter of the connect
+// timeout (while a cluster elects the stream's leader, a request may get no answer at
+// all: better ask again), giving up early when the connection drops.
+func (j *JetStream) findStream(ctx context.Context) (jetstream.Stream, error) {
+	ctx, cancel := context.WithTimeout(ctx, max(j.o.ConnectTimeout/4, 250*time.Millisecond))
+	defer cancel()
+	ctx, stop := j.untilDisconnected(ctx)
+	defer stop()
+	o := j.o
+	st, err := j.js.Stream(ctx, o.Stream)
+	replicas := max(o.Replicas, 1)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && o.Create {
+		st, err = j.js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:       o.Stream,
+			Subjects:   []string{o.Subject + ".>"},
+			Storage:    jetstream.FileStorage,
+			MaxAge:     o.MaxAge,
+			Duplicates: o.DuplicateWindow,
+			Replicas:   replicas,
+		})
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created meanwhile
+			st, err = j.js.Stream(ctx, o.Stream)
+		}
+		if err == nil {
+			j.log.Info("created JetStream stream", "subjects", o.Subject+".>", "max_age", o.MaxAge, "replicas", replicas)
+		}
+	} else if err == nil && o.Create && st.CachedInfo().Config.Replicas != replicas {
+		// Never changed (see Create), but the operator asked for other replicas.
+		j.log.Warn("the JetStream stream exists with other replicas than create_stream asks for; it is left as it is",
+			"replicas", st.CachedInfo().Config.Replicas, "create_replicas", replicas)
+	}
+	return st, err
+}
+
+// untilDisconnected is ctx, also cancelled when the connection drops: a request in
+// flight then would only wait for its timeout, its answer lost with the server.
+func (j *JetStream) untilDisconnected(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	lost := j.nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	go func() {
+		defer j.nc.RemoveStatusListener(lost)
+		select {
+		case <-lost:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if !j.nc.IsConnected() {
+		cancel()
+	}
+	return ctx, cancel
+}
+
+// awaitRetry waits before a request is made again: until the connection is back if it
+// is down, else for wait. It reports false if ctx ended first.
+func (j *JetStream) awaitRetry(ctx context.Context, wait time.Duration) bool {
+	back := j.nc.StatusChanged(nats.CONNECTED)
+	defer j.nc.RemoveStatusListener(back)
+	var again <-chan time.Time
+	if j.nc.IsConnected() {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		again = t.C
+	}
+	select {
+	case <-again:
+	case <-back:
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+// transientAPIError reports whether a JetStream API request that failed so may succeed
+// when made again: no answer in time or no responder, the cluster saying JetStream is
+// temporarily unavailable, or the connection lost or being re-established.
+func transientAPIError(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected) || leaderless(err)
 }
 
 // coversPrefix reports whether the subject pattern matches every subject prefix+".>"
@@ -369,8 +476,10 @@ func (j *JetStream) PublishAsync(subject string, data []byte, done func(error)) 
 // duplicate of a message with the same msgID stored within the stream's duplicate
 // window: so a retry after an unanswered publish is stored once), else an error
 // wrapping ErrAckTimeout, ErrUnreachable (the connection dropped before the ack: the
-// message may have been persisted), ErrClosed (Close came first: likewise) or
-// ErrRejected (e.g. no stream captures subject). done runs on a transport goroutine,
+// message may have been persisted; or no stream leader answered, as while a cluster
+// elects one, or when no stream captures subject: it was not), ErrClosed (Close came
+// first: it may have been persisted) or ErrRejected (the stream refused it, e.g. a
+// store limit). done runs on a transport goroutine,
 // possibly after Close returns; it must not block and must not publish. A nil done
 // ignores the result.
 //
@@ -451,9 +560,36 @@ func (j *JetStream) ackError(subject string, err error) error {
 		return fmt.Errorf("%w: publish to %q: disconnected awaiting ack: %w", ErrUnreachable, subject, err)
 	case errors.Is(err, nats.ErrConnectionClosed):
 		return fmt.Errorf("stream: publish to %q: awaiting ack: %w: %w", subject, ErrClosed, err)
+	case leaderless(err):
+		return fmt.Errorf("%w: publish to %q: no stream leader answered: %w", ErrUnreachable, subject, err)
+	case inProcess(err):
+		return fmt.Errorf("%w: publish to %q: a message of this ID is still being stored: %w", ErrAckTimeout, subject, err)
 	default:
 		return fmt.Errorf("%w: publish to %q: %w", ErrRejected, subject, err)
 	}
+}
+
+// inProcess reports whether err says that the stream is storing a message of the same
+// ID right now (a publish tried again before the first try's ack): asked again later,
+// the stream acks it as a duplicate, or stores it if the first try failed.
+func inProcess(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeDuplicateInProcess
+}
+
+// Error codes of the server's that nats.go does not name.
+const (
+	jsErrCodeClusterNotAvailable jetstream.ErrorCode = 10008 // JSClusterNotAvailErr
+	jsErrCodeDuplicateInProcess  jetstream.ErrorCode = 10158 // JSStreamDuplicateMessageConflict
+)
+
+// leaderless reports whether err says that, for now, no server serves the stream: no
+// one listens on the subject (a cluster electing the stream's leader), or the cluster
+// says JetStream is temporarily unavailable. The message was not stored.
+func leaderless(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeClusterNotAvailable
 }
 
 // Close closes the NATS connection. Publishes still awaiting their ack are reported to

@@ -279,6 +279,8 @@ func TestJetStreamCreateSettings(t *testing.T) {
 			"nats stream add PROMETHEUS --subjects 'prometheus.>' --storage file --retention limits --discard old --max-age 1m20s --dupe-window 1m20s --replicas 1 --defaults"},
 		{JetStreamOptions{Stream: "S", Subject: "a.b", MaxAge: 2 * time.Hour, DuplicateWindow: 5 * time.Minute},
 			"nats stream add S --subjects 'a.b.>' --storage file --retention limits --discard old --max-age 2h --dupe-window 5m --replicas 1 --defaults"},
+		{JetStreamOptions{Stream: "P", Subject: "p", MaxAge: time.Minute, Replicas: 3},
+			"nats stream add P --subjects 'p.>' --storage file --retention limits --discard old --max-age 1m --dupe-window 1m --replicas 3 --defaults"},
 		{JetStreamOptions{Stream: "it's", Subject: "x"},
 			`nats stream add 'it'\''s' --subjects 'x.>' --storage file --retention limits --discard old --dupe-window 2m --replicas 1 --defaults`},
 	} {
