@@ -308,6 +308,17 @@ func (r *Reassembler[H]) Supersede(job, instance string, start time.Time) (Dropp
 		ErrSuperseded, s.first.Start, s.have, len(s.parts), start)), true
 }
 
+// Assembling reports whether r holds parts of a scrape of job and instance, and the
+// scrape's start.
+func (r *Reassembler[H]) Assembling(job, instance string) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.scrapes[target{job, instance}]; s != nil {
+		return s.first.Start, true
+	}
+	return time.Time{}, false
+}
+
 // Stats returns what r holds now.
 func (r *Reassembler[H]) Stats() Stats {
 	r.mu.Lock()

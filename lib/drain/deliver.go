@@ -55,14 +55,16 @@ func (d *Drain) next(ctx context.Context) *target {
 
 // round is what one step of a worker delivers for a target: the newest scrape to the
 // state sinks that do not have it, and the oldest scrapes (up to HistoryBatch) to the
-// history sinks that do not have them.
-// Which sinks want which scrape is decided under the drain's lock when the round starts.
+// history sinks that do not have them. Which sinks want which scrape is decided under
+// the drain's lock when the round starts; failed collects, by bit, the sinks that failed
+// transiently in this round.
 type round struct {
 	state      *delivery
 	stateSinks []int // the state sinks that want it
 	history    []*delivery
 	// historyFor[k] is what the history sink d.history[k] wants of history, in order.
 	historyFor [][]*delivery
+	failed     uint64
 }
 
 // step does one round of work for t, which the calling worker holds, and reports whether
@@ -79,26 +81,17 @@ func (d *Drain) step(ctx context.Context, t *target) bool {
 		}
 	}
 	var r round
-	if n := len(t.queue); n > 0 && !t.queue[n-1].final(d.state) {
+	if n := len(t.queue); n > 0 && !t.park[stateKind].on && !t.queue[n-1].working && !t.queue[n-1].final(d.state) {
 		r.state = t.queue[n-1]
-	}
-	if !d.historyHeld() {
-		for _, q := range t.queue {
-			if !q.final(d.history) {
-				r.history = append(r.history, q)
-				if len(r.history) == d.opts.HistoryBatch {
-					break
-				}
-			}
-		}
-	}
-	if r.state != nil {
 		r.state.working = true
 		for _, i := range d.state {
 			if !r.state.res[i].final() {
 				r.stateSinks = append(r.stateSinks, i)
 			}
 		}
+	}
+	if len(d.history) > 0 && !t.park[historyKind].on {
+		r.history = d.historyWork(t)
 	}
 	if len(r.history) > 0 {
 		r.historyFor = make([][]*delivery, len(d.history))
@@ -120,75 +113,93 @@ func (d *Drain) step(ctx context.Context, t *target) bool {
 	}
 
 	ok := d.deliver(ctx, &r)
+	d.mu.Lock()
+	d.release(t, &r)
 	if !ok {
 		// ctx ended: leave what was being delivered unacknowledged.
-		d.mu.Lock()
-		d.release(t, &r)
 		t.busy = false
 		d.mu.Unlock()
 		return false
 	}
-
-	d.mu.Lock()
-	d.release(t, &r)
-	var failed *delivery
-	for _, q := range t.queue {
-		for i := range q.res {
-			if q.res[i].fate == FateRetrying {
-				failed = q
-			}
-		}
-	}
 	done := d.finished(t)
-	more := true
-	switch {
-	case failed != nil:
-		d.metrics.retries.Inc()
-		t.attempt++
-		delay := d.backoff(t.attempt - 1)
-		level := slog.LevelDebug
-		if t.attempt == 1 || t.attempt%10 == 0 {
-			level = slog.LevelWarn // the first failure and every tenth: enough to see an outage
-		}
-		d.logger.Log(ctx, level, "delivery failed, will retry", "job", failed.env.Job, "instance", failed.env.Instance,
-			"attempt", t.attempt, "retry_in", delay.Round(time.Millisecond), "err", retryErrors(failed.res, d.sinkNames))
-		if len(d.history) == 0 && failed.h.Nak != nil && len(t.queue) == 1 {
-			// State sinks only: the server holds the scrape until the retry, not memory.
-			t.retry = &retry{start: failed.env.Start, attempt: t.attempt, res: append([]sinkResult(nil), failed.res...)}
-			t.queue = t.queue[:0]
-			t.attempt = 0
-			nak, seq := failed.h.Nak, failed.h.Seq
-			d.mu.Unlock()
-			d.acknowledge(done)
-			if err := nak(delay); err != nil {
-				// The server redelivers it after AckWait instead.
-				d.metrics.ackErrors.Inc()
-				d.logger.Debug("nak failed", "seq", seq, "err", err)
+	for kind, idx := range [2][]int{stateKind: d.state, historyKind: d.history} {
+		tried := (kind == stateKind && r.state != nil) || (kind == historyKind && len(r.history) > 0)
+		failed := r.failed & mask(idx)
+		switch {
+		case !tried:
+		case failed == 0:
+			t.park[kind].attempt = 0
+		default:
+			if d.retryLater(ctx, t, kind, failed, &r, done) {
+				return false // handed back to the server, and t let go
 			}
-			d.mu.Lock()
-			t.busy = false
-			d.schedule(t)
-			d.mu.Unlock()
-			return false
 		}
-		t.parked = true
-		time.AfterFunc(delay, func() {
-			d.mu.Lock()
-			t.parked = false
-			d.schedule(t)
-			d.mu.Unlock()
-		})
-		more = false
-	default:
-		t.attempt = 0
-		more = d.hasWork(t)
 	}
+	more := d.hasWork(t)
 	if !more {
 		t.busy = false
 	}
 	d.mu.Unlock()
 	d.acknowledge(done)
 	return more
+}
+
+// mask is the bits of the sinks idx.
+func mask(idx []int) uint64 {
+	var m uint64
+	for _, i := range idx {
+		m |= 1 << uint(i)
+	}
+	return m
+}
+
+// retryLater parks t's work for kind after failed (sinks, by bit) failed in round r, or,
+// with state sinks only and a server that can redeliver later (JetStream), hands the
+// scrape back to the server: it then acknowledges done, lets t go, and returns true,
+// with d.mu released. Called with d.mu held.
+func (d *Drain) retryLater(ctx context.Context, t *target, kind int, failed uint64, r *round, done []*delivery) bool {
+	p := &t.park[kind]
+	d.metrics.retries.Inc()
+	p.attempt++
+	delay := d.backoff(p.attempt - 1)
+	q := r.state
+	if kind == historyKind {
+		q = r.history[0]
+	}
+	level := slog.LevelDebug
+	if p.attempt == 1 || p.attempt%10 == 0 {
+		level = slog.LevelWarn // the first failure and every tenth: enough to see an outage
+	}
+	d.logger.Log(ctx, level, "delivery failed, will retry", "job", q.env.Job, "instance", q.env.Instance,
+		"attempt", p.attempt, "retry_in", delay.Round(time.Millisecond), "err", retryErrors(q.res, d.sinkNames))
+	if len(d.history) == 0 && q.h.Nak != nil && len(t.queue) == 1 && t.queue[0] == q {
+		// State sinks only: the server holds the scrape until the retry, not memory.
+		t.retry = &retry{start: q.env.Start, attempt: p.attempt, res: append([]sinkResult(nil), q.res...)}
+		t.queue = t.queue[:0]
+		p.attempt = 0
+		nak, seq := q.h.Nak, q.h.Seq
+		t.busy = false
+		d.mu.Unlock()
+		d.acknowledge(done)
+		if err := nak(delay); err != nil {
+			// The server redelivers it after AckWait instead.
+			d.metrics.ackErrors.Inc()
+			d.logger.Debug("nak failed", "seq", seq, "err", err)
+		}
+		return true
+	}
+	p.on, p.sinks = true, failed
+	p.gen++
+	gen := p.gen
+	time.AfterFunc(delay, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if t.park[kind].on && t.park[kind].gen == gen {
+			t.unpark(kind)
+			d.schedule(t)
+		}
+	})
+	return false
 }
 
 // release marks r's deliveries as no longer held by a worker, recording their fates in
@@ -235,7 +246,9 @@ func (d *Drain) deliver(ctx context.Context, r *round) bool {
 				if ctx.Err() != nil {
 					return false
 				}
-				d.result(i, q, err)
+				if d.result(i, q, err) {
+					r.failed |= 1 << uint(i)
+				}
 			}
 		}
 	}
@@ -273,7 +286,9 @@ func (d *Drain) deliver(ctx context.Context, r *round) bool {
 			return false
 		}
 		for j, q := range qs {
-			d.result(i, q, errs[j])
+			if d.result(i, q, errs[j]) {
+				r.failed |= 1 << uint(i)
+			}
 		}
 	}
 	return true
@@ -290,47 +305,65 @@ func retryable(err error) bool {
 	return err != nil && !errors.Is(err, sink.ErrRejected) && !errors.Is(err, sink.ErrSuperseded)
 }
 
-// result records what sink i made of q.
-func (d *Drain) result(i int, q *delivery, err error) {
+// result records what sink i made of q, and reports whether it failed transiently.
+func (d *Drain) result(i int, q *delivery, err error) bool {
 	now := d.opts.Now()
 	name := d.sinkNames[i]
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	r := &q.res[i]
 	if r.final() && (retryable(err) || errors.Is(err, errEarlier)) {
-		return // made final meanwhile: superseded by a newer scrape for a state sink
+		return false // made final meanwhile: superseded by a newer scrape for a state sink
 	}
 	switch {
 	case err == nil:
 		r.fate, r.err = FateDelivered, ""
 		d.metrics.delivered.WithLabelValues(name).Inc()
-		if d.failing[i] {
-			// The sink is back: what waits for a retry goes now, not at its backoff.
-			d.failing[i] = false
-			for _, t := range d.targets {
-				if t.parked {
-					t.parked = false
-					d.schedule(t)
-				}
-			}
-		}
 		d.metrics.lag.Observe(now.Sub(q.env.Start).Seconds())
+		d.recovered(i)
 	case errors.Is(err, sink.ErrSuperseded):
 		r.fate, r.err = FateSuperseded, ""
 		d.metrics.sinkSuperseded.WithLabelValues(name).Inc()
+		d.recovered(i)
 	case errors.Is(err, sink.ErrRejected):
 		r.fate, r.err = FateRejected, errorText(err)
 		d.metrics.sinkRejected.WithLabelValues(name).Inc()
 		d.logger.Warn("sink rejected scrape", "sink", name, "job", q.env.Job, "instance", q.env.Instance, "publisher", q.env.Publisher, "start", q.env.Start, "err", err)
+		d.recovered(i)
 	case errors.Is(err, errEarlier):
 		r.fate, r.err = FateRetrying, err.Error()
-		return // not tried: no attempt, no time
+		return false // not tried: no attempt, no time
 	default:
 		r.fate, r.err = FateRetrying, errorText(err)
-		d.failing[i] = true
+		d.failures[i]++
+		r.at = now
+		r.attempts++
+		return true
 	}
 	r.at = now
 	r.attempts++
+	return false
+}
+
+// recovered records that sink i answered. After an outage (two failures or more, of
+// any targets, since its last answer) the targets waiting to retry it go at once, not at
+// the end of their backoff; a target that fails alone, while the sink answers others,
+// keeps its backoff. Called with d.mu held.
+func (d *Drain) recovered(i int) {
+	outage := d.failures[i] >= 2
+	d.failures[i] = 0
+	if !outage {
+		return
+	}
+	bit := uint64(1) << uint(i)
+	for _, t := range d.targets {
+		for kind := range t.park {
+			if p := &t.park[kind]; p.on && p.sinks&bit != 0 {
+				t.unpark(kind)
+				d.schedule(t)
+			}
+		}
+	}
 }
 
 // retryErrors is the errors of the sinks that failed transiently, for the log.

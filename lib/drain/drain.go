@@ -144,7 +144,7 @@ type Drain struct {
 	ready     []*target          // targets with work and no worker
 	wake      chan struct{}
 	holds     map[string]*hold     // streams whose history waits for redeliveries
-	failing   []bool               // by sink: its last delivery failed transiently
+	failures  []int                // by sink: transient failures since it last answered
 	skewed    map[string]time.Time // publishers whose clock is ahead: when last logged
 }
 
@@ -183,7 +183,7 @@ func New(opts Options, codec *envelope.Codec, sinks []sink.Sink, logger *slog.Lo
 		forgotten: map[string]*target{},
 		wake:      make(chan struct{}, 1),
 		holds:     map[string]*hold{},
-		failing:   make([]bool, len(sinks)),
+		failures:  make([]int, len(sinks)),
 		skewed:    map[string]time.Time{},
 	}
 	for i, s := range sinks {

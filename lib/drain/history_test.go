@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +25,15 @@ type ledger struct {
 	down    bool
 	got     []string // instance@offset, in the order taken
 	batches []int    // sizes of the batches taken
+	// disorder lists the scrapes taken after a newer one of their target.
+	disorder []string
+	last     map[string]time.Time
+	failFor  map[string]bool // instances whose scrapes it fails
+	tries    map[string]int  // deliveries it took, by instance
+}
+
+func newLedger() *ledger {
+	return &ledger{last: map[string]time.Time{}, failFor: map[string]bool{}, tries: map[string]int{}}
 }
 
 func (l *ledger) Name() string    { return "ledger" }
@@ -35,18 +46,21 @@ func (l *ledger) Deliver(_ context.Context, s *sink.Scrape) error {
 }
 
 func (l *ledger) take(s *sink.Scrape) error {
-	if l.down {
+	l.tries[s.Envelope.Instance]++
+	if l.down || l.failFor[s.Envelope.Instance] {
 		return errors.New("receiver down")
 	}
 	key := fmt.Sprintf("%s@%s", s.Envelope.Instance, s.Envelope.Start.Sub(l.base))
-	if n := len(l.got); n > 0 {
-		// A history sink must never be handed a target's scrape older than one it has.
-		for _, g := range l.got {
-			if g == key {
-				return nil // a redelivery
-			}
+	for _, g := range l.got {
+		if g == key {
+			return nil // a redelivery
 		}
 	}
+	// A history sink must never be handed a target's scrape older than one it has.
+	if last, ok := l.last[s.Envelope.Instance]; ok && s.Envelope.Start.Before(last) {
+		l.disorder = append(l.disorder, key)
+	}
+	l.last[s.Envelope.Instance] = s.Envelope.Start
 	l.got = append(l.got, key)
 	return nil
 }
@@ -69,6 +83,9 @@ func (l *ledger) set(down bool) {
 func (l *ledger) taken() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if len(l.disorder) > 0 {
+		panic(fmt.Sprintf("history out of order: %v after %v", l.disorder, l.got))
+	}
 	return slices.Clone(l.got)
 }
 
@@ -83,7 +100,7 @@ func (p plainLedger) Deliver(ctx context.Context, s *sink.Scrape) error {
 
 func historyHarness(t *testing.T, batch bool, state bool) (*harness, *ledger) {
 	t.Helper()
-	l := &ledger{}
+	l := newLedger()
 	var sinks []sink.Sink
 	if state {
 		sinks = append(sinks, &recorder{})
@@ -165,10 +182,11 @@ func TestHistoryEveryScrapeInOrder(t *testing.T) {
 }
 
 // TestHistoryStateSinkGoesOn: a history sink that is down does not stop the state sink:
-// it gets each target's newest scrape while the history waits.
+// it gets each target's newest scrape while the history waits, however long its backoff.
 func TestHistoryStateSinkGoesOn(t *testing.T) {
 	h, l := historyHarness(t, true, true)
 	l.set(true)
+	h.d.opts.MinBackoff, h.d.opts.MaxBackoff = time.Hour, time.Hour
 	h.send("a", time.Second)
 	h.send("a", 2*time.Second)
 	deadline := time.Now().Add(5 * time.Second)
@@ -178,10 +196,8 @@ func TestHistoryStateSinkGoesOn(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	l.set(false)
-	h.waitAcked(1, 2)
-	if got := l.taken(); !slices.Equal(got, []string{"a@1s", "a@2s"}) {
-		t.Errorf("history %v", got)
+	if got := l.taken(); len(got) != 0 {
+		t.Errorf("history %v while down", got)
 	}
 }
 
@@ -254,7 +270,7 @@ func (h *harness) sendStream(stream string, seq uint64, instance string, offset 
 // TestRecoveryWakesParked: once a sink takes a scrape again, the targets waiting for a
 // retry of it go at once, not at the end of their backoff.
 func TestRecoveryWakesParked(t *testing.T) {
-	l := &ledger{}
+	l := newLedger()
 	h, _ := newStatusHarness(t, Options{}, l)
 	// Backoff far beyond the test's patience.
 	h.d.opts.MinBackoff, h.d.opts.MaxBackoff = time.Hour, time.Hour
@@ -268,5 +284,57 @@ func TestRecoveryWakesParked(t *testing.T) {
 	h.waitAcked(c, a, b)
 	if got := l.taken(); len(got) != 3 {
 		t.Errorf("history %v", got)
+	}
+}
+
+// TestLoneFailureKeepsBackoff: a target whose scrapes the sink keeps failing while it
+// takes the others' waits out its backoff; the others' successes do not wake it.
+func TestLoneFailureKeepsBackoff(t *testing.T) {
+	h, l := historyHarness(t, false, false)
+	h.d.opts.MinBackoff, h.d.opts.MaxBackoff = time.Hour, time.Hour
+	l.mu.Lock()
+	l.failFor["x"] = true
+	l.mu.Unlock()
+	x := h.send("x", time.Second)
+	h.waitRetries(1)
+	for i := 1; i <= 20; i++ {
+		h.waitAcked(h.send("y", time.Duration(i)*time.Second))
+	}
+	l.mu.Lock()
+	tries := l.tries["x"]
+	l.mu.Unlock()
+	if tries != 1 || h.acks.count(x) != 0 {
+		t.Errorf("x tried %d times during its backoff, acked %d", tries, h.acks.count(x))
+	}
+}
+
+// TestHistorySplitLate: a split scrape whose last part comes after the target's next
+// scrape is still written to history, before that next scrape.
+func TestHistorySplitLate(t *testing.T) {
+	h, l := historyHarness(t, false, false)
+	var sb strings.Builder
+	sb.WriteString("# TYPE m gauge\n")
+	for i := range 400 {
+		fmt.Fprintf(&sb, "m{i=\"%x\"} %d\n", rand.Uint64(), i) // random: it does not compress to one part
+	}
+	body := []byte(sb.String())
+	parts, err := h.codec.EncodeSplit(&envelope.Envelope{Job: "j", Instance: "a", Start: h.base.Add(time.Second),
+		ContentType: "text/plain; version=0.0.4", Body: body, Series: 1}, 512)
+	if err != nil || len(parts) < 2 {
+		t.Fatalf("split: %d parts, %v", len(parts), err)
+	}
+	var seqs []uint64
+	for _, p := range parts[:len(parts)-1] {
+		h.seq++
+		seqs = append(seqs, h.seq)
+		h.d.Handle(p, h.seq, h.acks.fn(h.seq))
+	}
+	b := h.send("a", 2*time.Second) // whole, while the split one waits for its last part
+	h.seq++
+	seqs = append(seqs, h.seq)
+	h.d.Handle(parts[len(parts)-1], h.seq, h.acks.fn(h.seq))
+	h.waitAcked(append(seqs, b)...)
+	if got := l.taken(); !slices.Equal(got, []string{"a@1s", "a@2s"}) {
+		t.Errorf("history %v, want the split scrape then the next", got)
 	}
 }

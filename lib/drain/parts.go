@@ -80,6 +80,12 @@ func (d *Drain) drop(dr assemble.Dropped[Handle]) {
 	}
 	d.logger.Log(context.Background(), level, "split scrape given up", "job", dr.Job, "instance", dr.Instance,
 		"publisher", dr.Publisher, "start", dr.Start, "parts", dr.Parts, "missing", dr.Missing, "reason", reason, "err", dr.Err)
+	// The history sinks may have waited for it: its target's newer scrapes go now.
+	d.mu.Lock()
+	if t := d.targets[dr.Job+"/"+dr.Instance]; t != nil {
+		d.schedule(t)
+	}
+	d.mu.Unlock()
 	for _, h := range dr.Handles {
 		if reason == "corrupt" {
 			d.ack(h.term(), h.Seq)

@@ -5,6 +5,13 @@ import (
 	"time"
 
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/lib/sink"
+)
+
+// Indexes of target.park.
+const (
+	stateKind   = int(sink.State)
+	historyKind = int(sink.History)
 )
 
 // target is the drain's state for one job/instance. Guarded by Drain.mu.
@@ -14,9 +21,10 @@ type target struct {
 	// first. A worker that delivers one marks it working; only that worker removes it.
 	queue []*delivery
 	busy  bool // on the ready list or with a worker
-	// parked: waiting for a retry after a transient failure; a timer makes it ready.
-	parked  bool
-	attempt int // rounds that failed in a row, for the backoff
+	// park holds, by sink.Kind, the target's work for that kind of sink after a
+	// transient failure there, until its backoff ends or the failing sink is back: a
+	// history sink that is down does not hold up the state sinks, nor the reverse.
+	park [2]park
 	// newest is the start of the newest scrape admitted; a state sink wants nothing older.
 	newest time.Time
 	// stateDone and historyDone are the start of the newest scrape whose fate is final
@@ -25,6 +33,23 @@ type target struct {
 	lastSeen               time.Time
 	status                 status
 	retry                  *retry // the scrape handed back to the server with a delay, if any
+}
+
+// park is a target's wait for a retry of one kind of sink.
+type park struct {
+	on      bool
+	attempt int    // rounds that failed in a row, for the backoff
+	gen     uint64 // ends with the timer of this generation only
+	sinks   uint64 // the sinks whose failure parked it, by bit
+}
+
+// parked reports whether t waits for a retry of any kind of sink.
+func (t *target) parked() bool { return t.park[0].on || t.park[1].on }
+
+// unpark ends t's wait for kind. Called with d.mu held.
+func (t *target) unpark(kind int) {
+	t.park[kind].on = false
+	t.park[kind].gen++ // its timer, if any, no longer ends anything
 }
 
 // delivery is one scrape on its way to the sinks.
@@ -121,7 +146,7 @@ func (d *Drain) place(t *target, dl *delivery) bool {
 		case r.start.Equal(s):
 			// The server's redelivery of a scrape handed back: go on where it stopped.
 			copy(dl.res, r.res)
-			t.attempt = r.attempt
+			t.park[stateKind].attempt = r.attempt
 			t.retry = nil
 		case r.start.Before(s):
 			t.retry = nil // a newer scrape makes the handed-back one redundant
@@ -186,12 +211,19 @@ func (d *Drain) finished(t *target) []*delivery {
 // acknowledge answers the server for deliveries whose fate is final everywhere.
 func (d *Drain) acknowledge(done []*delivery) {
 	for _, q := range done {
-		delivered, superseded := false, false
+		delivered, superseded, other := false, false, false
 		for i := range q.res {
-			delivered = delivered || q.res[i].fate == FateDelivered
-			superseded = superseded || q.res[i].fate == FateSuperseded
+			switch q.res[i].fate {
+			case FateDelivered:
+				delivered = true
+			case FateSuperseded:
+				superseded = true
+			default:
+				other = true // expired or rejected: counted as such
+			}
 		}
-		if superseded && !delivered {
+		// One final fate counted per message: superseded when that is all it was.
+		if superseded && !delivered && !other {
 			d.metrics.superseded.Inc()
 		}
 		ack := q.h.Ack
@@ -202,27 +234,50 @@ func (d *Drain) acknowledge(done []*delivery) {
 	}
 }
 
-// work reports whether t has something a worker can do now. Called with d.mu held.
+// hasWork reports whether t has something a worker can do now. Called with d.mu held.
 func (d *Drain) hasWork(t *target) bool {
-	if t.parked {
-		return false
+	if n := len(t.queue); n > 0 && !t.park[stateKind].on && !t.queue[n-1].working && !t.queue[n-1].final(d.state) {
+		return true
 	}
-	held := d.historyHeld()
-	for i, q := range t.queue {
-		if q.working {
-			continue
-		}
-		if i == len(t.queue)-1 && !q.final(d.state) {
-			return true
-		}
-		if !held && !q.final(d.history) {
-			return true
-		}
-		if d.opts.Now().Sub(q.env.Start) > d.opts.MaxAge {
+	if len(d.history) > 0 && !t.park[historyKind].on && len(d.historyWork(t)) > 0 {
+		return true
+	}
+	now := d.opts.Now()
+	for _, q := range t.queue {
+		if !q.working && now.Sub(q.env.Start) > d.opts.MaxAge {
 			return true // to expire
 		}
 	}
 	return false
+}
+
+// historyWork is what the history sinks can be given of t now, oldest first: nothing
+// while history is held, nothing being delivered already, and nothing newer than a split
+// scrape of t still being assembled, which they must be given first. Called with d.mu
+// held.
+func (d *Drain) historyWork(t *target) []*delivery {
+	if d.historyHeld() || len(t.queue) == 0 {
+		return nil
+	}
+	env := t.queue[0].env
+	split, assembling := d.parts.Assembling(env.Job, env.Instance)
+	var out []*delivery
+	for _, q := range t.queue {
+		if assembling && q.env.Start.After(split) {
+			break
+		}
+		if q.final(d.history) {
+			continue
+		}
+		if q.working {
+			return nil // a round is under way: the next one follows it
+		}
+		out = append(out, q)
+		if len(out) == d.opts.HistoryBatch {
+			break
+		}
+	}
+	return out
 }
 
 // schedule puts t on the ready list if it has work and no worker. Called with d.mu held.

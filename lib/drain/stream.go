@@ -35,6 +35,9 @@ func (d *Drain) HoldHistory(stream string, upTo uint64, pending int, wait time.D
 		}
 	}
 	if len(h.seen) >= h.want {
+		if d.holds[stream] != nil {
+			d.endHold(stream, "") // a hold of an earlier subscription: this one has all
+		}
 		return
 	}
 	d.holds[stream] = h

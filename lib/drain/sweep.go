@@ -31,7 +31,7 @@ func (d *Drain) Sweep(ctx context.Context) {
 	d.mu.Lock()
 	d.expireHolds(now)
 	for k, t := range d.targets {
-		if !t.busy && !t.parked && len(t.queue) == 0 && now.Sub(t.lastSeen) > d.opts.MaxAge {
+		if !t.busy && !t.parked() && len(t.queue) == 0 && now.Sub(t.lastSeen) > d.opts.MaxAge {
 			delete(d.targets, k)
 			if d.opts.StaleRetention > 0 && !t.status.received.IsZero() {
 				d.forgotten[k] = t

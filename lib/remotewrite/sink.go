@@ -55,6 +55,9 @@ type target struct {
 
 	start time.Time // the newest scrape the receiver has
 	last  int64     // its timestamp in milliseconds
+	// tried is when the drain last handed the sink a scrape of the target, taken or not:
+	// while it keeps trying (a receiver outage), the target has not stopped.
+	tried time.Time
 	// hashes are the label-set hashes of its series that end with a staleness marker,
 	// sorted; sets holds their label sets in the same order, compressed. A new scrape
 	// with the same series keeps both as they are.
@@ -145,6 +148,7 @@ func (s *Sink) DeliverBatch(ctx context.Context, scs []*sink.Scrape, errs []erro
 			t.mu.Unlock()
 			continue
 		}
+		t.tried = s.now()
 		s.deliver(ctx, t, scs, errs, len(scs) > 1)
 		t.mu.Unlock()
 		return
@@ -345,8 +349,9 @@ func (s *Sink) missing(cur *tracking, now []uint64) ([]ended, error) {
 	return out, nil
 }
 
-// Sweep ends the series of every target not scraped for maxAge: their staleness markers
-// go out at now, and the sink forgets the target.
+// Sweep ends the series of every target not scraped for maxAge, and not handed a
+// scrape for as long: their staleness markers go out at now, and the sink forgets the
+// target.
 func (s *Sink) Sweep(ctx context.Context, now time.Time, maxAge time.Duration) error {
 	s.mu.Lock()
 	var old []*target
@@ -361,7 +366,10 @@ func (s *Sink) Sweep(ctx context.Context, now time.Time, maxAge time.Duration) e
 		if !t.mu.TryLock() {
 			continue // being delivered to: not stale
 		}
-		if t.gone || t.start.IsZero() || now.Sub(t.start) <= maxAge {
+		// A target stops when its newest scrape is older than maxAge and the drain has
+		// not tried to hand it a newer one for as long: after an outage of the receiver
+		// the drain still holds newer scrapes, which markers at now would hide.
+		if t.gone || t.start.IsZero() || now.Sub(t.start) <= maxAge || now.Sub(t.tried) <= maxAge {
 			t.mu.Unlock()
 			continue
 		}

@@ -187,9 +187,10 @@ func TestStaleness(t *testing.T) {
 		t.Run(r.name, func(t *testing.T) {
 			t.Parallel()
 			srv := r.start(t, "")
-			snk := newSink(t, srv.RemoteWriteURL(), r.message)
-			ctx := context.Background()
 			t0 := time.Now().Add(-10 * time.Second).Truncate(time.Millisecond)
+			// The drain hands the scrapes over a second after t0, by the sink's clock.
+			snk := newSink(t, srv.RemoteWriteURL(), r.message, func(o *Options) { o.Now = func() time.Time { return t0.Add(time.Second) } })
+			ctx := context.Background()
 			both := []byte("# TYPE a gauge\na 1\n# TYPE b gauge\nb 2\n")
 			onlyA := []byte("# TYPE a gauge\na 3\n")
 
@@ -444,4 +445,30 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 
 	}
 	t.Fatalf("no %s", name)
 	return 0
+}
+
+// TestNoSweepWhileTrying: a target whose newest scrape the receiver has is older than
+// max_age, but whose newer scrapes the drain still tries to hand over (the receiver was
+// down), is not ended by the sweep: its waiting scrapes land after it, not refused as
+// out of order behind staleness markers.
+func TestNoSweepWhileTrying(t *testing.T) {
+	r := receivers[0]
+	srv := r.start(t, "")
+	snk := newSink(t, srv.RemoteWriteURL(), r.message, func(o *Options) { o.Timeout = 2 * time.Second })
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Millisecond)
+	deliver(t, snk, scrape(t, "j", "i", now.Add(-85*time.Second), []byte("a 1\n")))
+	srv.Stop()
+	// The drain tries the next scrape while the receiver is down.
+	if err := snk.Deliver(ctx, scrape(t, "j", "i", now.Add(-25*time.Second), []byte("a 2\n"))); err == nil {
+		t.Fatal("delivered to a stopped receiver")
+	}
+	if err := snk.Sweep(ctx, now, 80*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart(t)
+	deliver(t, snk, scrape(t, "j", "i", now.Add(-25*time.Second), []byte("a 2\n")))
+	if v, err := srv.Query(ctx, `a{job="j"}`, now.Add(-24*time.Second)); err != nil || len(v) != 1 || v[0].Value != 2 {
+		t.Errorf("a after the outage: %v (%v), want 2", v, err)
+	}
 }
