@@ -2,9 +2,15 @@ package tests
 
 import (
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/stream"
 )
 
 // TestClockAhead: a publisher whose clock is an hour ahead publishes a target's scrape
@@ -45,4 +51,21 @@ func TestClockAhead(t *testing.T) {
 	if v := d.metric("prometheus_streams_drain_messages_superseded_total"); v != 0 {
 		t.Errorf("%v genuine scrapes superseded", v)
 	}
+}
+
+// TestWrongSubject: on JetStream a message whose envelope names another target than the
+// subject it was published on (a publisher allowed one subject speaking for another
+// target) is rejected by the drain binary, with the subject in its log.
+func TestWrongSubject(t *testing.T) {
+	srv := jsTransport.start(t)
+	exposeAddr, mon := freeAddr(t), freeAddr(t)
+	cfg := jsTransport.drainConfig(srv, "http://127.0.0.1:1", mon, fmt.Sprintf("expose:\n  listen: %s\n", exposeAddr))
+	cfg = removeSection(cfg, "push_gateway:\n  url: http://127.0.0.1:1\n")
+	d := startDrain(t, writeConfig(t, cfg), mon)
+	waitFor(t, 10*time.Second, "the drain subscribed", func() bool { return d.healthz() == http.StatusOK })
+	jsPublish(t, srv, &nats.Msg{Subject: stream.Subject("prometheus", "j", "b"), Data: encode(t, "j", "a", time.Now(), "m 1\n")})
+	waitFor(t, 10*time.Second, "the message rejected", func() bool {
+		return d.metric("prometheus_streams_drain_messages_rejected_total", "reason", "wrong_subject") == 1
+	})
+	mustContain(t, "drain log", d.logs(), "reason=wrong_subject", `subject=prometheus.j.b`)
 }

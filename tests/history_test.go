@@ -15,19 +15,19 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/lib/promtest"
 )
 
-// countingTarget serves scrape_count, the number of times it was scraped, so that every
+// blinkingTarget serves scrape_count, the number of times it was scraped, so that every
 // scrape is identifiable wherever it lands; and blink, a series it stops exposing from
 // its vanishAt-th scrape on.
-type countingTarget struct {
+type blinkingTarget struct {
 	mu       sync.Mutex
 	n        int
 	vanishAt int
 	srv      *httptest.Server
 }
 
-func startCountingTarget(t *testing.T, vanishAt int) *countingTarget {
+func startBlinkingTarget(t *testing.T, vanishAt int) *blinkingTarget {
 	t.Helper()
-	c := &countingTarget{vanishAt: vanishAt}
+	c := &blinkingTarget{vanishAt: vanishAt}
 	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		c.mu.Lock()
 		c.n++
@@ -43,7 +43,7 @@ func startCountingTarget(t *testing.T, vanishAt int) *countingTarget {
 	return c
 }
 
-func (c *countingTarget) served() int {
+func (c *blinkingTarget) served() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n
@@ -99,10 +99,10 @@ func historyThroughOutage(t *testing.T, tr transport, binary promtest.Binary, ga
 	d := startDrain(t, path, mon)
 
 	const targets = 3
-	var counting []*countingTarget
+	var counting []*blinkingTarget
 	jobs := "  count:\n    targets:\n"
 	for i := range targets {
-		c := startCountingTarget(t, before+2)
+		c := startBlinkingTarget(t, before+2)
 		counting = append(counting, c)
 		jobs += fmt.Sprintf("      - {name: c%d, url: '%s/metrics'}\n", i, c.srv.URL)
 	}

@@ -192,8 +192,9 @@ func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drai
 	if rs.IsJetStream() {
 		// JetStream can terminate poison and redeliver after a delay: the drain backs
 		// off a failing delivery through the server instead of holding it.
+		want := func(job, instance string) string { return stream.Subject(rs.Topic, job, instance) }
 		handle = func(m *stream.Msg) {
-			d.HandleMessage(drain.Message{Data: m.Data, Stream: name,
+			d.HandleMessage(drain.Message{Data: m.Data, Stream: name, Subject: m.Subject, Want: want,
 				Handle: drain.Handle{Seq: m.Sequence, Ack: m.Ack, Term: m.Term, Nak: m.NakWithDelay}})
 		}
 	}

@@ -57,6 +57,15 @@ func (d *Drain) HandleMessage(m Message) {
 		d.ack(h.term(), h.Seq)
 		return
 	}
+	if m.Want != nil {
+		if want := m.Want(env.Job, env.Instance); m.Subject != want {
+			d.metrics.rejected.WithLabelValues(reasonWrongSubject).Inc()
+			d.logger.Warn("message rejected", "seq", h.Seq, "reason", reasonWrongSubject, "subject", m.Subject, "want", want,
+				"job", env.Job, "instance", env.Instance, "publisher", env.Publisher)
+			d.ack(h.term(), h.Seq)
+			return
+		}
+	}
 	if d.opts.Shards > 1 && ShardOf(env.Job, env.Instance, d.opts.Shards) != d.opts.Shard {
 		d.metrics.otherShard.Inc() // the earlier system's JSON, read in full to find its target
 		d.ack(h.Ack, h.Seq)
@@ -128,8 +137,12 @@ func decodeReason(err error) string {
 	}
 }
 
-// reasonClockAhead is the rejected counter's reason for a scrape stamped in the future.
-const reasonClockAhead = "clock_ahead"
+// Reasons of the rejected counter: a scrape stamped in the future; a message on a subject
+// that is not its target's.
+const (
+	reasonClockAhead   = "clock_ahead"
+	reasonWrongSubject = "wrong_subject"
+)
 
 // refuseAhead refuses a scrape stamped ahead of the drain's clock by more than
 // MaxClockSkew: its publisher's clock is wrong. Taken, it would supersede the genuine

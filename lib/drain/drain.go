@@ -117,6 +117,12 @@ type Message struct {
 	Handle
 	// Stream names the receiver stream it came from, as in StreamState.
 	Stream string
+	// Subject is the subject it was published on; when Want is set (JetStream, where
+	// each target has a subject of its own) it must be Want(job, instance) of the
+	// envelope, else the message is rejected: a publisher may not speak for another
+	// target on its subject.
+	Subject string
+	Want    func(job, instance string) string
 }
 
 // Drain decides every message's fate. Build it with New, run its workers with Run, and

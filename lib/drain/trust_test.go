@@ -275,3 +275,30 @@ func waitDelivered(t *testing.T, rec *recorder, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestWrongSubject: on JetStream each target has a subject of its own; a message whose
+// envelope names another target than its subject is rejected, not delivered.
+func TestWrongSubject(t *testing.T) {
+	rec := &recorder{}
+	h := newHarness(t, rec, 1)
+	want := func(job, instance string) string { return "prometheus." + job + "." + instance }
+	for _, tc := range []struct {
+		subject string
+		ok      bool
+	}{{"prometheus.j.b", false}, {"prometheus.j.a", true}} {
+		h.seq++
+		b, err := h.codec.Encode(&envelope.Envelope{Job: "j", Instance: "a", Start: h.base.Add(time.Duration(h.seq) * time.Second),
+			ContentType: "text/plain; version=0.0.4", Body: []byte("m 1\n"), Series: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.d.HandleMessage(Message{Data: b, Subject: tc.subject, Want: want, Handle: Handle{Seq: h.seq, Ack: h.acks.fn(h.seq)}})
+		h.waitAcked(h.seq)
+	}
+	if v := h.rejected(reasonWrongSubject); v != 1 {
+		t.Errorf("rejected{wrong_subject} = %v", v)
+	}
+	if got := rec.delivered(); len(got) != 1 {
+		t.Errorf("delivered %v, want only the message on its own subject", got)
+	}
+}
