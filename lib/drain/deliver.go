@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
@@ -113,6 +114,7 @@ func (d *Drain) step(ctx context.Context, t *target) bool {
 	}
 
 	ok := d.deliver(ctx, &r)
+	d.returnMemory(&r)
 	d.mu.Lock()
 	d.release(t, &r)
 	if !ok {
@@ -142,6 +144,28 @@ func (d *Drain) step(ctx context.Context, t *target) bool {
 	d.mu.Unlock()
 	d.acknowledge(done)
 	return more
+}
+
+// largeBody is the size of a scrape after whose delivery the drain returns the memory
+// its parse took to the system at once, rather than keeping it for the next large one:
+// a 20 MB exposition takes hundreds of megabytes parsed.
+const largeBody = 8 << 20
+
+// returnMemory returns the memory of a round that parsed a large scrape to the system,
+// at most every 10 seconds.
+func (d *Drain) returnMemory(r *round) {
+	large := r.state != nil && len(r.state.env.Body) >= largeBody
+	for _, q := range r.history {
+		large = large || len(q.env.Body) >= largeBody
+	}
+	if !large {
+		return
+	}
+	now := time.Now().UnixNano()
+	if last := d.freed.Load(); now-last < int64(10*time.Second) || !d.freed.CompareAndSwap(last, now) {
+		return
+	}
+	go debug.FreeOSMemory() // once the round's parse is garbage: after this return
 }
 
 // mask is the bits of the sinks idx.

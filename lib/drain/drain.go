@@ -139,6 +139,7 @@ type Drain struct {
 
 	subscribed atomic.Bool
 	restoring  atomic.Int32 // restores under way: not ready until they are applied
+	freed      atomic.Int64 // when memory was last returned to the system, in Unix ns
 	smu        sync.Mutex
 	streams    map[string]bool       // each stream's subscription, by name
 	trust      atomic.Pointer[Trust] // nil: no trust configured

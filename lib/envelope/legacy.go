@@ -24,11 +24,18 @@ type legacyMessage struct {
 	Scrape    []byte `json:"Scrape"`
 }
 
+// MaxLegacyBodySize bounds the uncompressed scrape of a message of the earlier system:
+// scrape-once's own default body_size_limit.
+const MaxLegacyBodySize = 32 << 20
+
 // DecodeLegacy decodes a message of the earlier system, so a drain can take over the
 // central side first and the edges can move one by one. The result has the same fields
 // an envelope of a successful text-format scrape has; the earlier system knew no
 // duration, site, labels or failed scrapes. Errors wrap ErrNotEnvelope (not such a
 // message), ErrCorrupt (one whose scrape does not decompress) or ErrTooLarge.
+//
+// A legacy scrape is one gzip stream in one NATS message, which a gzip bomb can make
+// 1,000 times larger than the message: it is read to at most MaxLegacyBodySize.
 func (c *Codec) DecodeLegacy(b []byte) (*Envelope, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
@@ -46,12 +53,13 @@ func (c *Codec) DecodeLegacy(b []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: legacy message %s/%s: gzip: %v", ErrCorrupt, m.Job, m.Instance, err)
 	}
 	defer zr.Close()
-	body, err := io.ReadAll(io.LimitReader(zr, int64(c.maxBody)+1))
+	limit := min(c.maxBody, MaxLegacyBodySize)
+	body, err := io.ReadAll(io.LimitReader(zr, int64(limit)+1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: legacy message %s/%s: gzip: %v", ErrCorrupt, m.Job, m.Instance, err)
 	}
-	if len(body) > c.maxBody {
-		return nil, fmt.Errorf("%w: legacy message %s/%s: scrape over %d bytes", ErrTooLarge, m.Job, m.Instance, c.maxBody)
+	if len(body) > limit {
+		return nil, fmt.Errorf("%w: legacy message %s/%s: scrape over %d bytes uncompressed", ErrTooLarge, m.Job, m.Instance, limit)
 	}
 	return &Envelope{
 		Publisher:   m.Publisher,

@@ -65,3 +65,20 @@ func TestDecodeLegacy(t *testing.T) {
 		}
 	}
 }
+
+// TestLegacyBomb: a legacy message whose gzip stream inflates a thousandfold is read
+// only to MaxLegacyBodySize, whatever the codec's own limit, and refused as too large.
+func TestLegacyBomb(t *testing.T) {
+	c, err := NewCodec() // the drain's: 256 MiB for envelopes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	bomb := legacy(t, "j", "i", 1700000000, make([]byte, MaxLegacyBodySize+1<<20))
+	if len(bomb) > 256<<10 {
+		t.Fatalf("the bomb is %d bytes", len(bomb))
+	}
+	if _, err := c.DecodeLegacy(bomb); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("DecodeLegacy of a bomb: %v, want ErrTooLarge", err)
+	}
+}
