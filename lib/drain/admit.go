@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -45,6 +47,13 @@ func (d *Drain) HandleMessage(m Message) {
 			attrs = append(attrs, "key", se.Signer, "job", se.Job, "instance", se.Instance, "publisher", se.Publisher)
 		}
 		d.logger.Warn("message rejected", append(attrs, "err", err)...)
+		d.ack(h.term(), h.Seq)
+		return
+	}
+	if what := invalidUTF8(env); what != "" {
+		d.metrics.rejected.WithLabelValues(reasonInvalidUTF8).Inc()
+		d.logger.Warn("message rejected", "seq", h.Seq, "reason", reasonInvalidUTF8, "field", what,
+			"job", strconv.Quote(env.Job), "instance", strconv.Quote(env.Instance), "publisher", strconv.Quote(env.Publisher))
 		d.ack(h.term(), h.Seq)
 		return
 	}
@@ -142,7 +151,27 @@ func decodeReason(err error) string {
 const (
 	reasonClockAhead   = "clock_ahead"
 	reasonWrongSubject = "wrong_subject"
+	reasonInvalidUTF8  = "invalid_utf8"
 )
+
+// invalidUTF8 names the first field of env that is not valid UTF-8, or returns "": job,
+// instance, publisher, site and static labels become label values on every endpoint,
+// where one bad byte fails a Prometheus scrape of all of them.
+func invalidUTF8(env *envelope.Envelope) string {
+	for _, f := range []struct{ name, v string }{
+		{"job", env.Job}, {"instance", env.Instance}, {"publisher", env.Publisher}, {"site", env.Site},
+	} {
+		if !utf8.ValidString(f.v) {
+			return f.name
+		}
+	}
+	for _, l := range env.Labels {
+		if !utf8.ValidString(l.Name) || !utf8.ValidString(l.Value) {
+			return "labels"
+		}
+	}
+	return ""
+}
 
 // refuseAhead refuses a scrape stamped ahead of the drain's clock by more than
 // MaxClockSkew: its publisher's clock is wrong. Taken, it would supersede the genuine

@@ -428,6 +428,9 @@ func (d *Drain) prepare(q *delivery) (*sink.Scrape, error) {
 		if err != nil {
 			return nil, fmt.Errorf("parse body: %w", err)
 		}
+		if err := exposition.Valid(fams); err != nil {
+			return nil, fmt.Errorf("body: %w", err) // one bad byte would spoil every endpoint serving it
+		}
 		exposition.Attach(fams, s.Target)
 		s.Families = fams
 	}

@@ -86,7 +86,7 @@ func newMetrics(reg prometheus.Registerer, sinks []string) *metrics {
 	reg.MustRegister(m.connected, m.received, m.expired, m.superseded, m.otherShard, m.rejected, m.delivered, m.sinkRejected,
 		m.sinkSuperseded, m.retries, m.ackErrors, m.pushDuration, m.lag, m.targets, m.publisherLast, m.publisherSkew, m.historyHeld, m.restored)
 	// Make every series visible from the start, so alerts on rate() work at once.
-	for _, r := range []string{reasonClockAhead, reasonWrongSubject, "not_an_envelope", "unknown_version", "unsupported", "too_large", "corrupt", "invalid_body",
+	for _, r := range []string{reasonClockAhead, reasonWrongSubject, reasonInvalidUTF8, "not_an_envelope", "unknown_version", "unsupported", "too_large", "corrupt", "invalid_body",
 		reasonBadSignature, reasonUnsigned, reasonUnknownKey, reasonNotAllowed} {
 		m.rejected.WithLabelValues(r)
 	}
