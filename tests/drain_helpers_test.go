@@ -363,22 +363,23 @@ func scrapeURL(t *testing.T, url string) map[string]*dto.MetricFamily {
 	return fams
 }
 
-// valueOf returns the value of the first metric of name whose labels include labels
-// (name, value pairs), or 0.
+// valueOf returns the sum of the values of the metrics of name whose labels include
+// labels (name, value pairs), or 0.
 func valueOf(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	sum := 0.0
 	for _, m := range fams[name].GetMetric() {
 		if hasLabels(m, labels...) {
 			switch {
 			case m.Gauge != nil:
-				return m.Gauge.GetValue()
+				sum += m.Gauge.GetValue()
 			case m.Counter != nil:
-				return m.Counter.GetValue()
+				sum += m.Counter.GetValue()
 			case m.Untyped != nil:
-				return m.Untyped.GetValue()
+				sum += m.Untyped.GetValue()
 			}
 		}
 	}
-	return 0
+	return sum
 }
 
 func hasLabels(m *dto.Metric, labels ...string) bool {

@@ -31,7 +31,7 @@ monitor: {listen: '%[4]s'}
 		"# receiver_stream[0]: stan channel prometheus of cluster test-cluster at nats://",
 		"# receiver_stream[1]: jetstream stream PROMETHEUS subjects prometheus.> at nats://")
 	t.Log(r.stdout[strings.Index(r.stdout, "# receiver_stream[0]"):])
-	startDrain(t, central, monAddr)
+	d := startDrain(t, central, monAddr)
 
 	a := fixture.ServeCapture(t, fixture.PushGateway)
 	jobs := func(name string) string {
@@ -46,6 +46,19 @@ monitor: {listen: '%[4]s'}
 	waitFor(t, 20*time.Second, "both targets exposed", func() bool {
 		_, b := fetch(t, "http://"+exposeAddr+"/metrics", "")
 		return strings.Contains(string(b), `instance="on-stan"`) && strings.Contains(string(b), `instance="on-jetstream"`)
+	})
+	// Step 4's signal: each stream's own count of messages.
+	stanName, jsName := "stan:"+srv.ClusterID()+"/prometheus", "jetstream:PROMETHEUS"
+	if s, j := d.metric("prometheus_streams_drain_messages_received_total", "stream", stanName),
+		d.metric("prometheus_streams_drain_messages_received_total", "stream", jsName); s != 1 || j != 1 {
+		t.Errorf("messages received: %s %v, %s %v; want 1 each", stanName, s, jsName, j)
+	}
+	if r := runBin(t, "scrape-once", "-c", writeConfig(t, jsEdgeConfig(srv.URL(), "", jobs("on-jetstream")))); r.code != 0 {
+		t.Fatalf("jetstream edge: %d\n%s", r.code, r.stderr)
+	}
+	waitFor(t, 10*time.Second, "the JetStream count to grow alone", func() bool {
+		return d.metric("prometheus_streams_drain_messages_received_total", "stream", jsName) == 2 &&
+			d.metric("prometheus_streams_drain_messages_received_total", "stream", stanName) == 1
 	})
 }
 

@@ -185,7 +185,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 
 // consume feeds the drain from one receiver stream until ctx ends.
 func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drain.Drain, logger *slog.Logger) error {
-	name := rs.Describe()
+	name := streamName(rs)
 	handle := func(m *stream.Msg) {
 		d.HandleMessage(drain.Message{Data: m.Data, Stream: name, Handle: drain.Handle{Seq: m.Sequence, Ack: m.Ack}})
 	}
@@ -227,6 +227,15 @@ func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drai
 		MaxInflight: rs.MaxInflight,
 		AckWait:     rs.AckWait.D(),
 	}, handle, state)
+}
+
+// streamName names a receiver stream in the drain's metrics (the stream label) and
+// logs: stan:<cluster_id>/<channel> or jetstream:<stream>.
+func streamName(rs *config.Stream) string {
+	if rs.IsJetStream() {
+		return "jetstream:" + rs.StreamName
+	}
+	return "stan:" + rs.ClusterID + "/" + rs.Topic
 }
 
 // restoreTimeout bounds the reading of the streams at start: a stream that cannot be

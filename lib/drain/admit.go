@@ -20,7 +20,7 @@ import (
 func (d *Drain) HandleMessage(m Message) {
 	data, h := m.Data, m.Handle
 	now := d.opts.Now()
-	d.metrics.received.Inc()
+	d.metrics.received.WithLabelValues(m.Stream).Inc()
 	// Counted once placed: a hold that ends wakes the targets, which must find it.
 	defer d.sawAtHold(m.Stream, h.Seq)
 	if d.opts.Shards > 1 {

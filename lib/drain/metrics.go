@@ -8,7 +8,7 @@ import (
 
 // metrics are the drain's self-metrics, declared beside what counts them.
 type metrics struct {
-	received       prometheus.Counter
+	received       *prometheus.CounterVec
 	expired        prometheus.Counter
 	superseded     prometheus.Counter
 	otherShard     prometheus.Counter
@@ -35,8 +35,8 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, sinks []string) *metrics {
 	const ns, sub = "prometheus_streams", "drain"
 	m := &metrics{
-		received: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "messages_received_total", Help: "Messages taken from the stream, redeliveries included."}),
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "messages_received_total", Help: "Messages taken from each receiver stream, redeliveries included."}, []string{"stream"}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "messages_expired_total", Help: "Messages acknowledged without delivery because their scrape was older than max_age."}),
 		parts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,

@@ -103,6 +103,7 @@ func (d *Drain) historyHeld() bool { return len(d.holds) > 0 }
 // StreamState records whether the drain is subscribed to one of its streams (named by
 // stream), and why not. The drain is subscribed when it is to all Options.Streams.
 func (d *Drain) StreamState(stream string, connected bool, err error) {
+	d.metrics.received.WithLabelValues(stream) // visible at 0 from the first subscription
 	d.smu.Lock()
 	if d.streams == nil {
 		d.streams = map[string]bool{}
