@@ -26,7 +26,7 @@ var pkgFiles = map[string]string{
 	"/usr/lib/systemd/system/prometheus-streams-scrape-once@.service":         "-rw-r--r--",
 	"/usr/lib/systemd/system/prometheus-streams-scrape-once@.timer":           "-rw-r--r--",
 	"/usr/lib/systemd/system/prometheus-streams-drain.service":                "-rw-r--r--",
-	"/etc/prometheus-streams/prometheus-streams.yaml":                         "-rw-r--r--",
+	"/etc/prometheus-streams/prometheus-streams.yaml":                         "-rw-r-----", // it may be edited to hold credentials
 	"/usr/share/doc/prometheus-streams/README.md":                             "-rw-r--r--",
 	"/usr/share/doc/prometheus-streams/examples/scrape-once.cron":             "-rw-r--r--",
 	"/usr/share/doc/prometheus-streams/examples/prometheus.yml":               "-rw-r--r--",

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"sync/atomic"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -73,7 +73,9 @@ func TestRestartKeepsState(t *testing.T) {
 				t.Errorf("%d of %d targets served by the restarted drain once ready", n, targets)
 			}
 			_, b := fetch(t, "http://"+mon+"/targets?format=json", "")
-			var page struct{ Targets []struct{ Instance, State string } }
+			var page struct {
+				Targets []struct{ Instance, State string }
+			}
 			if err := json.Unmarshal(b, &page); err != nil {
 				t.Fatal(err)
 			}

@@ -200,11 +200,7 @@ func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drai
 	}
 	state := func(s stream.State) {
 		d.StreamState(name, s.Connected, s.Err)
-		if s.Connected {
-			notify(logger, "STATUS=subscribed to "+name)
-		} else if s.Err != nil {
-			notify(logger, "STATUS=not subscribed: "+s.Err.Error())
-		}
+		notify(logger, "STATUS="+d.Status()) // every stream's, not the last one's to report
 	}
 	if rs.IsJetStream() {
 		return stream.ConsumeJetStream(ctx, stream.JetStreamSubscribeOptions{

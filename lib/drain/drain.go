@@ -142,6 +142,7 @@ type Drain struct {
 	freed      atomic.Int64 // when memory was last returned to the system, in Unix ns
 	smu        sync.Mutex
 	streams    map[string]bool       // each stream's subscription, by name
+	streamErr  map[string]error      // and why not
 	trust      atomic.Pointer[Trust] // nil: no trust configured
 	parts      *assemble.Reassembler[Handle]
 

@@ -415,3 +415,20 @@ func TestClockAhead(t *testing.T) {
 		t.Errorf("status after a genuine scrape: %+v", ts)
 	}
 }
+
+// TestStatusLine: the status line speaks of every stream, not of the last to report.
+func TestStatusLine(t *testing.T) {
+	h, _ := newStatusHarness(t, Options{Streams: 2}, &recorder{})
+	if got := h.d.Status(); got != "connecting to the stream" {
+		t.Errorf("before any subscription: %q", got)
+	}
+	h.d.StreamState("jetstream:P", false, errors.New("no responders"))
+	h.d.StreamState("stan:c/prometheus", true, nil)
+	if got := h.d.Status(); got != "not subscribed to jetstream:P (no responders)" {
+		t.Errorf("one stream down: %q", got)
+	}
+	h.d.StreamState("jetstream:P", true, nil)
+	if got := h.d.Status(); got != "subscribed to jetstream:P, stan:c/prometheus" {
+		t.Errorf("both up: %q", got)
+	}
+}

@@ -1,6 +1,10 @@
 package drain
 
-import "time"
+import (
+	"slices"
+	"strings"
+	"time"
+)
 
 // hold keeps the history sinks waiting after a (re)subscription to a stream that had
 // messages delivered to a previous consumer and not acknowledged: the server redelivers
@@ -110,6 +114,10 @@ func (d *Drain) StreamState(stream string, connected bool, err error) {
 	}
 	was := d.streams[stream]
 	d.streams[stream] = connected
+	if d.streamErr == nil {
+		d.streamErr = map[string]error{}
+	}
+	d.streamErr[stream] = err
 	all := len(d.streams) >= max(d.opts.Streams, 1)
 	for _, c := range d.streams {
 		all = all && c
@@ -127,6 +135,34 @@ func (d *Drain) StreamState(stream string, connected bool, err error) {
 	case !connected:
 		d.logger.Warn("not subscribed to the stream", "stream", stream, "err", err)
 	}
+}
+
+// Status sums up the drain's subscriptions in a line, for systemd's status: every stream
+// it is subscribed to, or those it is not and why.
+func (d *Drain) Status() string {
+	d.smu.Lock()
+	defer d.smu.Unlock()
+	var up, down []string
+	for name, c := range d.streams {
+		if c {
+			up = append(up, name)
+			continue
+		}
+		if err := d.streamErr[name]; err != nil {
+			down = append(down, name+" ("+err.Error()+")")
+		} else {
+			down = append(down, name)
+		}
+	}
+	slices.Sort(up)
+	slices.Sort(down)
+	if len(down) > 0 {
+		return "not subscribed to " + strings.Join(down, ", ")
+	}
+	if len(up) == 0 {
+		return "connecting to the stream"
+	}
+	return "subscribed to " + strings.Join(up, ", ")
 }
 
 // Ready reports whether the drain is subscribed and has restored what its state sinks
