@@ -207,6 +207,13 @@ type TrustedPublisher struct {
 	// Instances, when set, are regular expressions (anchored) one of which each
 	// instance the key publishes must match.
 	Instances []string `yaml:"instances"`
+	// Publishers, when set, are the publisher identities (the edge's identity) the key
+	// may publish as; Sites likewise the site labels.
+	Publishers []string `yaml:"publishers"`
+	Sites      []string `yaml:"sites"`
+	// Labels, when set, are static labels every message of the key must carry with
+	// exactly these values.
+	Labels map[string]string `yaml:"labels"`
 }
 
 // Monitor is an HTTP listener.
@@ -380,7 +387,7 @@ func parse(b []byte, dir string) (*Config, error) {
 	if errs := c.validate(); len(errs) > 0 {
 		return nil, idx.annotate(errs)
 	}
-	c.Warnings = c.secretWarnings()
+	c.Warnings = append(c.secretWarnings(), c.trustWarnings()...)
 	return c, nil
 }
 

@@ -606,3 +606,20 @@ func TestQueueGroupWithHistory(t *testing.T) {
 		t.Errorf("queue_group with expose: %v", err)
 	}
 }
+
+// TestTrustWarning: a trusted key bound to jobs only is accepted, with a warning that
+// says what a stolen one could do; bound to publishers it is not warned about.
+func TestTrustWarning(t *testing.T) {
+	base := "receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1'}\nexpose: {}\ntrust:\n  - {public_key: UD466L6EBCM3YY5HEGHJANNTN4LSKTSUXTH7RILHCKEQMQHTBNLHJJXT, jobs: [node]"
+	c, err := Parse([]byte(base + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "trust[0] binds its key to jobs only") {
+		t.Errorf("warnings %q", c.Warnings)
+	}
+	c, err = Parse([]byte(base + ", publishers: [edge1], sites: [ams1], labels: {dc: ams1}}\n"))
+	if err != nil || len(c.Warnings) != 0 || c.Trust[0].Labels["dc"] != "ams1" || c.Trust[0].Sites[0] != "ams1" {
+		t.Errorf("bound key: %+v %q %v", c.Trust[0], c.Warnings, err)
+	}
+}

@@ -335,6 +335,18 @@ func instanceFromURL(raw string) string {
 	return u.Host
 }
 
+// trustWarnings lists trusted keys bound to nothing but their jobs: such a key, stolen,
+// can publish any instance of those jobs as any host and site.
+func (c *Config) trustWarnings() []string {
+	var w []string
+	for i, p := range c.Trust {
+		if p != nil && len(p.Publishers) == 0 && len(p.Instances) == 0 {
+			w = append(w, fmt.Sprintf("trust[%d] binds its key to jobs only: a stolen key could publish any instance of them as any publisher; set publishers (and instances, sites, labels)", i))
+		}
+	}
+	return w
+}
+
 // secretWarnings lists inline secrets, accepted as Prometheus accepts them but better kept
 // in files. The messages name the key, never the value.
 func (c *Config) secretWarnings() []string {

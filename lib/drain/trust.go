@@ -33,8 +33,11 @@ type Trust struct {
 
 // allowance is what one key may publish.
 type allowance struct {
-	jobs      map[string]bool
-	instances []*regexp.Regexp // anchored; none: any instance
+	jobs       map[string]bool
+	instances  []*regexp.Regexp // anchored; none: any instance
+	publishers []string         // none: any
+	sites      []string         // none: any
+	labels     map[string]string
 }
 
 // NewTrust builds a Trust from the config's trust section. It returns nil, trusting
@@ -68,6 +71,7 @@ func NewTrust(publishers []*config.TrustedPublisher) (*Trust, error) {
 			}
 			a.instances = append(a.instances, r)
 		}
+		a.publishers, a.sites, a.labels = slices.Clone(p.Publishers), slices.Clone(p.Sites), p.Labels
 		t.keys[p.PublicKey] = a
 	}
 	return t, nil
@@ -100,7 +104,36 @@ func (t *Trust) Check(env *envelope.Envelope) (reason, why string) {
 	if len(a.instances) > 0 && !a.instance(env.Instance) {
 		return reasonNotAllowed, fmt.Sprintf("the key may publish instances matching %s only", a.instanceList())
 	}
+	if len(a.publishers) > 0 && !slices.Contains(a.publishers, env.Publisher) {
+		return reasonNotAllowed, fmt.Sprintf("the key may publish as publishers %s only", quoted(a.publishers))
+	}
+	if len(a.sites) > 0 && !slices.Contains(a.sites, env.Site) {
+		return reasonNotAllowed, fmt.Sprintf("the key may publish for sites %s only", quoted(a.sites))
+	}
+	for name, want := range a.labels {
+		if got, ok := staticLabel(env, name); !ok || got != want {
+			return reasonNotAllowed, fmt.Sprintf("the key's messages must carry the static label %s=%q", name, want)
+		}
+	}
 	return "", ""
+}
+
+// staticLabel is the value of env's static label name.
+func staticLabel(env *envelope.Envelope, name string) (string, bool) {
+	for _, l := range env.Labels {
+		if l.Name == name {
+			return l.Value, true
+		}
+	}
+	return "", false
+}
+
+func quoted(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
 }
 
 func (a *allowance) instance(s string) bool {

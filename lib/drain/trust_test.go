@@ -302,3 +302,46 @@ func TestWrongSubject(t *testing.T) {
 		t.Errorf("delivered %v, want only the message on its own subject", got)
 	}
 }
+
+// TestTrustBindsIdentity: a key bound to a publisher, a site and static labels cannot
+// speak as another site's publisher, nor with another site or static labels: a stolen
+// key publishes only as the host it was made for.
+func TestTrustBindsIdentity(t *testing.T) {
+	a, aPub := userKey(t, 1)
+	trust, err := NewTrust([]*config.TrustedPublisher{{PublicKey: aPub, Jobs: []string{"node"},
+		Publishers: []string{"edge1"}, Sites: []string{"ams1"}, Labels: map[string]string{"dc": "ams1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	h := newHarnessWith(t, rec, 1, trust, slog.New(slog.DiscardHandler))
+	sign := func(publisher, site string, labels []envelope.Label, instance string) uint64 {
+		c, err := envelope.NewCodec(envelope.WithSigner(a))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		b, err := c.Encode(&envelope.Envelope{Publisher: publisher, Site: site, Labels: labels, Job: "node", Instance: instance,
+			Start: h.base.Add(time.Second), ContentType: "text/plain; version=0.0.4", Body: []byte("m 1\n"), Series: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.handle(b)
+	}
+	ams := []envelope.Label{{Name: "dc", Value: "ams1"}}
+	good := sign("edge1", "ams1", ams, "ok")
+	bad := []uint64{
+		sign("edge-fra", "ams1", ams, "other-publisher"),
+		sign("edge1", "fra1", ams, "other-site"),
+		sign("edge1", "ams1", []envelope.Label{{Name: "dc", Value: "fra1"}}, "other-label"),
+		sign("edge1", "ams1", nil, "no-label"),
+	}
+	h.waitAcked(append(bad, good)...)
+	waitDelivered(t, rec, 1)
+	if got := rec.delivered(); !slices.Equal(got, []string{"node/ok@1s"}) {
+		t.Errorf("delivered %v", got)
+	}
+	if v := h.rejected(reasonNotAllowed); v != 4 {
+		t.Errorf("rejected{not_allowed} = %v, want 4", v)
+	}
+}
