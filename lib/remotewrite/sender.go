@@ -369,6 +369,8 @@ func (s *sender) post(ctx context.Context, ss []series, metas []meta) error {
 	switch {
 	case errors.As(err, &retryable), ctx.Err() != nil:
 		return err
+	case code == http.StatusTooManyRequests:
+		return err // without retry_on_http_429: no quick retry, but the drain's later one
 	case code >= 400 && code < 500:
 		return &finalError{reason: reason(code, err.Error()), err: err}
 	case code >= 200 && code < 300:
