@@ -41,12 +41,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var opts options
 	parser := flags.NewParser(&opts, flags.HelpFlag|flags.PassDoubleDash)
 	parser.Name = "drain"
-	if _, err := parser.ParseArgs(args); err != nil {
+	rest, err := parser.ParseArgs(args)
+	if err != nil {
 		if flags.WroteHelp(err) {
 			fmt.Fprintln(stdout, err)
 			return exitOK
 		}
 		fmt.Fprintf(stderr, "drain: %v\n", err)
+		return exitUsage
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "drain: unexpected argument %q: the drain takes only flags (the config file is -c FILE)\n", rest[0])
 		return exitUsage
 	}
 	if opts.Version {

@@ -49,12 +49,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var opts options
 	parser := flags.NewParser(&opts, flags.HelpFlag|flags.PassDoubleDash)
 	parser.Name = "scrape-once"
-	if _, err := parser.ParseArgs(args); err != nil {
+	rest, err := parser.ParseArgs(args)
+	if err != nil {
 		if flags.WroteHelp(err) {
 			fmt.Fprintln(stdout, err)
 			return exitOK
 		}
 		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
+		return exitUsage
+	}
+	if len(rest) > 0 {
+		// Most likely a target meant as one: running every target instead would
+		// publish what the user did not ask for.
+		fmt.Fprintf(stderr, "scrape-once: unexpected argument %q: to scrape only some targets, use --target %s (or --job NAME)\n", rest[0], rest[0])
 		return exitUsage
 	}
 	if opts.Version {
