@@ -67,6 +67,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	if opts.CheckConfig {
+		// Nothing changes on disk: the logfile is checked, not created.
+		if err := logging.Check(cfg.LogFile); err != nil {
+			fmt.Fprintf(stderr, "drain: config: logfile: %v\n", err)
+			return exitConfig
+		}
+		for _, w := range cfg.Warnings {
+			slog.New(slog.NewTextHandler(stderr, nil)).Warn("config: " + w)
+		}
 		out, err := cfg.Redacted()
 		if err != nil {
 			fmt.Fprintf(stderr, "drain: %v\n", err)

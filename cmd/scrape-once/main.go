@@ -88,6 +88,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer signer.Wipe()
 	}
+	if opts.CheckConfig {
+		return checkConfig(opts, cfg, looseSeed, stdout, stderr)
+	}
 	logger, closer, err := logging.New(logging.Level(cfg.Verbose, cfg.Debug), cfg.LogFile, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
@@ -98,26 +101,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logger.Warn("config: " + w)
 	}
 	if looseSeed {
-		logger.Warn("config: signing.nkey_seed_file is readable by group or others; make it mode 0400, owned by the user scrape-once runs as",
-			"file", cfg.Signing.NKeySeedFile)
+		warnLooseSeed(logger, cfg)
 	}
 	sel, err := edge.Select(cfg, opts.Job, opts.Target)
 	if err != nil {
 		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
 		return exitUsage
-	}
-	if opts.CheckConfig {
-		out, err := cfg.Redacted()
-		if err != nil {
-			fmt.Fprintf(stderr, "scrape-once: %v\n", err)
-			return exitFailure
-		}
-		fmt.Fprintf(stdout, "%s", out)
-		if ps := cfg.PollerStream; ps != nil { // --dry-run needs none
-			fmt.Fprintf(stdout, "# poller_stream: %s\n", ps.Describe())
-		}
-		fmt.Fprintf(stdout, "# %s: valid for scrape-once, %d targets selected\n", opts.Config, len(sel))
-		return exitOK
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
