@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,7 +136,9 @@ func (r *Runner) Envelope(s Selected, res *scrape.Result) *envelope.Envelope {
 		Series:      res.Series,
 	}
 	if res.Err != nil {
-		e.Error = res.Err.Error()
+		// The reason may quote what the target sent (a status line, a header): the
+		// drain shows it, so it must be UTF-8 whatever the target sent.
+		e.Error = strings.ToValidUTF8(res.Err.Error(), "\uFFFD")
 		e.Body, e.ContentType = nil, ""
 	}
 	return e
