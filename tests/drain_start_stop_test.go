@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -22,4 +23,22 @@ func TestDrainEmbeddedPortInUse(t *testing.T) {
 	if d.healthz() != 200 {
 		t.Error("the first drain is no longer ready")
 	}
+}
+
+// TestDrainStopQuiet: SIGTERM stops the drain cleanly, logging nothing as a fault (it
+// logged a WARN "not subscribed" line per stream it consumed).
+func TestDrainStopQuiet(t *testing.T) {
+	monitor := freeAddr(t)
+	d := startDrain(t, writeConfig(t, centralConfig(freeAddr(t), freeAddr(t), monitor, "")), monitor)
+	before := len(d.logs())
+	if code := d.stop(); code != 0 {
+		t.Fatalf("exit %d\n%s", code, d.logs())
+	}
+	after := d.logs()[before:]
+	for _, line := range strings.Split(after, "\n") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+			t.Errorf("logged at stop: %s", line)
+		}
+	}
+	mustContain(t, "log", after, "stopping")
 }
