@@ -58,8 +58,8 @@ func TestHostileBodies(t *testing.T) {
 	}
 }
 
-// manyLabels is one series with n labels: the body of 30,000 labels (311 KB)
-// took scrape-once 55.7 s to validate with expfmt, quadratic in the labels of a series.
+// manyLabels is one series with n labels: 30,000 labels (319 KB) took expfmt, which
+// validated text bodies before, close to a minute (quadratic in a series' labels).
 func manyLabels(n int) []byte {
 	var b strings.Builder
 	b.WriteString("# TYPE wide gauge\nwide{")
@@ -67,7 +67,7 @@ func manyLabels(n int) []byte {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, "label_%d=\"value\"", i)
+		fmt.Fprintf(&b, "l%d=\"v\"", i)
 	}
 	b.WriteString("} 1\n")
 	return []byte(b.String())
