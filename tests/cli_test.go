@@ -122,4 +122,8 @@ func TestCheckConfigChangesNothing(t *testing.T) {
 			t.Errorf("%s --check-config created the logfile (%v)", bin, err)
 		}
 	}
+	// A target the run would not find is the run's usage error.
+	if r := runBin(t, "scrape-once", "-c", cfg, "--check-config", "--target", "nope"); r.code != 64 {
+		t.Errorf("--check-config --target nope: exit %d, want 64\n%s", r.code, r.stderr)
+	}
 }
