@@ -48,6 +48,11 @@ func Process(ctx context.Context, body []byte, contentType string, lim Limits, r
 	if err != nil {
 		return nil, 0, err
 	}
+	// On the body as served, so that the line and column are the target's; what
+	// relabelling writes from a UTF-8 body is UTF-8 too.
+	if err := validUTF8(body); err != nil {
+		return nil, 0, err
+	}
 	if len(rl.Configs) > 0 {
 		if body, err = relabelBody(ctx, body, mt, rl); err != nil {
 			return nil, 0, err
@@ -83,9 +88,6 @@ func (s *stats) labels(metric string, n int) {
 // and labels; it stops at the first entry Prometheus would refuse, or when ctx ends.
 func check(ctx context.Context, body []byte, om bool) (stats, error) {
 	var st stats
-	if err := validUTF8(body); err != nil {
-		return st, err
-	}
 	var p textparse.Parser
 	if om {
 		p = textparse.NewOpenMetricsParser(body, labels.NewSymbolTable())
