@@ -54,10 +54,12 @@ bench:
 bench-scale:
 	$(GO) run ./bench/scale $(SCALE_FLAGS)
 
-# Fuzz the envelope decoder for a while (make test runs only the seed corpus).
+# Fuzz the envelope decoder and the edge's validation for a while (make test runs only
+# the seed corpus).
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./lib/envelope/
+	$(GO) test -run '^$$' -fuzz FuzzProcess -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./lib/scrape/
 
 # The whole chain on one machine, then stop: see README.
 demo:

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/alecthomas/units"
 	promcfg "github.com/prometheus/common/config"
@@ -354,17 +356,36 @@ func Parse(b []byte) (*Config, error) {
 }
 
 func parse(b []byte, dir string) (*Config, error) {
+	// YAML is UTF-8, and a byte that is not would reach every message as a label or
+	// the publisher. Each such line is an error; the rest of the file is still read
+	// (with the bytes replaced) so that every other problem is reported with them.
+	var encErrs []error
+	if !utf8.Valid(b) {
+		b, encErrs = invalidUTF8(b)
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
-		return nil, fmt.Errorf("parse yaml: %w", err)
+		return nil, errors.Join(append(encErrs, fmt.Errorf("parse yaml: %w", err))...)
 	}
 	idx := newIndex(&root)
+	for i, err := range encErrs {
+		encErrs[i] = idx.named(err)
+	}
 
 	c := &Config{}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
+	// Values that do not decode are reported together with what validation finds in
+	// the rest, so that one run shows every problem; validation says nothing of a key
+	// that did not decode (it holds its zero value).
+	var decodeErr error
+	var undecoded []string
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, idx.explain(err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, errors.Join(append(encErrs, idx.explain(err))...)
+		}
+		decodeErr, undecoded = idx.explain(err), idx.failedKeys(te)
 	}
 	c.receiverList = receiverIsList(&root)
 	c.applyDefaults()
@@ -384,11 +405,51 @@ func parse(b []byte, dir string) (*Config, error) {
 	if dir != "" {
 		c.resolvePaths(dir)
 	}
-	if errs := c.validate(); len(errs) > 0 {
-		return nil, idx.annotate(errs)
+	errs := slices.DeleteFunc(c.validate(), func(err error) bool { return under(err, undecoded) })
+	if len(encErrs) > 0 || decodeErr != nil || len(errs) > 0 {
+		all := append(encErrs, decodeErr)
+		if len(errs) > 0 {
+			all = append(all, idx.annotate(errs))
+		}
+		return nil, errors.Join(all...)
 	}
 	c.Warnings = append(c.secretWarnings(), c.trustWarnings()...)
 	return c, nil
+}
+
+// invalidUTF8 returns b with every byte that is not UTF-8 replaced, and an error for
+// each line that held one, naming the line and the byte (index.named adds the key).
+func invalidUTF8(b []byte) ([]byte, []error) {
+	var errs []error
+	for i, line := range bytes.SplitAfter(b, []byte("\n")) {
+		if utf8.Valid(line) {
+			continue
+		}
+		col := 1
+		for rest := line; len(rest) > 0; col++ {
+			r, n := utf8.DecodeRune(rest)
+			if r == utf8.RuneError && n <= 1 {
+				errs = append(errs, fmt.Errorf("line %d: byte %#x at column %d is not UTF-8: a config file is UTF-8 text (an escape such as \\u00e9 in a double-quoted string writes any character)", i+1, rest[0], col))
+				break
+			}
+			rest = rest[n:]
+		}
+	}
+	return bytes.ToValidUTF8(b, []byte("\uFFFD")), errs
+}
+
+// under reports whether err is a problem at or below one of keys.
+func under(err error, keys []string) bool {
+	var p problem
+	if !errors.As(err, &p) {
+		return false
+	}
+	for _, k := range keys {
+		if p.path == k || strings.HasPrefix(p.path, k+".") || strings.HasPrefix(p.path, k+"[") {
+			return true
+		}
+	}
+	return false
 }
 
 // resolvePaths makes the file paths of the config relative to dir.

@@ -180,7 +180,7 @@ func TestErrors(t *testing.T) {
 		{"missing cluster id", "poller_stream:\n  urls: nats://x:4222\n", []string{"line 1", "poller_stream.cluster_id", "required"}},
 		{"receiver without client id", "receiver_stream:\n  cluster_id: c\n  urls: nats://x:4222\n", []string{"receiver_stream.client_id", "required"}},
 		{"reserved label", "jobs:\n  j:\n    labels: {instance: x}\n    targets: [{url: 'http://h:1/'}]\n", []string{"line 3", "jobs.j.labels.instance"}},
-		{"bad relabel", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    metric_relabel_configs:\n      - action: replace\n        regex: '('\n", []string{"line 5", "metric_relabel_configs[0]", "regexp"}},
+		{"bad relabel", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    metric_relabel_configs:\n      - action: replace\n        regex: '('\n", []string{"line 6", "metric_relabel_configs[0].regex", `"(" is not a valid regular expression: missing closing )`}},
 		{"unknown relabel key", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    metric_relabel_configs:\n      - action: drop\n        source_label: [a]\n", []string{"line 5", "metric_relabel_configs[0]", "source_label"}},
 		{"bad relabel action", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    metric_relabel_configs:\n      - action: explode\n", []string{"line 5", "explode"}},
 		{"two problems at once", "scrape_interval: -5\nmax_age: nope\n", []string{"line 1", "line 2"}},

@@ -79,7 +79,7 @@ func (ix *index) annotate(errs []error) error {
 }
 
 var (
-	reLine    = regexp.MustCompile(`^line (\d+): (.*)$`)
+	reLine    = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
 	reUnknown = regexp.MustCompile(`^field (\S+) not found in type`)
 )
 
@@ -112,10 +112,55 @@ func (ix *index) explain(err error) error {
 		if keys := ix.paths[line]; len(keys) > 0 {
 			// Go type names mean nothing to an operator; the key does.
 			rest = strings.ReplaceAll(rest, "into config.Duration", "into a duration")
-			out = append(out, fmt.Errorf("line %d: %s: %s", line, keys[len(keys)-1], rest))
+			key, rest := ix.keyOf(line, rest)
+			out = append(out, fmt.Errorf("line %d: %s: %s", line, key, rest))
 			continue
 		}
 		out = append(out, errors.New(msg))
 	}
 	return errors.Join(out...)
+}
+
+// keyOf is the key an error on line is about: the key that msg starts with (as
+// "regex: ..."), for a line that holds several (a flow mapping), else the line's last
+// key; and msg without that key.
+func (ix *index) keyOf(line int, msg string) (string, string) {
+	keys := ix.paths[line]
+	for _, p := range keys {
+		name := p[strings.LastIndexAny(p, ".")+1:]
+		if rest, ok := strings.CutPrefix(msg, name+": "); ok {
+			return p, rest
+		}
+	}
+	return keys[len(keys)-1], msg
+}
+
+// named adds the key to an error that names only its line.
+func (ix *index) named(err error) error {
+	m := reLine.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	line, _ := strconv.Atoi(m[1])
+	if len(ix.paths[line]) == 0 {
+		return err
+	}
+	key, rest := ix.keyOf(line, m[2])
+	return fmt.Errorf("line %d: %s: %s", line, key, rest)
+}
+
+// failedKeys are the keys of the values a decoding error is about: every key on the
+// line of each value that did not decode, but not an unknown key (which leaves the
+// others as they are).
+func (ix *index) failedKeys(te *yaml.TypeError) []string {
+	var keys []string
+	for _, msg := range te.Errors {
+		m := reLine.FindStringSubmatch(msg)
+		if m == nil || reUnknown.MatchString(m[2]) {
+			continue
+		}
+		line, _ := strconv.Atoi(m[1])
+		keys = append(keys, ix.paths[line]...)
+	}
+	return keys
 }

@@ -260,12 +260,19 @@ func (c *Config) DuplicateWindow() time.Duration {
 	return w.D()
 }
 
-// redactURL hides the password or token of a NATS URL.
+// redactURL hides the password or token of a URL, as Prometheus does (xxxxx), for
+// messages and --check-config.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.User == nil {
 		if i := strings.LastIndex(raw, "@"); i >= 0 && err != nil {
-			return "<redacted>@" + raw[i+1:]
+			scheme, _, found := strings.Cut(raw[:i], "://")
+			if !found {
+				scheme = ""
+			} else {
+				scheme += "://"
+			}
+			return scheme + "xxxxx@" + raw[i+1:]
 		}
 		return raw
 	}

@@ -2,7 +2,10 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"regexp"
+	"regexp/syntax"
 	"strconv"
 	"strings"
 	"time"
@@ -111,7 +114,7 @@ func kindName(k yaml.Kind) string {
 
 // typeError reports a bad value the way yaml.v3 reports its own, with the line, so that
 // Parse can name the key too.
-func typeError(n *yaml.Node, format string, args ...any) error {
+func typeError(n *yaml.Node, format string, args ...any) *yaml.TypeError {
 	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: ", n.Line) + fmt.Sprintf(format, args...)}}
 }
 
@@ -120,36 +123,82 @@ func typeError(n *yaml.Node, format string, args ...any) error {
 // Prometheus's own unmarshaller cannot do under yaml.v3.
 type RelabelConfigs []*relabel.Config
 
-// UnmarshalYAML implements yaml.Unmarshaler.
+// UnmarshalYAML implements yaml.Unmarshaler. Every entry is decoded, so that one pass
+// reports every bad one.
 func (r *RelabelConfigs) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.SequenceNode {
 		return typeError(n, "want a list of relabel configs, got a %s", kindName(n.Kind))
 	}
 	out := make(RelabelConfigs, 0, len(n.Content))
+	var errs []string
 	for _, item := range n.Content {
-		raw, err := yaml.Marshal(item)
+		rc, err := decodeRelabel(item)
 		if err != nil {
-			return typeError(item, "%v", err)
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(raw))
-		dec.KnownFields(true)
-		rc := &relabel.Config{}
-		if err := dec.Decode(rc); err != nil {
-			msg := err.Error()
-			if te, ok := err.(*yaml.TypeError); ok {
-				// Lines inside the re-encoded entry are not the file's lines: drop them.
-				msg = ""
-				for _, e := range te.Errors {
-					if i := bytes.IndexByte([]byte(e), ':'); i > 0 && bytes.HasPrefix([]byte(e), []byte("line ")) {
-						e = e[i+2:]
-					}
-					msg += e
-				}
-			}
-			return typeError(item, "relabel config: %s", msg)
+			errs = append(errs, err.Errors...)
+			continue
 		}
 		out = append(out, rc)
 	}
 	*r = out
+	if len(errs) > 0 {
+		return &yaml.TypeError{Errors: errs}
+	}
+	return nil
+}
+
+func decodeRelabel(item *yaml.Node) (*relabel.Config, *yaml.TypeError) {
+	// Prometheus's own message for a bad regex names the key of the entry's first
+	// line and quotes the pattern as it anchored it; this one names the regex key, on
+	// its own line, and quotes the pattern as written.
+	if re := mappingValue(item, "regex"); re != nil && re.Kind == yaml.ScalarNode {
+		if _, err := regexp.Compile("^(?s:" + re.Value + ")$"); err != nil { // as Prometheus compiles it
+			if _, alone := regexp.Compile(re.Value); alone != nil {
+				err = alone // the same fault, said of the pattern as written
+			}
+			msg := err.Error()
+			if se, ok := errors.AsType[*syntax.Error](err); ok {
+				msg = se.Code.String()
+				if se.Expr != re.Value {
+					msg += " at `" + se.Expr + "`"
+				}
+			}
+			return nil, typeError(re, "regex: %q is not a valid regular expression: %s", re.Value, msg)
+		}
+	}
+	raw, err := yaml.Marshal(item)
+	if err != nil {
+		return nil, typeError(item, "%v", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	rc := &relabel.Config{}
+	if err := dec.Decode(rc); err != nil {
+		msg := err.Error()
+		if te, ok := err.(*yaml.TypeError); ok {
+			// Lines inside the re-encoded entry are not the file's lines: drop them.
+			msg = ""
+			for _, e := range te.Errors {
+				if i := bytes.IndexByte([]byte(e), ':'); i > 0 && bytes.HasPrefix([]byte(e), []byte("line ")) {
+					e = e[i+2:]
+				}
+				msg += e
+			}
+		}
+		return nil, typeError(item, "relabel config: %s", msg)
+	}
+	return rc, nil
+}
+
+// mappingValue is the value of key in the mapping n, nil if there is none.
+func mappingValue(n *yaml.Node, key string) *yaml.Node {
+	n = resolveAlias(n)
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return resolveAlias(n.Content[i+1])
+		}
+	}
 	return nil
 }

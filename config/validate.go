@@ -8,10 +8,14 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/nats-io/nkeys"
 	promcfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/natsauth"
 )
 
 // problem is one validation finding at a key path such as jobs.choria.targets[0].url.
@@ -20,7 +24,26 @@ type problem struct {
 	msg  string
 }
 
-func (p problem) Error() string { return p.path + ": " + p.msg }
+func (p problem) Error() string { return escapeInvalid(p.path) + ": " + p.msg }
+
+// escapeInvalid writes the bytes of s that are not UTF-8 as Go escapes them (\xff), so
+// that a key holding them can be named in a message.
+func escapeInvalid(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
 
 type problems []error
 
@@ -52,13 +75,30 @@ func (c *Config) validate() []error {
 	if c.MaxAge <= 0 {
 		ps.add("max_age", "must be positive")
 	}
+	// Both travel in every message, as the publisher and its site.
+	validUTF8(&ps, "identity", c.Identity)
+	validUTF8(&ps, "site", c.Site)
 	validStream(&ps, "poller_stream", c.PollerStream, false)
+	if t := c.streamTLS(c.PollerStream); t != nil {
+		validTLS(&ps, "poller_stream.tls", t) // the top-level one is checked once, as tls
+	}
 	for i, r := range c.ReceiverStreams {
 		validStream(&ps, c.receiverKey(i), r, true)
+		if t := c.streamTLS(r); t != nil {
+			validTLS(&ps, c.receiverKey(i)+".tls", t)
+		}
 	}
 	c.validReceivers(&ps)
 	if pg := c.PushGateway; pg != nil {
-		validURL(&ps, "push_gateway.url", pg.URL)
+		if validURL(&ps, "push_gateway.url", pg.URL) {
+			// As the sink refuses them (a URL ends up in messages).
+			switch u, _ := url.Parse(pg.URL); {
+			case u.User != nil:
+				ps.add("push_gateway.url", "%q has credentials: use basic_auth instead, which keeps them secret", redactURL(pg.URL))
+			case u.RawQuery != "" || u.Fragment != "":
+				ps.add("push_gateway.url", "%q: query and fragment are not allowed", redactURL(pg.URL))
+			}
+		}
 		if pg.PublisherLabel != "" && !model.LegacyValidation.IsValidLabelName(pg.PublisherLabel) {
 			// The gateway's grouping labels are legacy names only.
 			ps.add("push_gateway.publisher_label", "%q is not a valid grouping label name ([a-zA-Z_][a-zA-Z0-9_]*)", pg.PublisherLabel)
@@ -72,9 +112,7 @@ func (c *Config) validate() []error {
 		if pg.Workers < 0 {
 			ps.add("push_gateway.workers", "must be positive, got %d", pg.Workers)
 		}
-		if err := pg.HTTPClientConfig.Validate(); err != nil {
-			ps.add("push_gateway", "http client settings: %v", err)
-		}
+		validHTTPClient(&ps, "push_gateway", &pg.HTTPClientConfig)
 	}
 	validRemoteWrite(&ps, c.RemoteWrite)
 	if len(c.RemoteWrite) > 0 {
@@ -94,11 +132,11 @@ func (c *Config) validate() []error {
 	}
 	if c.Monitor != nil {
 		validListen(&ps, "monitor.listen", c.Monitor.Listen)
-		validFile(&ps, "monitor.web_config_file", c.Monitor.WebConfigFile)
+		validWebConfig(&ps, "monitor.web_config_file", c.Monitor.WebConfigFile)
 	}
 	if e := c.Expose; e != nil {
 		validListen(&ps, "expose.listen", e.Listen)
-		validFile(&ps, "expose.web_config_file", e.WebConfigFile)
+		validWebConfig(&ps, "expose.web_config_file", e.WebConfigFile)
 		if !strings.HasPrefix(e.Path, "/") {
 			ps.add("expose.path", "%q: want an absolute path such as /metrics", e.Path)
 		}
@@ -156,11 +194,18 @@ func validTLS(ps *problems, key string, t *TLS) {
 	if t == nil {
 		return
 	}
-	validFile(ps, key+".ca", t.CA)
+	// As the dial reads them: a file it would refuse is a config error, not an
+	// unreachable stream.
+	checkFile(ps, key+".ca", t.CA, natsauth.CheckCA)
 	validFile(ps, key+".cert", t.Cert)
 	validFile(ps, key+".key", t.Key)
-	if (t.Cert == "") != (t.Key == "") {
+	switch {
+	case (t.Cert == "") != (t.Key == ""):
 		ps.add(key, "cert and key go together")
+	case t.Cert != "" && fileExists(t.Cert) && fileExists(t.Key):
+		if err := natsauth.CheckKeyPair(t.Cert, t.Key); err != nil {
+			ps.add(key+".cert", "%v", err)
+		}
 	}
 }
 
@@ -173,14 +218,15 @@ func validStream(ps *problems, key string, s *Stream, central bool) {
 		ps.add(key+".urls", "required: at least one nats:// URL")
 	}
 	for i, u := range s.URLs {
+		// A NATS URL may carry a user and password or a token: never shown.
 		pu, err := url.Parse(u)
 		switch {
 		case err != nil:
-			ps.add(fmt.Sprintf("%s.urls[%d]", key, i), "%q does not parse: %v", u, errors.Unwrap(err))
+			ps.add(fmt.Sprintf("%s.urls[%d]", key, i), "%q does not parse: %v", redactURL(u), urlError(err))
 		case pu.Scheme != "nats" && pu.Scheme != "tls":
-			ps.add(fmt.Sprintf("%s.urls[%d]", key, i), "%q: want a nats:// or tls:// URL", u)
+			ps.add(fmt.Sprintf("%s.urls[%d]", key, i), "%q: want a nats:// or tls:// URL", redactURL(u))
 		case pu.Host == "":
-			ps.add(fmt.Sprintf("%s.urls[%d]", key, i), "%q has no host", u)
+			ps.add(fmt.Sprintf("%s.urls[%d]", key, i), "%q has no host", redactURL(u))
 		}
 	}
 	if strings.ContainsAny(s.Topic, " \t*>") || strings.HasPrefix(s.Topic, ".") || strings.HasSuffix(s.Topic, ".") {
@@ -198,10 +244,12 @@ func validStream(ps *problems, key string, s *Stream, central bool) {
 	if s.MaxInflight < 0 {
 		ps.add(key+".max_inflight", "must be positive, got %d", s.MaxInflight)
 	}
-	validTLS(ps, key+".tls", s.TLS)
-	for k, f := range map[string]string{"password_file": s.PasswordFile, "token_file": s.TokenFile, "nkey_seed_file": s.NKeySeedFile, "credentials_file": s.CredentialsFile} {
-		validFile(ps, key+"."+k, f)
-	}
+	// Each file as the dial reads it: one it would refuse is a config error (78), not
+	// an unreachable stream (69).
+	checkFile(ps, key+".password_file", s.PasswordFile, func(p string) error { _, err := natsauth.Secret("password file", p); return err })
+	checkFile(ps, key+".token_file", s.TokenFile, func(p string) error { _, err := natsauth.Secret("token file", p); return err })
+	checkFile(ps, key+".nkey_seed_file", s.NKeySeedFile, natsauth.CheckSeed)
+	checkFile(ps, key+".credentials_file", s.CredentialsFile, natsauth.CheckCreds)
 	methods := 0
 	for _, set := range []bool{s.User != "" || s.PasswordFile != "", s.TokenFile != "", s.NKeySeedFile != "", s.CredentialsFile != ""} {
 		if set {
@@ -246,6 +294,7 @@ func (c *Config) validJob(ps *problems, name string) {
 	if name == "" {
 		ps.add(key, "job name is empty")
 	}
+	validUTF8(ps, key, name) // the job label
 	if len(j.Targets) == 0 {
 		ps.add(key+".targets", "required: at least one target")
 	}
@@ -273,9 +322,7 @@ func (c *Config) validJob(ps *problems, name string) {
 			ps.add(fmt.Sprintf("%s.metric_relabel_configs[%d]", key, i), "%v", err)
 		}
 	}
-	if err := j.HTTPClientConfig.Validate(); err != nil {
-		ps.add(key, "http client settings: %v", err)
-	}
+	validHTTPClient(ps, key, &j.HTTPClientConfig)
 	seen := map[string]int{}
 	for i, t := range j.Targets {
 		tkey := fmt.Sprintf("%s.targets[%d]", key, i)
@@ -285,9 +332,16 @@ func (c *Config) validJob(ps *problems, name string) {
 		}
 		if t.URL == "" {
 			ps.add(tkey+".url", "required")
-		} else if validURL(ps, tkey+".url", t.URL) && t.Name == "" {
-			ps.add(tkey+".name", "required: the url %q has no host to name the instance by", t.URL)
+		} else if validURL(ps, tkey+".url", t.URL) {
+			if u, _ := url.Parse(t.URL); u.User != nil {
+				// Go would send them as basic auth, but a target's URL is shown
+				// (--check-config, --dry-run, logs): they go in basic_auth.
+				ps.add(tkey+".url", "%q has credentials: use the job's basic_auth instead, which keeps them secret", redactURL(t.URL))
+			} else if t.Name == "" {
+				ps.add(tkey+".name", "required: the url %q has no host to name the instance by", t.URL)
+			}
 		}
+		validUTF8(ps, tkey+".name", t.Name) // the instance label
 		if first, dup := seen[t.Name]; dup && t.Name != "" {
 			ps.add(tkey+".name", "duplicate target %q in job %q (also targets[%d])", t.Name, name, first)
 		} else {
@@ -298,7 +352,8 @@ func (c *Config) validJob(ps *problems, name string) {
 }
 
 func validLabels(ps *problems, key string, labels map[string]string) {
-	for n := range labels {
+	for n, v := range labels {
+		validUTF8(ps, key+"."+n, v)
 		switch {
 		case !model.UTF8Validation.IsValidLabelName(n):
 			ps.add(key+"."+n, "%q is not a valid label name", n)
@@ -315,15 +370,61 @@ func validURL(ps *problems, key, raw string) bool {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil:
-		ps.add(key, "%q does not parse: %v", raw, errors.Unwrap(err))
+		ps.add(key, "%q does not parse: %v", redactURL(raw), urlError(err))
 	case u.Scheme != "http" && u.Scheme != "https":
-		ps.add(key, "%q: want an http:// or https:// URL", raw)
+		ps.add(key, "%q: want an http:// or https:// URL", redactURL(raw))
 	case u.Host == "":
-		ps.add(key, "%q has no host", raw)
+		ps.add(key, "%q has no host", redactURL(raw))
 	default:
 		return true
 	}
 	return false
+}
+
+// urlError is what url.Parse says is wrong, without the URL, which may hold a password.
+func urlError(err error) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		err = ue.Err
+	}
+	if strings.Contains(err.Error(), "userinfo") {
+		return errors.New("invalid user or password in it")
+	}
+	return err
+}
+
+// validUTF8 refuses a value that is not valid UTF-8: it would travel in every message
+// as a label value or the publisher, and no Prometheus parser reads such a value.
+func validUTF8(ps *problems, key, s string) {
+	if !utf8.ValidString(s) {
+		ps.add(key, "%q is not valid UTF-8", s)
+	}
+}
+
+// validHTTPClient checks Prometheus's HTTP client settings, and their TLS files as the
+// client the binaries build reads them. Validate completes h as Prometheus does
+// (bearer_token_file becomes authorization.credentials_file).
+func validHTTPClient(ps *problems, key string, h *promcfg.HTTPClientConfig) {
+	if err := h.Validate(); err != nil {
+		ps.add(key, "http client settings: %v", err)
+		return
+	}
+	if _, err := promcfg.NewTLSConfig(&h.TLSConfig); err != nil {
+		ps.add(key+".tls_config", "%v", err)
+	}
+}
+
+// validWebConfig checks an exporter-toolkit web config file as the listener loads it.
+func validWebConfig(ps *problems, key, path string) {
+	if path == "" {
+		return
+	}
+	if !fileExists(path) {
+		validFile(ps, key, path)
+		return
+	}
+	if err := web.Validate(path); err != nil {
+		ps.add(key, "%s: %v", path, err)
+	}
 }
 
 // instanceFromURL is the URL's host[:port] as written, as Prometheus 3 names instances.
@@ -401,6 +502,22 @@ func validFile(ps *problems, key, path string) {
 	}
 }
 
+// checkFile reports a file that is named but does not pass check, which reads it as
+// its user will.
+func checkFile(ps *problems, key, path string, check func(string) error) {
+	if path == "" {
+		return
+	}
+	if err := check(path); err != nil {
+		ps.add(key, "%v", err)
+	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
 // reservedHeaders are the remote-write protocol's own headers, which Prometheus refuses in
 // a remote_write entry's headers too.
 var reservedHeaders = []string{
@@ -421,7 +538,7 @@ func validRemoteWrite(ps *problems, rws []*RemoteWrite) {
 			ps.add(key+".url", "required")
 		} else if validURL(ps, key+".url", rw.URL) {
 			if u, _ := url.Parse(rw.URL); u.User != nil {
-				ps.add(key+".url", "has credentials: use basic_auth instead, which keeps them secret")
+				ps.add(key+".url", "%q has credentials: use basic_auth instead, which keeps them secret", redactURL(rw.URL))
 			}
 		}
 		if j, dup := names[rw.Name]; dup {
@@ -456,9 +573,7 @@ func validRemoteWrite(ps *problems, rws []*RemoteWrite) {
 		if q.MinBackoff < 0 || q.MaxBackoff < 0 || q.MinBackoff > q.MaxBackoff {
 			ps.add(key+".queue_config", "min_backoff %s and max_backoff %s: want 0 < min_backoff <= max_backoff", q.MinBackoff, q.MaxBackoff)
 		}
-		if err := rw.HTTPClientConfig.Validate(); err != nil {
-			ps.add(key, "http client settings: %v", err)
-		}
+		validHTTPClient(ps, key, &rw.HTTPClientConfig)
 	}
 }
 

@@ -41,12 +41,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var opts options
 	parser := flags.NewParser(&opts, flags.HelpFlag|flags.PassDoubleDash)
 	parser.Name = "drain"
-	if _, err := parser.ParseArgs(args); err != nil {
+	rest, err := parser.ParseArgs(args)
+	if err != nil {
 		if flags.WroteHelp(err) {
 			fmt.Fprintln(stdout, err)
 			return exitOK
 		}
 		fmt.Fprintf(stderr, "drain: %v\n", err)
+		return exitUsage
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "drain: unexpected argument %q: the drain takes only flags (the config file is -c FILE)\n", rest[0])
 		return exitUsage
 	}
 	if opts.Version {
@@ -62,6 +67,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	if opts.CheckConfig {
+		// Nothing changes on disk: the logfile is checked, not created.
+		if err := logging.Check(cfg.LogFile); err != nil {
+			fmt.Fprintf(stderr, "drain: config: logfile: %v\n", err)
+			return exitConfig
+		}
+		for _, w := range cfg.Warnings {
+			slog.New(slog.NewTextHandler(stderr, nil)).Warn("config: " + w)
+		}
 		out, err := cfg.Redacted()
 		if err != nil {
 			fmt.Fprintf(stderr, "drain: %v\n", err)

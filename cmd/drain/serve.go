@@ -199,6 +199,9 @@ func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drai
 		}
 	}
 	state := func(s stream.State) {
+		if ctx.Err() != nil {
+			return // stopping: the consumers' ends are no fault to report
+		}
 		d.StreamState(name, s.Connected, s.Err)
 		notify(logger, "STATUS="+d.Status()) // every stream's, not the last one's to report
 	}

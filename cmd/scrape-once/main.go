@@ -49,12 +49,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var opts options
 	parser := flags.NewParser(&opts, flags.HelpFlag|flags.PassDoubleDash)
 	parser.Name = "scrape-once"
-	if _, err := parser.ParseArgs(args); err != nil {
+	rest, err := parser.ParseArgs(args)
+	if err != nil {
 		if flags.WroteHelp(err) {
 			fmt.Fprintln(stdout, err)
 			return exitOK
 		}
 		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
+		return exitUsage
+	}
+	if len(rest) > 0 {
+		// Most likely a target meant as one: running every target instead would
+		// publish what the user did not ask for.
+		fmt.Fprintf(stderr, "scrape-once: unexpected argument %q: to scrape only some targets, use --target %s (or --job NAME)\n", rest[0], rest[0])
 		return exitUsage
 	}
 	if opts.Version {
@@ -81,6 +88,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer signer.Wipe()
 	}
+	if opts.CheckConfig {
+		return checkConfig(opts, cfg, looseSeed, stdout, stderr)
+	}
 	logger, closer, err := logging.New(logging.Level(cfg.Verbose, cfg.Debug), cfg.LogFile, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
@@ -91,26 +101,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logger.Warn("config: " + w)
 	}
 	if looseSeed {
-		logger.Warn("config: signing.nkey_seed_file is readable by group or others; make it mode 0400, owned by the user scrape-once runs as",
-			"file", cfg.Signing.NKeySeedFile)
+		warnLooseSeed(logger, cfg)
 	}
 	sel, err := edge.Select(cfg, opts.Job, opts.Target)
 	if err != nil {
 		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
 		return exitUsage
-	}
-	if opts.CheckConfig {
-		out, err := cfg.Redacted()
-		if err != nil {
-			fmt.Fprintf(stderr, "scrape-once: %v\n", err)
-			return exitFailure
-		}
-		fmt.Fprintf(stdout, "%s", out)
-		if ps := cfg.PollerStream; ps != nil { // --dry-run needs none
-			fmt.Fprintf(stdout, "# poller_stream: %s\n", ps.Describe())
-		}
-		fmt.Fprintf(stdout, "# %s: valid for scrape-once, %d targets selected\n", opts.Config, len(sel))
-		return exitOK
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

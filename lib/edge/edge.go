@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
@@ -136,7 +138,9 @@ func (r *Runner) Envelope(s Selected, res *scrape.Result) *envelope.Envelope {
 		Series:      res.Series,
 	}
 	if res.Err != nil {
-		e.Error = res.Err.Error()
+		// The reason may quote what the target sent (a status line, a header): the
+		// drain shows it, so it must be UTF-8 whatever the target sent.
+		e.Error = strings.ToValidUTF8(res.Err.Error(), "\uFFFD")
 		e.Body, e.ContentType = nil, ""
 	}
 	return e
@@ -231,6 +235,8 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 	}
 	var acks stream.Acks
 	var sendErr error
+	var unsent int
+	var ackedTargets atomic.Int64 // targets whose every part the server acknowledged
 	for m := range results {
 		subject := ps.Topic // STAN: one channel
 		if ps.IsJetStream() {
@@ -257,10 +263,18 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 			// Failures get a line each; successes only count towards the summary.
 			r.logger.Warn("scrape failed", "job", m.env.Job, "instance", m.env.Instance, "err", m.env.Error)
 		}
+		parts := new(atomic.Int64)
+		parts.Store(int64(len(msgs)))
+		acked := func(err error) {
+			if err == nil && parts.Add(-1) == 0 {
+				ackedTargets.Add(1)
+			}
+		}
 		for i, data := range msgs {
 			pub := withID{d.conn, MsgID(m.env.Job, m.env.Instance, m.env.Start, i, len(msgs))}
-			if err := acks.Publish(pub, subject, data, nil); err != nil {
+			if err := acks.Publish(pub, subject, data, acked); err != nil {
 				sendErr = errors.Join(sendErr, fmt.Errorf("publish %s/%s part %d of %d: %w", m.env.Job, m.env.Instance, i, len(msgs), err))
+				unsent++
 				continue
 			}
 			sum.Published++
@@ -284,8 +298,10 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 		return sum, encErr
 	}
 	if sendErr != nil || sum.AckFailed > 0 || sum.Pending > 0 || sum.Acked != sum.Published || sum.OK+sum.Failed != sum.Targets {
-		err := fmt.Errorf("%w: %d of %d messages acknowledged, %d failed, %d unanswered at the deadline",
-			ErrAcksMissing, sum.Acked, sum.Published, sum.AckFailed, sum.Pending)
+		// Counted against all the run had to send, not only what it sent: a run cut
+		// short must not read as complete.
+		err := fmt.Errorf("%w: %d of %d targets acknowledged; of %d messages, %d acknowledged, %d failed, %d unanswered at the deadline, %d not sent",
+			ErrAcksMissing, ackedTargets.Load(), sum.Targets, sum.Published+unsent, sum.Acked, sum.AckFailed, sum.Pending, unsent)
 		if first := acks.Err(); first != nil {
 			err = fmt.Errorf("%w (first failure: %w)", err, first)
 		}

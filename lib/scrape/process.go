@@ -2,14 +2,14 @@ package scrape
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"strconv"
+	"unicode/utf8"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/labels"
@@ -34,26 +34,31 @@ type Relabel struct {
 }
 
 // Process validates an exposition of the given Content-Type, applies the relabel configs
-// and enforces the limits. It returns the body to publish, which is body itself unless
-// relabelling changed it, and the number of samples. Each media type is read with a
-// parser that fully supports it: expfmt for the text format, Prometheus's own textparse
-// for OpenMetrics (exemplars, _created series, units).
-func Process(body []byte, contentType string, lim Limits, rl Relabel) ([]byte, int, error) {
+// and enforces the limits, within ctx. It returns the body to publish, which is body
+// itself unless relabelling changed it, and the number of samples.
+//
+// Both formats are UTF-8 text: a body with a byte that is not is refused whole, wherever
+// it stands (name, label, HELP, UNIT, exemplar, comment), since the central side serves
+// it again to Prometheus, whose parsers refuse it. The body is then read with
+// Prometheus's own streaming parsers (textparse), in time linear in its size, and held
+// to what Prometheus's scrape loop accepts (UTF-8 names allowed, none empty, no label
+// twice in a series). When ctx ends first, the error wraps ctx's.
+func Process(ctx context.Context, body []byte, contentType string, lim Limits, rl Relabel) ([]byte, int, error) {
 	mt, err := mediaType(contentType)
 	if err != nil {
 		return nil, 0, err
 	}
+	// On the body as served, so that the line and column are the target's; what
+	// relabelling writes from a UTF-8 body is UTF-8 too.
+	if err := validUTF8(body); err != nil {
+		return nil, 0, err
+	}
 	if len(rl.Configs) > 0 {
-		if body, err = relabelBody(body, mt, rl); err != nil {
+		if body, err = relabelBody(ctx, body, mt, rl); err != nil {
 			return nil, 0, err
 		}
 	}
-	var st stats
-	if mt == OpenMetricsType {
-		st, err = checkOpenMetrics(body)
-	} else {
-		st, err = checkText(body)
-	}
+	st, err := check(ctx, body, mt == OpenMetricsType)
 	if err != nil {
 		return nil, st.samples, err
 	}
@@ -79,44 +84,21 @@ func (s *stats) labels(metric string, n int) {
 	}
 }
 
-func checkText(body []byte) (stats, error) {
+// check reads every entry of body, as Prometheus's scrape loop would, counting samples
+// and labels; it stops at the first entry Prometheus would refuse, or when ctx ends.
+func check(ctx context.Context, body []byte, om bool) (stats, error) {
 	var st stats
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
-	if err != nil {
-		return st, fmt.Errorf("%w: %v", ErrInvalidBody, err)
+	var p textparse.Parser
+	if om {
+		p = textparse.NewOpenMetricsParser(body, labels.NewSymbolTable())
+	} else {
+		p = textparse.NewPromParser(body, labels.NewSymbolTable(), false)
 	}
-	for name, f := range fams {
-		for _, m := range f.GetMetric() {
-			st.samples += samplesOf(f.GetType(), m)
-			st.labels(name, len(m.GetLabel())+1)
-		}
-	}
-	return st, nil
-}
-
-// samplesOf counts the samples a metric stands for, as its text-format lines.
-func samplesOf(t dto.MetricType, m *dto.Metric) int {
-	switch t {
-	case dto.MetricType_SUMMARY:
-		return len(m.GetSummary().GetQuantile()) + 2
-	case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
-		b := m.GetHistogram().GetBucket()
-		n := len(b) + 2
-		if len(b) == 0 || !math.IsInf(b[len(b)-1].GetUpperBound(), +1) {
-			n++ // the +Inf bucket, which the parser folds into the count
-		}
-		return n
-	default:
-		return 1
-	}
-}
-
-func checkOpenMetrics(body []byte) (stats, error) {
-	var st stats
-	p := textparse.NewOpenMetricsParser(body, labels.NewSymbolTable())
 	var lset labels.Labels
 	for {
+		if err := ctx.Err(); err != nil {
+			return st, fmt.Errorf("validate body: stopped after %d samples: %w", st.samples, err)
+		}
 		e, err := p.Next()
 		if errors.Is(err, io.EOF) {
 			return st, nil
@@ -124,12 +106,63 @@ func checkOpenMetrics(body []byte) (stats, error) {
 		if err != nil {
 			return st, fmt.Errorf("%w: %v", ErrInvalidBody, err)
 		}
-		if e == textparse.EntrySeries || e == textparse.EntryHistogram {
-			p.Labels(&lset)
-			st.samples++
-			st.labels(lset.Get(labels.MetricName), lset.Len())
+		if e != textparse.EntrySeries && e != textparse.EntryHistogram {
+			continue
 		}
+		p.Labels(&lset)
+		if err := validSeries(lset); err != nil {
+			return st, err
+		}
+		st.samples++
+		st.labels(lset.Get(labels.MetricName), lset.Len())
 	}
+}
+
+// validUTF8 refuses a body that is not UTF-8, naming the first line and byte that are
+// not.
+func validUTF8(body []byte) error {
+	if utf8.Valid(body) {
+		return nil
+	}
+	line, start := 1, 0
+	for i := 0; i < len(body); {
+		r, n := utf8.DecodeRune(body[i:])
+		switch {
+		case r == '\n':
+			line, start = line+1, i+1
+		case r == utf8.RuneError && n == 1:
+			end := bytes.IndexByte(body[start:], '\n')
+			if end < 0 {
+				end = len(body) - start
+			}
+			return fmt.Errorf("%w: line %d: byte %#x at column %d is not UTF-8: %s", ErrInvalidBody, line, body[i], i-start+1, quote(string(body[start:start+end])))
+		}
+		i += n
+	}
+	return nil
+}
+
+// validSeries refuses a series Prometheus's scrape loop would: an empty name or label
+// name, a label twice.
+func validSeries(lset labels.Labels) error {
+	if !lset.IsValid(model.UTF8Validation) {
+		return fmt.Errorf("%w: series %s: empty metric or label name", ErrInvalidBody, quote(lset.String()))
+	}
+	if dup, ok := lset.HasDuplicateLabelNames(); ok {
+		return fmt.Errorf("%w: series %s: label %s twice", ErrInvalidBody, quote(lset.Get(labels.MetricName)), quote(dup))
+	}
+	return nil
+}
+
+// quote quotes a line or name from a body for a message, with Go escapes for bytes
+// that are not UTF-8, and at most its first 100 bytes (a series of 30,000 labels is
+// 300 KB).
+func quote(s string) string {
+	const max = 100
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "..."
+	}
+	return strconv.Quote(s)
 }
 
 // relabelBody applies metric_relabel_configs to every sample as Prometheus does: each
@@ -137,7 +170,7 @@ func checkOpenMetrics(body []byte) (stats, error) {
 // job, instance or a static label). The target's labels are then taken off again, unless
 // a rule changed them (the central side adds them to every series), and the survivors
 // are written back in the same format.
-func relabelBody(body []byte, mt string, rl Relabel) ([]byte, error) {
+func relabelBody(ctx context.Context, body []byte, mt string, rl Relabel) ([]byte, error) {
 	st := labels.NewSymbolTable()
 	var p textparse.Parser
 	om := mt == OpenMetricsType
@@ -155,6 +188,9 @@ func relabelBody(body []byte, mt string, rl Relabel) ([]byte, error) {
 		ex          exemplar.Exemplar
 	)
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("relabel body: %w", err)
+		}
 		e, err := p.Next()
 		if errors.Is(err, io.EOF) {
 			break

@@ -1,6 +1,7 @@
 package scrape
 
 import (
+	"context"
 	"errors"
 	"io"
 	"testing"
@@ -11,12 +12,12 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 )
 
-// BenchmarkProcess measures validating a node_exporter-sized body (Process, expfmt),
-// beside a bare pass of Prometheus's own streaming text parser over the same bytes for
-// reference, and relabelling.
+// BenchmarkProcess measures validating a node_exporter-sized body (Process), beside a
+// bare pass of Prometheus's own streaming text parser over the same bytes for reference
+// (what validation adds to it), and relabelling.
 func BenchmarkProcess(b *testing.B) {
 	body := fixture.Replicate(b, fixture.NodeExporter, 1000)
-	_, series, err := Process(body, fixture.TextContentType, Limits{}, Relabel{})
+	_, series, err := Process(context.Background(), body, fixture.TextContentType, Limits{}, Relabel{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -24,10 +25,10 @@ func BenchmarkProcess(b *testing.B) {
 		b.SetBytes(int64(len(body)))
 		b.ReportMetric(float64(series)*float64(b.N)/b.Elapsed().Seconds(), "series/s")
 	}
-	b.Run("validate=expfmt", func(b *testing.B) {
+	b.Run("validate", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, err := Process(body, fixture.TextContentType, Limits{}, Relabel{}); err != nil {
+			if _, _, err := Process(context.Background(), body, fixture.TextContentType, Limits{}, Relabel{}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -57,10 +58,22 @@ func BenchmarkProcess(b *testing.B) {
 		rcs := relabels(b, "- {source_labels: [__name__], regex: 'node_cpu_.*', action: drop}")
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, err := Process(body, fixture.TextContentType, Limits{}, Relabel{Configs: rcs}); err != nil {
+			if _, _, err := Process(context.Background(), body, fixture.TextContentType, Limits{}, Relabel{Configs: rcs}); err != nil {
 				b.Fatal(err)
 			}
 		}
 		report(b)
 	})
+}
+
+// BenchmarkProcessWide measures one series of 30,000 labels (319 KB), which expfmt took
+// tens of seconds to read (quadratic in a series' labels).
+func BenchmarkProcessWide(b *testing.B) {
+	body := manyLabels(30000)
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, _, err := Process(context.Background(), body, fixture.TextContentType, Limits{}, Relabel{}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

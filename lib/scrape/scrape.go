@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/klauspost/compress/gzip"
 	promcfg "github.com/prometheus/common/config"
@@ -94,12 +95,17 @@ func (s *Scraper) Scrape(ctx context.Context, t *config.Target) *Result {
 		return r
 	}
 	r.RawSize = buf.Len()
-	body, series, err := Process(buf.Bytes(), r.ContentType, Limits{
+	// Validation is bounded by the same timeout as the fetch: a body that takes long
+	// to read fails alone, whatever it holds.
+	body, series, err := Process(ctx, buf.Bytes(), r.ContentType, Limits{
 		SampleLimit: s.job.SampleLimit,
 		LabelLimit:  s.job.LabelLimit,
 		ExtraLabels: 2 + len(s.job.Labels) + len(t.Labels), // job, instance and static labels
 	}, Relabel{Configs: s.job.MetricRelabelConfigs, Target: s.targetLabels(t)})
 	r.Series = series
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = timeoutError(ctx, timeout, err)
+	}
 	if err != nil {
 		r.Err = err
 		r.Duration = time.Since(r.Start)
@@ -154,6 +160,12 @@ func (s *Scraper) fetch(ctx context.Context, t *config.Target, r *Result, buf *b
 		return fmt.Errorf("%w %s", ErrHTTPStatus, resp.Status)
 	}
 	r.ContentType = resp.Header.Get("Content-Type")
+	if !utf8.ValidString(r.ContentType) {
+		// It travels in the message: only what a drain can show.
+		ct := r.ContentType
+		r.ContentType = ""
+		return fmt.Errorf("%w %q: not UTF-8", ErrContentType, ct)
+	}
 	if _, err := mediaType(r.ContentType); err != nil {
 		return err
 	}

@@ -236,7 +236,7 @@ func TestFailures(t *testing.T) {
 
 func TestUTF8Names(t *testing.T) {
 	body := "# HELP \"my.utf8.metric\" A dotted name.\n# TYPE \"my.utf8.metric\" gauge\n{\"my.utf8.metric\",\"some.label\"=\"x\"} 1\n"
-	out, n, err := Process([]byte(body), fixture.TextContentType, Limits{}, Relabel{})
+	out, n, err := Process(context.Background(), []byte(body), fixture.TextContentType, Limits{}, Relabel{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestUTF8Names(t *testing.T) {
 		t.Errorf("n=%d out=%q", n, out)
 	}
 	// Relabelling writes UTF-8 names back in the quoted form.
-	out, _, err = Process([]byte(body), fixture.TextContentType, Limits{}, Relabel{Configs: relabels(t, "- {source_labels: [__name__], regex: nothing, action: drop}")})
+	out, _, err = Process(context.Background(), []byte(body), fixture.TextContentType, Limits{}, Relabel{Configs: relabels(t, "- {source_labels: [__name__], regex: nothing, action: drop}")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestRelabel(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, n, err := Process(node, fixture.TextContentType, Limits{}, Relabel{Configs: relabels(t, tt.rules)})
+			out, n, err := Process(context.Background(), node, fixture.TextContentType, Limits{}, Relabel{Configs: relabels(t, tt.rules)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -331,11 +331,11 @@ func countPrefix(m map[string]int, p string) int {
 func TestRelabelIdentity(t *testing.T) {
 	for _, name := range []string{fixture.NodeExporter, fixture.Prometheus, fixture.PushGateway} {
 		body := fixture.Read(t, name)
-		out, n, err := Process(body, fixture.TextContentType, Limits{}, Relabel{Configs: relabels(t, "- {source_labels: [__name__], regex: nothing, action: drop}")})
+		out, n, err := Process(context.Background(), body, fixture.TextContentType, Limits{}, Relabel{Configs: relabels(t, "- {source_labels: [__name__], regex: nothing, action: drop}")})
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		_, n0, _ := Process(body, fixture.TextContentType, Limits{}, Relabel{})
+		_, n0, _ := Process(context.Background(), body, fixture.TextContentType, Limits{}, Relabel{})
 		a, b := parseText(t, body), parseText(t, out)
 		if len(a) != len(b) || n != n0 {
 			t.Errorf("%s: %d families/%d series, want %d/%d", name, len(b), n, len(a), n0)
@@ -350,7 +350,7 @@ func TestRelabelIdentity(t *testing.T) {
 
 func TestRelabelOpenMetrics(t *testing.T) {
 	body := "# TYPE requests counter\n# HELP requests Requests.\nrequests_total{code=\"200\"} 3 # {trace_id=\"abc\"} 1 1700000000.5\nrequests_total{code=\"500\"} 1\n# EOF\n"
-	out, n, err := Process([]byte(body), "application/openmetrics-text; version=1.0.0", Limits{}, Relabel{Configs: relabels(t, "- {source_labels: [code], regex: '500', action: drop}")})
+	out, n, err := Process(context.Background(), []byte(body), "application/openmetrics-text; version=1.0.0", Limits{}, Relabel{Configs: relabels(t, "- {source_labels: [code], regex: '500', action: drop}")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +377,7 @@ func TestRelabelSeesTargetLabels(t *testing.T) {
 		{"- {source_labels: [dc], target_label: site, replacement: 'site-$1'}", "# TYPE a gauge\na{site=\"site-dc1\"} 1\n# TYPE b gauge\nb{instance=\"own\",site=\"site-dc1\"} 2\n"},
 	}
 	for _, tt := range tests {
-		out, _, err := Process(body, fixture.TextContentType, Limits{}, Relabel{Configs: relabels(t, tt.rules), Target: target})
+		out, _, err := Process(context.Background(), body, fixture.TextContentType, Limits{}, Relabel{Configs: relabels(t, tt.rules), Target: target})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -54,6 +54,17 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	if host == "" {
 		host = "0.0.0.0"
 	}
+	// The server logs a failed listen and then waits 10s for a readiness that cannot
+	// come, to return "unable to start a NATS Server" without the reason: find it first.
+	// (Another process may still take the port in between; that rare case keeps the
+	// server's own error.)
+	if port != 0 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, portStr))
+		if err != nil {
+			return nil, fmt.Errorf("embedded stream: %w", err)
+		}
+		ln.Close()
+	}
 	nopts := server.DefaultNatsServerOptions // a copy
 	nopts.Host = host
 	nopts.Port = port

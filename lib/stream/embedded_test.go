@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -115,5 +116,27 @@ func TestEmbeddedMaxAge(t *testing.T) {
 func TestEmbeddedBadListen(t *testing.T) {
 	if _, err := StartEmbedded(EmbeddedOptions{Listen: "nonsense", ClusterID: "emb"}); err == nil {
 		t.Error("bad listen address accepted")
+	}
+}
+
+// TestEmbeddedPortInUse: a port already taken fails the start at once, saying so, not
+// after the server's 10s wait with "unable to start a NATS Server".
+func TestEmbeddedPortInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	start := time.Now()
+	e, err := StartEmbedded(EmbeddedOptions{Listen: l.Addr().String(), ClusterID: "emb", JetStream: true})
+	if err == nil {
+		e.Shutdown()
+		t.Fatal("started on a port in use")
+	}
+	if !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), l.Addr().String()) {
+		t.Errorf("err = %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("failed after %s", d)
 	}
 }

@@ -18,11 +18,12 @@ func connectNATS(urls []string, name string, timeout time.Duration, sec *Securit
 	if err != nil {
 		return nil, err
 	}
-	dialer := &infoDialer{d: net.Dialer{Timeout: timeout}}
+	perServer := serverTimeout(timeout, len(urls))
+	dialer := &infoDialer{d: net.Dialer{Timeout: perServer}}
 	opts := append([]nats.Option{
 		nats.Name(name),
 		nats.SetCustomDialer(dialer),
-		nats.Timeout(timeout),
+		nats.Timeout(perServer),
 		nats.MaxReconnects(-1),
 		// No reconnect buffer: a publish during a disconnect fails now instead of
 		// being flushed later, after its ack wait may have expired (as stan.go does
@@ -37,6 +38,24 @@ func connectNATS(urls []string, name string, timeout time.Duration, sec *Securit
 		return nil, fmt.Errorf("%w: connect to %s: %w", ErrUnreachable, where, err)
 	}
 	return nc, nil
+}
+
+// minServerTimeout is the least time one server gets to answer a connect: nats.go's
+// own default per server is 2s; a healthy server answers at once, even far away.
+const minServerTimeout = time.Second
+
+// serverTimeout is how long one of servers NATS servers gets to answer a connect
+// (TCP, its INFO, TLS, our CONNECT and its PONG) before nats.go tries the next: an
+// equal share of timeout, which bounds the whole connect, with one share left for
+// what follows it (the streaming handshake, the JetStream stream lookup), and at
+// least minServerTimeout. A server that accepts connections but never answers (hung,
+// or a proxy in front of one that is down) then costs a connect one share, not all of
+// it: nats.go tries the servers in random order, each once.
+func serverTimeout(timeout time.Duration, servers int) time.Duration {
+	if servers <= 1 {
+		return timeout
+	}
+	return min(timeout, max(timeout/time.Duration(servers+1), minServerTimeout))
 }
 
 // connEvents logs a NATS connection's events and tells its owner of disconnects and

@@ -74,8 +74,9 @@ type JetStreamOptions struct {
 	// drop duplicates (default DefaultDuplicateWindow; at most MaxAge, as the server
 	// requires).
 	DuplicateWindow time.Duration
-	// ConnectTimeout bounds each connection attempt to one server and each JetStream
-	// API request (default DefaultConnectTimeout).
+	// ConnectTimeout bounds each connection attempt to one server (a share of it when
+	// there are several URLs, as for STANOptions) and each JetStream API request
+	// (default DefaultConnectTimeout).
 	ConnectTimeout time.Duration
 	// PubAckWait is how long a published message waits for its ack before done gets
 	// ErrAckTimeout; it also bounds how long PublishAsync blocks while

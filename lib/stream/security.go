@@ -9,14 +9,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
 
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/natsauth"
 )
 
 // Security is how a connection checks the NATS server and proves itself to it: TLS, and
@@ -92,102 +91,49 @@ func (s *Security) natsOptions() ([]nats.Option, error) {
 			InsecureSkipVerify: s.InsecureSkipVerify, //nolint:gosec // the operator's explicit choice
 		}))
 		if s.CAFile != "" {
-			if err := checkCAFile(s.CAFile); err != nil {
-				return nil, err
+			if err := natsauth.CheckCA(s.CAFile); err != nil {
+				return nil, fmt.Errorf("stream: %w", err)
 			}
 			opts = append(opts, nats.RootCAs(s.CAFile))
 		}
 		if s.CertFile != "" {
-			if _, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile); err != nil {
-				return nil, fmt.Errorf("stream: TLS client certificate %s and key %s: %w", s.CertFile, s.KeyFile, err)
+			if err := natsauth.CheckKeyPair(s.CertFile, s.KeyFile); err != nil {
+				return nil, fmt.Errorf("stream: %w", err)
 			}
 			opts = append(opts, nats.ClientCert(s.CertFile, s.KeyFile))
 		}
 	}
 	switch {
 	case s.User != "":
-		password, err := readSecret("password file", s.PasswordFile)
+		password, err := natsauth.Secret("password file", s.PasswordFile)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("stream: %w", err)
 		}
 		opts = append(opts, nats.UserInfo(s.User, password))
 	case s.TokenFile != "":
-		token, err := readSecret("token file", s.TokenFile)
+		token, err := natsauth.Secret("token file", s.TokenFile)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("stream: %w", err)
 		}
 		opts = append(opts, nats.Token(token))
 	case s.NKeySeedFile != "":
 		// nats.go keeps only the file name and reads the seed again to sign each
 		// server nonce.
+		if err := natsauth.CheckSeed(s.NKeySeedFile); err != nil {
+			return nil, fmt.Errorf("stream: %w", err)
+		}
 		o, err := nats.NkeyOptionFromSeed(s.NKeySeedFile)
 		if err != nil {
 			return nil, fmt.Errorf("stream: NKey seed file %s: %w", s.NKeySeedFile, err)
 		}
 		opts = append(opts, o)
 	case s.CredentialsFile != "":
-		if err := checkCreds(s.CredentialsFile); err != nil {
-			return nil, err
+		if err := natsauth.CheckCreds(s.CredentialsFile); err != nil {
+			return nil, fmt.Errorf("stream: %w", err)
 		}
 		opts = append(opts, nats.UserCredentials(s.CredentialsFile))
 	}
 	return opts, nil
-}
-
-// readSecret reads a password or token file, without its trailing newline.
-func readSecret(what, path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("stream: read %s: %w", what, err) // *PathError: names the file
-	}
-	s := strings.TrimRight(string(b), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("stream: %s %s is empty", what, path)
-	}
-	return s, nil
-}
-
-func checkCAFile(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("stream: read TLS CA file: %w", err)
-	}
-	if !x509.NewCertPool().AppendCertsFromPEM(b) {
-		return fmt.Errorf("stream: TLS CA file %s: no PEM certificate in it", path)
-	}
-	return nil
-}
-
-// checkCreds checks that a .creds file holds a user JWT and the seed of the same user,
-// so that a wrong file is told apart from credentials the server refuses. Its errors
-// never quote the file.
-func checkCreds(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("stream: read credentials file: %w", err)
-	}
-	defer clear(b)
-	kp, err := nkeys.ParseDecoratedUserNKey(b)
-	if err != nil {
-		return fmt.Errorf("stream: credentials file %s: no NKey user seed in it (%w)", path, err)
-	}
-	defer kp.Wipe()
-	pub, err := kp.PublicKey()
-	if err != nil {
-		return fmt.Errorf("stream: credentials file %s: bad NKey user seed (%w)", path, err)
-	}
-	raw, err := nkeys.ParseDecoratedJWT(b)
-	if err != nil {
-		return fmt.Errorf("stream: credentials file %s: no user JWT in it", path)
-	}
-	claims, err := jwt.DecodeUserClaims(raw)
-	if err != nil { // the decoder's error may quote the JWT: left out
-		return fmt.Errorf("stream: credentials file %s: no valid user JWT in it", path)
-	}
-	if claims.Subject != pub {
-		return fmt.Errorf("stream: credentials file %s: its JWT is for user %s, its seed for %s", path, claims.Subject, pub)
-	}
-	return nil
 }
 
 // refusedError is a connect error where the server refused us, or we the server, on

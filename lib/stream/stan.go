@@ -38,9 +38,11 @@ type STANOptions struct {
 	ClientID string
 	// Name is the NATS connection name shown in monitoring (default: ClientID).
 	Name string
-	// ConnectTimeout bounds each connection attempt to one server, the streaming
-	// handshake and the close request (default DefaultConnectTimeout). DialSTAN also
-	// stops when its ctx ends, whichever is first.
+	// ConnectTimeout bounds each connection attempt to one server (a share of it when
+	// there are several URLs, so that one that accepts connections but never answers
+	// leaves time for the others; see serverTimeout), the streaming handshake and the
+	// close request (default DefaultConnectTimeout). DialSTAN also stops when its ctx
+	// ends, whichever is first.
 	ConnectTimeout time.Duration
 	// PubAckWait is how long a published message waits for its ack before done gets
 	// ErrAckTimeout (default DefaultPubAckWait).
