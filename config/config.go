@@ -121,6 +121,9 @@ type Config struct {
 	monitorBoth     bool // monitor and monitor_port both set: an error
 	receiverList    bool // receiver_stream is written as a list
 	receiverDerived bool // receiver_stream comes from embedded_stream
+	// jetStreamDerived is the index of the receiver stream added to consume the embedded
+	// server's JetStream beside a receiver_stream that names only its channel; 0: none.
+	jetStreamDerived int
 }
 
 // Stream is a connection to NATS Streaming or JetStream, and what is published or
@@ -651,6 +654,18 @@ func (c *Config) applyDefaults() {
 				c.ReceiverStreams = append(c.ReceiverStreams, &js)
 			}
 			c.receiverDerived = true
+		} else if es.ServesJetStream() && !slices.ContainsFunc(c.ReceiverStreams, (*Stream).IsJetStream) {
+			// The embedded server takes JetStream publishers too: a drain that named only
+			// its NATS Streaming channel consumes them as well, with that section's
+			// settings, rather than leave them unread. (Pointing elsewhere, it is refused:
+			// validate.)
+			if base := c.ReceiverStreams[0]; base.Transport == TransportSTAN && pointsAt(base, es.Listen) {
+				js := *base
+				js.Transport, js.ClusterID, js.QueueGroup = TransportJetStream, "", ""
+				js.StreamName, js.CreateStream = DefaultJetStreamName, CreateStream{Enabled: true, Replicas: 1}
+				c.ReceiverStreams = append(c.ReceiverStreams, &js)
+				c.jetStreamDerived = len(c.ReceiverStreams) - 1
+			}
 		}
 	}
 	switch {
@@ -752,6 +767,17 @@ func (c *Config) RequireCentral() error {
 
 // dialable turns a listen address into one a client on this host can dial: an
 // unspecified host means this host.
+// pointsAt reports whether s dials the embedded server listening on listen.
+func pointsAt(s *Stream, listen string) bool {
+	want := "nats://" + dialable(listen)
+	for _, u := range s.URLs {
+		if strings.TrimSuffix(u, "/") == want || strings.Replace(u, "localhost", "127.0.0.1", 1) == want {
+			return true
+		}
+	}
+	return false
+}
+
 func dialable(listen string) string {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {

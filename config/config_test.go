@@ -623,3 +623,28 @@ func TestTrustWarning(t *testing.T) {
 		t.Errorf("bound key: %+v %q %v", c.Trust[0], c.Warnings, err)
 	}
 }
+
+// TestEmbeddedJetStreamConsumed: with embedded_stream (serving JetStream, the default)
+// and a receiver_stream naming only its channel, the drain consumes the JetStream stream
+// too, with that section's settings; a receiver_stream pointing elsewhere leaves the
+// embedded JetStream unread and is refused, saying how to fix it.
+func TestEmbeddedJetStreamConsumed(t *testing.T) {
+	c, err := Parse([]byte("embedded_stream: {listen: '127.0.0.1:4299', cluster_id: central}\nexpose: {}\nreceiver_stream: {cluster_id: central, client_id: d, urls: 'nats://127.0.0.1:4299', max_inflight: 4096, shards: 2, shard: 1}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.ReceiverStreams) != 2 || !c.ReceiverStreams[1].IsJetStream() || c.ReceiverStreams[1].MaxInflight != 4096 ||
+		c.ReceiverStreams[1].Shard != 1 || c.ReceiverStreams[1].StreamName != DefaultJetStreamName {
+		t.Errorf("receivers %+v", c.ReceiverStreams)
+	}
+	if d := c.DescribeReceivers(); len(d) != 2 || !strings.Contains(d[1], "embedded_stream's JetStream") {
+		t.Errorf("described %q", d)
+	}
+	_, err = Parse([]byte("embedded_stream: {listen: '127.0.0.1:4299'}\nexpose: {}\nreceiver_stream: {cluster_id: c, client_id: d, urls: 'nats://elsewhere:4222'}\n"))
+	if err == nil || !strings.Contains(err.Error(), "embedded_stream.jetstream") {
+		t.Errorf("receiver elsewhere: %v", err)
+	}
+	if _, err := Parse([]byte("embedded_stream: {listen: '127.0.0.1:4299', jetstream: false}\nexpose: {}\nreceiver_stream: {cluster_id: c, client_id: d, urls: 'nats://elsewhere:4222'}\n")); err != nil {
+		t.Errorf("without embedded JetStream: %v", err)
+	}
+}

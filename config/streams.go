@@ -232,8 +232,11 @@ func (c *Config) DescribeReceivers() []string {
 	out := make([]string, 0, len(c.ReceiverStreams))
 	for i, s := range c.ReceiverStreams {
 		key := c.receiverKey(i)
-		if c.receiverDerived {
+		switch {
+		case c.receiverDerived:
 			key += " (from embedded_stream)"
+		case c.jetStreamDerived > 0 && i == c.jetStreamDerived:
+			key = "receiver_stream (embedded_stream's JetStream, with the settings of " + c.receiverKey(0) + ")"
 		}
 		out = append(out, fmt.Sprintf("%s: %s, durable %s", key, s.Describe(), s.Durable()))
 	}

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -115,6 +116,10 @@ func (c *Config) validate() []error {
 		validHTTPClient(&ps, "push_gateway", &pg.HTTPClientConfig)
 	}
 	validRemoteWrite(&ps, c.RemoteWrite)
+	if es := c.EmbeddedStream; es != nil && es.ServesJetStream() && !c.receiverDerived &&
+		!slices.ContainsFunc(c.ReceiverStreams, (*Stream).IsJetStream) {
+		ps.add("embedded_stream.jetstream", "the embedded server takes JetStream publishers, and no receiver_stream consumes them (receiver_stream points elsewhere): add a receiver_stream section with transport: jetstream, or set embedded_stream.jetstream: false")
+	}
 	if len(c.RemoteWrite) > 0 {
 		for i, r := range c.ReceiverStreams {
 			if r.QueueGroup != "" {

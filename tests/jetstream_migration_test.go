@@ -65,8 +65,26 @@ monitor: {listen: '%[4]s'}
 // TestEmbeddedServesBoth: the drain's embedded server takes NATS Streaming and
 // JetStream clients on one port, and the drain consumes both: an edge on each arrives.
 func TestEmbeddedServesBoth(t *testing.T) {
+	t.Run("derived", func(t *testing.T) { embeddedServesBoth(t, "") })
+	// A receiver_stream naming only the embedded server's channel (to set max_inflight,
+	// as the README's Capacity section advises) still consumes its JetStream too.
+	t.Run("with-receiver_stream", func(t *testing.T) {
+		embeddedServesBoth(t, "receiver_stream:\n  cluster_id: central\n  urls: nats://%s\n  client_id: drain1\n  max_inflight: 2048\n")
+	})
+}
+
+func embeddedServesBoth(t *testing.T, receiver string) {
 	natsAddr, exposeAddr, mon := freeAddr(t), freeAddr(t), freeAddr(t)
-	startDrain(t, writeConfig(t, centralConfig(natsAddr, exposeAddr, mon, "")), mon)
+	if receiver != "" {
+		receiver = fmt.Sprintf(receiver, natsAddr)
+	}
+	path := writeConfig(t, centralConfig(natsAddr, exposeAddr, mon, receiver))
+	r := runBin(t, "drain", "-c", path, "--check-config")
+	if r.code != 0 {
+		t.Fatalf("check-config: %d %s", r.code, r.stderr)
+	}
+	mustContain(t, "drain --check-config", r.stdout, "stan channel prometheus of cluster central", "jetstream stream PROMETHEUS subjects prometheus.>")
+	startDrain(t, path, mon)
 	a := fixture.ServeCapture(t, fixture.NodeExporter)
 	jobs := func(name string) string {
 		return fmt.Sprintf("  node:\n    targets: [{name: %s, url: '%s'}]\n", name, a.URL)
