@@ -46,6 +46,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'DrainMemory' -benchtime 1x ./lib/pushgateway/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./lib/expose/
 	$(GO) test -run '^$$' -bench 'Transport' -benchtime 3x ./lib/drain/
+	$(GO) test -run '^$$' -bench 'OtherShard' -benchtime 20000x ./lib/drain/
 	$(GO) test -run '^$$' -bench 'ConsistencyCheck' -benchtime 1x ./lib/pushgateway/
 
 # Load harness: how many targets per 60 s interval the drain sustains, per sink, on this

@@ -89,3 +89,41 @@ func TestShards(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkOtherShard measures what a drain spends on another shard's message (read its
+// header, acknowledge it), beside a full decode of the same node_exporter-sized message:
+// the README's figure for shards.
+func BenchmarkOtherShard(b *testing.B) {
+	codec, err := envelope.NewCodec()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer codec.Close()
+	body := []byte(strings.Repeat("# TYPE m gauge\nm{l=\"some value\"} 1\n", 500))
+	d := New(Options{MaxAge: time.Minute, Shards: 2, Shard: 0}, codec, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	var msg []byte
+	for n := 0; ; n++ {
+		inst := fmt.Sprint("host", n)
+		if ShardOf("j", inst, 2) == 1 {
+			msg, err = codec.Encode(&envelope.Envelope{Job: "j", Instance: inst, Start: time.Now(),
+				ContentType: "text/plain; version=0.0.4", Body: body, Series: 500})
+			if err != nil {
+				b.Fatal(err)
+			}
+			break
+		}
+	}
+	ack := func() error { return nil }
+	b.Run("skip", func(b *testing.B) {
+		for b.Loop() {
+			d.Handle(msg, 1, ack)
+		}
+	})
+	b.Run("decode", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := codec.Decode(msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
