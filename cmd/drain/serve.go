@@ -163,7 +163,15 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		d.Run(ctx)
 	}()
 
-	restore(ctx, cfg, d, logger)
+	// Restored while the consumers subscribe (both may have a silent server to get past
+	// first): the drain is ready once both are done. A scrape the consumers deliver
+	// meanwhile is newer than or the same as what is restored, which never replaces it.
+	r := d.NewRestore()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		restore(ctx, cfg, r, logger)
+	}()
 
 	// One consumer per receiver stream (receiver_stream may be a list: a STAN channel
 	// and a JetStream stream while the edges move), all feeding the one drain.
@@ -243,8 +251,7 @@ const restoreTimeout = 30 * time.Second
 
 // restore reads each receiver stream again for every target's newest scrape younger
 // than max_age, for /targets and the expose endpoint, before the drain consumes.
-func restore(ctx context.Context, cfg *config.Config, d *drain.Drain, logger *slog.Logger) {
-	r := d.NewRestore()
+func restore(ctx context.Context, cfg *config.Config, r *drain.Restore, logger *slog.Logger) {
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
 	defer cancel()

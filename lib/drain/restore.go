@@ -90,6 +90,16 @@ func (r *Restore) Apply(ctx context.Context) (targets, read int) {
 		for i := range res {
 			res[i] = sinkResult{fate: FateDelivered, err: "restored at start from the stream: not delivered again", at: now}
 		}
+		// Held as a worker holds it: a sink is never given two scrapes of a target at
+		// once. A target a worker holds already has a scrape at least as new.
+		d.mu.Lock()
+		t := d.target(env.Job + "/" + env.Instance)
+		if t.busy {
+			d.mu.Unlock()
+			continue
+		}
+		t.busy = true
+		d.mu.Unlock()
 		for _, i := range volatile {
 			err := d.sinks[i].Deliver(ctx, s)
 			res[i] = sinkResult{fate: FateDelivered, at: now, attempts: 1}
@@ -98,12 +108,13 @@ func (r *Restore) Apply(ctx context.Context) (targets, read int) {
 			}
 		}
 		d.mu.Lock()
-		t := d.target(env.Job + "/" + env.Instance)
 		if now.After(t.lastSeen) {
 			t.lastSeen = now
 		}
 		t.status.observe(env, 0, now)
 		t.status.record(env.Start, res)
+		t.busy = false
+		d.schedule(t)
 		d.mu.Unlock()
 		targets++
 	}
