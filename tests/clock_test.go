@@ -38,7 +38,10 @@ func TestClockAhead(t *testing.T) {
 	if len(page.Targets) != 1 || page.Targets[0].State != "rejected" || !strings.Contains(page.Targets[0].Sinks[0].Error, "ahead of the drain's clock") {
 		t.Errorf("/targets: %s", b)
 	}
-	mustContain(t, "drain log", d.logs(), "scrape stamped in the future", "publisher=test", "ahead=59m5")
+	waitFor(t, 10*time.Second, "the refusal logged", func() bool {
+		l := d.logs()
+		return strings.Contains(l, "scrape stamped in the future") && strings.Contains(l, "publisher=test") && strings.Contains(l, "ahead=59m5")
+	})
 
 	for i, v := range []string{"m 1\n", "m 2\n"} {
 		publishTo(t, nats, encode(t, "j", "a", time.Now().Add(-time.Duration(2-i)*time.Second), v))
@@ -67,5 +70,7 @@ func TestWrongSubject(t *testing.T) {
 	waitFor(t, 10*time.Second, "the message rejected", func() bool {
 		return d.metric("prometheus_streams_drain_messages_rejected_total", "reason", "wrong_subject") == 1
 	})
-	mustContain(t, "drain log", d.logs(), "reason=wrong_subject", `subject=prometheus.j.b`)
+	waitFor(t, 10*time.Second, "the rejection logged", func() bool {
+		return strings.Contains(d.logs(), "reason=wrong_subject") && strings.Contains(d.logs(), "subject=prometheus.j.b")
+	})
 }

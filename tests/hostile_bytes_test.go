@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,5 +47,9 @@ func TestHostileBytesIsolated(t *testing.T) {
 	if v[0].Value != 1 {
 		t.Errorf("Prometheus's scrape of the expose endpoint: up = %v", v[0].Value)
 	}
-	mustContain(t, "drain log", d.logs(), "reason=invalid_utf8", "field=instance", "help of m is not valid UTF-8")
+	waitFor(t, 10*time.Second, "both refusals logged", func() bool {
+		l := d.logs()
+		return strings.Contains(l, "reason=invalid_utf8") && strings.Contains(l, "field=instance") &&
+			strings.Contains(l, "instance=badhelp") && strings.Contains(l, "reason=invalid_body")
+	})
 }
