@@ -367,9 +367,23 @@ func TestReload(t *testing.T) {
 		t.Error("an unsigned message was served under trust")
 	}
 
+	// The log level changes at once: with debug on, an expired message (logged at
+	// debug) shows in the log.
+	debug := "debug: true\n" // and trust off again: an unsigned message is read
+	if err := os.WriteFile(path, []byte(centralConfig(natsAddr, exposeAddr, mon, debug)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "the debug reload", func() bool { return strings.Count(d.logs(), "config reloaded") == 2 })
+	if strings.Contains(d.logs(), `msg="message expired"`) {
+		t.Fatal("a debug line before debug was on")
+	}
+	publishTo(t, embeddedServer(natsAddr), encode(t, "j", "old", time.Now().Add(-time.Hour), "m 3\n"))
+	waitFor(t, 10*time.Second, "a debug line", func() bool { return strings.Contains(d.logs(), `msg="message expired"`) })
+
 	// A remote_write added: reported as waiting for a restart, and again at the next
 	// reload, since it is still not applied.
-	rw := trust + "remote_write:\n  - url: http://127.0.0.1:1/api/v1/write\n"
+	rw := debug + "remote_write:\n  - url: http://127.0.0.1:1/api/v1/write\n"
 	if err := os.WriteFile(path, []byte(centralConfig(natsAddr, exposeAddr, mon, rw)), 0o600); err != nil {
 		t.Fatal(err)
 	}
