@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -91,10 +92,13 @@ func StartCluster(tb testing.TB, n int, opts ...Option) *Cluster {
 	if cfg.log {
 		c.log = &tbLogger{tb: tb}
 	}
+	// Cleanups run last registered first: the stores' directory is registered for
+	// removal before the shutdown, so that it is removed once no server writes to it.
+	dir := tb.TempDir()
 	tb.Cleanup(c.shutdown)
 	var err error
 	for try := 0; try < startTries; try++ {
-		if err = c.start(tb, n, cfg); err == nil {
+		if err = c.start(dir, n, cfg); err == nil {
 			break
 		}
 		c.shutdown()
@@ -107,8 +111,9 @@ func StartCluster(tb testing.TB, n int, opts ...Option) *Cluster {
 	return c
 }
 
-// start starts n servers on fresh ports, every server routed to every other.
-func (c *Cluster) start(tb testing.TB, n int, cfg config) error {
+// start starts n servers on fresh ports, every server routed to every other, each
+// with a new store under dir.
+func (c *Cluster) start(dir string, n int, cfg config) error {
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return err
@@ -118,15 +123,20 @@ func (c *Cluster) start(tb testing.TB, n int, cfg config) error {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", ports[n+i])
 	}
 	for i := range n {
+		name := fmt.Sprintf("n%d", i)
+		store, err := os.MkdirTemp(dir, name+"-")
+		if err != nil {
+			return err
+		}
 		o := natsd.Options{
-			ServerName: fmt.Sprintf("n%d", i),
+			ServerName: name,
 			Host:       "127.0.0.1",
 			Port:       ports[i],
 			NoLog:      !cfg.log,
 			NoSigs:     true,
 			MaxPayload: cfg.maxPayload,
 			JetStream:  true,
-			StoreDir:   tb.TempDir(),
+			StoreDir:   store,
 			// Enough for tests, and no share of the machine's memory and disk.
 			JetStreamMaxMemory: 64 << 20,
 			JetStreamMaxStore:  1 << 30,
