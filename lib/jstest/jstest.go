@@ -8,6 +8,8 @@
 // is the server's own Shutdown, which first hands the leadership of its raft groups to
 // another server: what a server stopped by its service manager does. Its clients lose
 // their connection at once, and publishes and pull requests in flight on it are lost.
+// Publish publishes as a test's publisher must through that: trying again, with a
+// message ID, whatever got no ack.
 //
 // The servers log nothing unless WithServerLog is given. StreamLeader and the other
 // look-ups ask the servers in-process: no monitoring port is opened.
@@ -38,9 +40,11 @@ const Account = natsd.DEFAULT_GLOBAL_ACCOUNT
 const ClusterName = "jstest"
 
 const (
-	readyTimeout = 10 * time.Second // a server to accept clients
-	waitTimeout  = 20 * time.Second // the look-ups' and awaits' patience
-	startTries   = 3                // StartCluster: fresh ports to try when one is taken
+	readyTimeout   = 10 * time.Second      // a server to accept clients
+	waitTimeout    = 20 * time.Second      // the look-ups', awaits' and Publish's patience
+	startTries     = 3                     // StartCluster: fresh ports to try when one is taken
+	attemptTimeout = 2 * time.Second       // Publish: one attempt's wait for its ack
+	retryWait      = 50 * time.Millisecond // Publish: pause before another attempt
 )
 
 // Option configures StartCluster.
@@ -409,6 +413,80 @@ func (c *Cluster) JetStream(tb testing.TB) jetstream.JetStream {
 		tb.Fatalf("jstest: %v", err)
 	}
 	return js
+}
+
+// Publish publishes m with js, a client of the cluster, until a stream acks it, and
+// returns the ack; it fails the test after 20 s. m must carry a message ID
+// (jetstream.MsgIDHeader), so that the stream stores it once however often it is tried.
+//
+// A publish is tried again when it fails, as while the stream elects a leader, and
+// when its ack does not come: an attempt ends as soon as the connection drops, or
+// after 2 s, since a request written to a server as it is killed, or routed to a
+// stream leader as it is killed, is lost without an answer; the client does not
+// fail it by itself. The next attempt waits until the client has reconnected.
+func Publish(tb testing.TB, js jetstream.JetStream, m *nats.Msg) *jetstream.PubAck {
+	tb.Helper()
+	if m.Header.Get(jetstream.MsgIDHeader) == "" {
+		tb.Fatalf("jstest: publish to %s without a message ID: a retry could store it twice", m.Subject)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	nc := js.Conn()
+	for {
+		ack, err := publishOnce(ctx, js, m)
+		if err == nil {
+			return ack
+		}
+		if !awaitConnected(ctx, nc, retryWait) {
+			tb.Fatalf("jstest: publish to %s: not acked: %v", m.Subject, err)
+		}
+	}
+}
+
+// publishOnce publishes m and waits for its ack, until ctx ends, attemptTimeout has
+// passed, or the connection drops.
+func publishOnce(ctx context.Context, js jetstream.JetStream, m *nats.Msg) (*jetstream.PubAck, error) {
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	nc := js.Conn()
+	lost := nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	defer nc.RemoveStatusListener(lost)
+	if !nc.IsConnected() {
+		return nil, nats.ErrDisconnected
+	}
+	go func() {
+		select {
+		case <-lost: // also when removed: the attempt is over then
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return js.PublishMsg(ctx, m)
+}
+
+// awaitConnected waits until nc is connected, and at least for wait; it reports false
+// if ctx ends or nc is closed first.
+func awaitConnected(ctx context.Context, nc *nats.Conn, wait time.Duration) bool {
+	back := nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
+	defer nc.RemoveStatusListener(back)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return false
+	}
+	for !nc.IsConnected() {
+		if nc.IsClosed() {
+			return false
+		}
+		select {
+		case <-back:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 // Messages returns every message stream holds, in order, read from its leader. It
