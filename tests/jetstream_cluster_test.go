@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -368,22 +367,11 @@ func TestJetStreamClusterDrain(t *testing.T) {
 }
 
 // publishRetrying publishes msgs to JetStream, each until acked: a publish meeting a
-// leader election is tried again (its message ID makes the stream store it once).
+// leader election or a killed server is tried again (its message ID makes the stream
+// store it once).
 func publishRetrying(t *testing.T, js jetstream.JetStream, msgs []*nats.Msg) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	for _, m := range msgs {
-		for {
-			actx, acancel := context.WithTimeout(ctx, 2*time.Second)
-			_, err := js.PublishMsg(actx, m, jetstream.WithRetryAttempts(40), jetstream.WithRetryWait(50*time.Millisecond))
-			acancel()
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("publish %s: %v", m.Subject, err)
-			}
-		}
+		jstest.Publish(t, js, m)
 	}
 }

@@ -8,6 +8,8 @@
 // is the server's own Shutdown, which first hands the leadership of its raft groups to
 // another server: what a server stopped by its service manager does. Its clients lose
 // their connection at once, and publishes and pull requests in flight on it are lost.
+// Publish publishes as a test's publisher must through that: trying again, with a
+// message ID, whatever got no ack.
 //
 // The servers log nothing unless WithServerLog is given. StreamLeader and the other
 // look-ups ask the servers in-process: no monitoring port is opened.
@@ -19,6 +21,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -37,9 +40,11 @@ const Account = natsd.DEFAULT_GLOBAL_ACCOUNT
 const ClusterName = "jstest"
 
 const (
-	readyTimeout = 10 * time.Second // a server to accept clients
-	waitTimeout  = 20 * time.Second // the look-ups' and awaits' patience
-	startTries   = 3                // StartCluster: fresh ports to try when one is taken
+	readyTimeout   = 10 * time.Second      // a server to accept clients
+	waitTimeout    = 20 * time.Second      // the look-ups', awaits' and Publish's patience
+	startTries     = 3                     // StartCluster: fresh ports to try when one is taken
+	attemptTimeout = 2 * time.Second       // Publish: one attempt's wait for its ack
+	retryWait      = 50 * time.Millisecond // Publish: pause before another attempt
 )
 
 // Option configures StartCluster.
@@ -91,10 +96,13 @@ func StartCluster(tb testing.TB, n int, opts ...Option) *Cluster {
 	if cfg.log {
 		c.log = &tbLogger{tb: tb}
 	}
+	// Cleanups run last registered first: the stores' directory is registered for
+	// removal before the shutdown, so that it is removed once no server writes to it.
+	dir := tb.TempDir()
 	tb.Cleanup(c.shutdown)
 	var err error
 	for try := 0; try < startTries; try++ {
-		if err = c.start(tb, n, cfg); err == nil {
+		if err = c.start(dir, n, cfg); err == nil {
 			break
 		}
 		c.shutdown()
@@ -107,8 +115,9 @@ func StartCluster(tb testing.TB, n int, opts ...Option) *Cluster {
 	return c
 }
 
-// start starts n servers on fresh ports, every server routed to every other.
-func (c *Cluster) start(tb testing.TB, n int, cfg config) error {
+// start starts n servers on fresh ports, every server routed to every other, each
+// with a new store under dir.
+func (c *Cluster) start(dir string, n int, cfg config) error {
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return err
@@ -118,15 +127,20 @@ func (c *Cluster) start(tb testing.TB, n int, cfg config) error {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", ports[n+i])
 	}
 	for i := range n {
+		name := fmt.Sprintf("n%d", i)
+		store, err := os.MkdirTemp(dir, name+"-")
+		if err != nil {
+			return err
+		}
 		o := natsd.Options{
-			ServerName: fmt.Sprintf("n%d", i),
+			ServerName: name,
 			Host:       "127.0.0.1",
 			Port:       ports[i],
 			NoLog:      !cfg.log,
 			NoSigs:     true,
 			MaxPayload: cfg.maxPayload,
 			JetStream:  true,
-			StoreDir:   tb.TempDir(),
+			StoreDir:   store,
 			// Enough for tests, and no share of the machine's memory and disk.
 			JetStreamMaxMemory: 64 << 20,
 			JetStreamMaxStore:  1 << 30,
@@ -399,6 +413,80 @@ func (c *Cluster) JetStream(tb testing.TB) jetstream.JetStream {
 		tb.Fatalf("jstest: %v", err)
 	}
 	return js
+}
+
+// Publish publishes m with js, a client of the cluster, until a stream acks it, and
+// returns the ack; it fails the test after 20 s. m must carry a message ID
+// (jetstream.MsgIDHeader), so that the stream stores it once however often it is tried.
+//
+// A publish is tried again when it fails, as while the stream elects a leader, and
+// when its ack does not come: an attempt ends as soon as the connection drops, or
+// after 2 s, since a request written to a server as it is killed, or routed to a
+// stream leader as it is killed, is lost without an answer; the client does not
+// fail it by itself. The next attempt waits until the client has reconnected.
+func Publish(tb testing.TB, js jetstream.JetStream, m *nats.Msg) *jetstream.PubAck {
+	tb.Helper()
+	if m.Header.Get(jetstream.MsgIDHeader) == "" {
+		tb.Fatalf("jstest: publish to %s without a message ID: a retry could store it twice", m.Subject)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	nc := js.Conn()
+	for {
+		ack, err := publishOnce(ctx, js, m)
+		if err == nil {
+			return ack
+		}
+		if !awaitConnected(ctx, nc, retryWait) {
+			tb.Fatalf("jstest: publish to %s: not acked: %v", m.Subject, err)
+		}
+	}
+}
+
+// publishOnce publishes m and waits for its ack, until ctx ends, attemptTimeout has
+// passed, or the connection drops.
+func publishOnce(ctx context.Context, js jetstream.JetStream, m *nats.Msg) (*jetstream.PubAck, error) {
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	nc := js.Conn()
+	lost := nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	defer nc.RemoveStatusListener(lost)
+	if !nc.IsConnected() {
+		return nil, nats.ErrDisconnected
+	}
+	go func() {
+		select {
+		case <-lost: // also when removed: the attempt is over then
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return js.PublishMsg(ctx, m)
+}
+
+// awaitConnected waits until nc is connected, and at least for wait; it reports false
+// if ctx ends or nc is closed first.
+func awaitConnected(ctx context.Context, nc *nats.Conn, wait time.Duration) bool {
+	back := nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
+	defer nc.RemoveStatusListener(back)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return false
+	}
+	for !nc.IsConnected() {
+		if nc.IsClosed() {
+			return false
+		}
+		select {
+		case <-back:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 // Messages returns every message stream holds, in order, read from its leader. It

@@ -28,18 +28,13 @@ func TestClusterSurvivesItsStreamLeader(t *testing.T) {
 	publish := func(from, to int) {
 		t.Helper()
 		for i := from; i < to; i++ {
-			// A publish during the hand-over may find no leader: retry it, as a
-			// publisher must, with its message ID so it is stored once.
-			for {
-				_, err := js.Publish(ctx, "s.x", fmt.Appendf(nil, "%d", i), jetstream.WithMsgID(fmt.Sprint(i)),
-					jetstream.WithRetryAttempts(50), jetstream.WithRetryWait(50*time.Millisecond))
-				if err == nil {
-					break
-				}
-				if ctx.Err() != nil {
-					t.Fatalf("publish %d: %v", i, err)
-				}
-			}
+			// A publish during the hand-over may find no leader, or be lost with
+			// the server: Publish tries it again, with its message ID so it is
+			// stored once.
+			m := nats.NewMsg("s.x")
+			m.Data = fmt.Appendf(nil, "%d", i)
+			m.Header.Set(jetstream.MsgIDHeader, fmt.Sprint(i))
+			jstest.Publish(t, js, m)
 		}
 	}
 	publish(0, 10)

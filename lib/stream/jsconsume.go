@@ -16,6 +16,14 @@ import (
 // Defaults for zero JetStreamSubscribeOptions fields.
 const DefaultMaxAckPending = 1024
 
+// pullHeartbeat is the idle heartbeat asked for with each pull request. nats.go makes
+// a pull again when two are missed, and only then: after a pull that no server
+// answered (no responders: the consumer's leader being elected, as when the server
+// leading it died, or just created and not yet known to the server this connection
+// is on) or that was lost with a server. With nats.go's default, half the 30 s
+// expiry, the consumer would stall 30 s.
+const pullHeartbeat = time.Second
+
 // JetStreamSubscribeOptions configures ConsumeJetStream. Zero fields take the defaults
 // noted.
 type JetStreamSubscribeOptions struct {
@@ -78,7 +86,9 @@ func (o *JetStreamSubscribeOptions) normalize() error {
 // NakWithDelay or Term it later, from any goroutine); state gets every failed attempt,
 // the consumer up, NATS lost and back, the consumer lost, and a last State{Err:
 // ErrClosed...}; faults (connect failures, ErrAuth, a missing stream, the consumer
-// deleted) are logged, reported and retried with capped exponential backoff. When ctx
+// deleted) are logged, reported and retried with capped exponential backoff; a pull
+// request lost or unanswered, as while the consumer's leader is elected, is made
+// again within 2 s (twice pullHeartbeat). When ctx
 // ends it stops pulling and closes the connection without deleting the durable (whose
 // un-acked messages the server redelivers later) and returns nil; it returns an error
 // only for an invalid configuration.
@@ -191,6 +201,7 @@ func (c *jsConsumer) subscribe(ctx context.Context) (*JetStream, jetstream.Consu
 	c.mu.Unlock()
 	cc, err := cons.Consume(func(m jetstream.Msg) { c.deliver(gen, m) },
 		jetstream.PullMaxMessages(min(c.o.MaxAckPending, 500)),
+		jetstream.PullHeartbeat(pullHeartbeat),
 		jetstream.ConsumeErrHandler(c.onConsumeError))
 	if err != nil {
 		c.retire()
