@@ -792,11 +792,48 @@ func dialable(listen string) string {
 // Redacted returns the config as YAML with every secret replaced, for --check-config.
 func (c *Config) Redacted() ([]byte, error) {
 	// promcfg.Secret marshals as <secret>; nothing else in the tree holds a secret.
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(c); err != nil {
-		return nil, fmt.Errorf("encode config: %w", err)
+	// The jobs are encoded one by one: yaml's emitter takes memory out of proportion
+	// to one large document (1.2 GB for a config of 10 MB), and a fleet's jobs are
+	// most of a large config.
+	if len(c.Jobs) == 0 {
+		var buf bytes.Buffer
+		err := encodeYAML(&buf, c)
+		return buf.Bytes(), err
 	}
-	return buf.Bytes(), enc.Close()
+	rest := *c
+	rest.Jobs = map[string]*Job{}
+	var head bytes.Buffer
+	if err := encodeYAML(&head, &rest); err != nil {
+		return nil, err
+	}
+	const empty = "\njobs: {}\n"
+	at := strings.Index(head.String(), empty)
+	if at < 0 {
+		return nil, errors.New("encode config: no jobs key")
+	}
+	var buf bytes.Buffer
+	buf.Write(head.Bytes()[:at+1])
+	buf.WriteString("jobs:\n")
+	var job bytes.Buffer
+	for _, name := range c.JobNames() {
+		job.Reset()
+		if err := encodeYAML(&job, map[string]*Job{name: c.Jobs[name]}); err != nil {
+			return nil, err
+		}
+		for line := range strings.Lines(job.String()) {
+			buf.WriteString("  ")
+			buf.WriteString(line)
+		}
+	}
+	buf.Write(head.Bytes()[at+len(empty):])
+	return buf.Bytes(), nil
+}
+
+func encodeYAML(w io.Writer, v any) error {
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("encode config: %w", err)
+	}
+	return enc.Close()
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -646,5 +647,32 @@ func TestEmbeddedJetStreamConsumed(t *testing.T) {
 	}
 	if _, err := Parse([]byte("embedded_stream: {listen: '127.0.0.1:4299', jetstream: false}\nexpose: {}\nreceiver_stream: {cluster_id: c, client_id: d, urls: 'nats://elsewhere:4222'}\n")); err != nil {
 		t.Errorf("without embedded JetStream: %v", err)
+	}
+}
+
+// TestRedactedJobs: the printed config holds every job once, under one jobs key, with
+// the keys around it, whatever the number of jobs (they are encoded one by one).
+func TestRedactedJobs(t *testing.T) {
+	src := "poller_stream: {cluster_id: c, urls: 'nats://127.0.0.1:4222'}\njobs:\n"
+	for i := range 30 {
+		src += fmt.Sprintf("  j%d:\n    targets: [{name: t%d, url: 'http://127.0.0.1:%d/metrics'}]\n", i, i, 9000+i)
+	}
+	c, err := Parse([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Redacted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(out), "\njobs:"); n != 1 {
+		t.Errorf("%d jobs keys", n)
+	}
+	back, err := Parse(out)
+	if err != nil {
+		t.Fatalf("the printed config does not load: %v\n%s", err, out)
+	}
+	if len(back.Jobs) != 30 || back.Jobs["j17"].Targets[0].URL != "http://127.0.0.1:9017/metrics" || back.PollerStream.ClusterID != "c" {
+		t.Errorf("printed config read back: %d jobs", len(back.Jobs))
 	}
 }
