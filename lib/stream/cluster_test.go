@@ -43,7 +43,9 @@ func TestJetStreamAckErrors(t *testing.T) {
 // dial right after the stream's leader was killed finds the stream under its new one.
 func TestJetStreamCluster(t *testing.T) {
 	c := jstest.StartCluster(t, 3)
-	o := JetStreamOptions{URLs: c.URLs(), Stream: "METRICS", Subject: "metrics", MaxAge: time.Minute, ConnectTimeout: 2 * time.Second}
+	// connect_timeout as by default: a leader election on a loaded machine can take
+	// more than 2 s.
+	o := JetStreamOptions{URLs: c.URLs(), Stream: "METRICS", Subject: "metrics", MaxAge: time.Minute, ConnectTimeout: 5 * time.Second}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
