@@ -333,3 +333,25 @@ func TestScrapeOnceConfigErrors(t *testing.T) {
 		t.Errorf("--version: %d %q", r.code, r.stdout)
 	}
 }
+
+// TestScrapeOnceTalks: without verbose in the config, a run still logs its one summary
+// line (and nothing per successful target); -v adds a line per target.
+func TestScrapeOnceTalks(t *testing.T) {
+	srv := stantest.Start(t)
+	a := fixture.ServeCapture(t, fixture.PushGateway)
+	cfg := writeConfig(t, strings.Replace(edgeConfig(srv.URL(), srv.ClusterID(),
+		fmt.Sprintf("  j:\n    targets: [{name: a, url: '%s'}]\n", a.URL)), "verbose: true\n", "", 1))
+	r := runBin(t, "scrape-once", "-c", cfg)
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	mustContain(t, "log", r.stderr, "run done", "targets=1", "ok=1", "failed=0", "published=1", "acked=1", "duration_seconds=")
+	if n := strings.Count(strings.TrimSpace(r.stderr), "\n"); n != 0 || strings.Contains(r.stderr, "scrape done") {
+		t.Errorf("want the summary line only, got:\n%s", r.stderr)
+	}
+	r = runBin(t, "scrape-once", "-c", cfg, "-v")
+	if r.code != 0 {
+		t.Fatalf("-v: exit %d\n%s", r.code, r.stderr)
+	}
+	mustContain(t, "-v log", r.stderr, `msg="scrape done" job=j instance=a series=41`, "run done")
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -37,6 +38,7 @@ type options struct {
 	Target      []string `long:"target" value-name:"NAME" description:"scrape only this target: its name or job/name (repeatable)"`
 	Job         []string `long:"job" value-name:"NAME" description:"scrape only the targets of this job (repeatable)"`
 	DryRun      bool     `long:"dry-run" description:"scrape and print each target's outcome and exposition; publish nothing"`
+	Verbose     bool     `short:"v" long:"verbose" description:"log each target's scrape too, not only the run's summary"`
 	CheckConfig bool     `long:"check-config" description:"validate the configuration, print it with secrets hidden, and exit"`
 	Version     bool     `long:"version" description:"print the version and exit"`
 }
@@ -91,7 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if opts.CheckConfig {
 		return checkConfig(opts, cfg, looseSeed, stdout, stderr)
 	}
-	logger, closer, err := logging.New(logging.Level(cfg.Verbose, cfg.Debug), cfg.LogFile, stderr)
+	logger, closer, err := logging.New(logLevel(cfg, opts.Verbose), cfg.LogFile, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
 		return exitConfig
@@ -124,7 +126,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	runner := edge.New(cfg, codec, edge.Dial(cfg, logger), logger, version.UserAgent())
 
 	if opts.DryRun {
-		failed, err := runner.DryRun(ctx, sel, stdout)
+		failed, err := runner.DryRun(ctx, sel, stdout, isTerminal(stdout))
 		if err != nil || failed > 0 {
 			if err != nil {
 				logger.Error("dry run", "err", err)
@@ -159,4 +161,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logger.Info("run done", sum.LogAttrs()...)
 	}
 	return exitOK
+}
+
+// logLevel is the config's level, but never above info: the run's summary line is
+// logged at info and is wanted on every run (in the journal, in cron's mail). -v adds a
+// line per target (debug).
+func logLevel(cfg *config.Config, verbose bool) slog.Level {
+	level := min(logging.Level(cfg.Verbose, cfg.Debug), slog.LevelInfo)
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return level
+}
+
+// isTerminal reports whether w is a terminal, where a person waits for each line.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

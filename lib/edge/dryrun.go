@@ -9,10 +9,14 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/lib/scrape"
 )
 
-// DryRun scrapes the selected targets and writes, for each in selection order, a header
-// line with its outcome and then the exposition that would be published. It touches no
-// stream and reports how many scrapes failed.
-func (r *Runner) DryRun(ctx context.Context, sel []Selected, w io.Writer) (failed int, err error) {
+// DryRun scrapes the selected targets and writes, for each, a header line with its
+// outcome and then the exposition that would be published. It touches no stream and
+// reports how many scrapes failed.
+//
+// With asDone (a person at a terminal), each target is written as soon as its scrape
+// ends, so a slow target holds back nothing; otherwise all in selection order, so that
+// the output of two runs compares line by line.
+func (r *Runner) DryRun(ctx context.Context, sel []Selected, w io.Writer, asDone bool) (failed int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.RunTimeout.D())
 	defer cancel()
 	results := make([]*scrape.Result, len(sel))
@@ -21,26 +25,48 @@ func (r *Runner) DryRun(ctx context.Context, sel []Selected, w io.Writer) (faile
 		index[s.Key()] = i
 	}
 	var mu sync.Mutex
+	var writeErr error
 	if err := r.Scrape(ctx, sel, func(s Selected, res *scrape.Result) {
 		mu.Lock()
-		results[index[s.Key()]] = res
-		mu.Unlock()
+		defer mu.Unlock()
+		if !asDone {
+			results[index[s.Key()]] = res
+			return
+		}
+		if res.Err != nil {
+			failed++
+		}
+		if writeErr == nil {
+			writeErr = r.writeDry(w, s, res)
+		}
 	}); err != nil {
 		return 0, err
 	}
+	if asDone {
+		return failed, writeErr
+	}
 	for i, s := range sel {
-		res := results[i]
-		e := r.Envelope(s, res)
-		if res.Err != nil {
+		if results[i].Err != nil {
 			failed++
-			_, err = fmt.Fprintf(w, "# %s: FAILED after %s (HTTP status %d): %s\n", s.Key(), res.Duration, res.HTTPStatus, res.Err)
-		} else {
-			_, err = fmt.Fprintf(w, "# %s: ok, %d series, %d bytes of %s in %s, labels %v\n%s",
-				s.Key(), res.Series, len(res.Body), res.ContentType, res.Duration, e.Labels, res.Body)
 		}
-		if err != nil {
-			return failed, fmt.Errorf("write output: %w", err)
+		if err := r.writeDry(w, s, results[i]); err != nil {
+			return failed, err
 		}
 	}
 	return failed, nil
+}
+
+func (r *Runner) writeDry(w io.Writer, s Selected, res *scrape.Result) error {
+	var err error
+	if res.Err != nil {
+		_, err = fmt.Fprintf(w, "# %s: FAILED after %s (HTTP status %d): %s\n", s.Key(), res.Duration, res.HTTPStatus, res.Err)
+	} else {
+		e := r.Envelope(s, res)
+		_, err = fmt.Fprintf(w, "# %s: ok, %d series, %d bytes of %s in %s, labels %v\n%s",
+			s.Key(), res.Series, len(res.Body), res.ContentType, res.Duration, e.Labels, res.Body)
+	}
+	if err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
 }

@@ -260,8 +260,13 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 		}
 		sum.count(m.env)
 		if m.env.Error != "" {
-			// Failures get a line each; successes only count towards the summary.
+			// Failures get a line each; successes only count towards the summary, and
+			// get a line of their own at debug (scrape-once -v).
 			r.logger.Warn("scrape failed", "job", m.env.Job, "instance", m.env.Instance, "err", m.env.Error)
+		} else {
+			r.logger.Debug("scrape done", "job", m.env.Job, "instance", m.env.Instance, "series", m.env.Series,
+				"raw_bytes", len(m.env.Body), "wire_bytes", len(m.data), "parts", len(msgs),
+				"scrape_seconds", m.env.Duration.Seconds())
 		}
 		parts := new(atomic.Int64)
 		parts.Store(int64(len(msgs)))
