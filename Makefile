@@ -1,6 +1,10 @@
 # prometheus-streams
 GO        ?= go
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
+# The package's version (systemd/package.sh version: git describe as dpkg and rpm order
+# it), so that --version, build_info and the package name one version alike.
+ifndef VERSION
+VERSION   := $(shell systemd/package.sh version 2>/dev/null || echo 0.0.0~dev)
+endif
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 PKG       := github.com/prometheus-streams/prometheus-streams
 LDFLAGS   := -s -w -X $(PKG)/lib/version.Version=$(VERSION) -X $(PKG)/lib/version.Commit=$(COMMIT)

@@ -8,7 +8,7 @@
 # package carries. nfpm is built once per machine from the Go module proxy (systemd/tools.sh).
 #
 # Environment:
-#   VERSION     as the Makefile: the version stamped into the binaries
+#   VERSION     a git describe string to make the version of
 #               (default: git describe --tags --always --dirty)
 #   COMMIT      as the Makefile (default: git rev-parse --short HEAD)
 #   GOARCH      architecture to build and package (default: go env GOARCH)
@@ -104,8 +104,9 @@ fi
 
 nfpm=$(systemd/tools.sh nfpm)
 
-# Static binaries for the target architecture, stamped as the package is versioned.
-CGO_ENABLED=0 GOARCH=$arch make --no-print-directory build VERSION="$raw" COMMIT="$commit" >&2
+# Static binaries for the target architecture, stamped with the package's version: one
+# version string in dpkg -l, rpm -q, --version and build_info.
+CGO_ENABLED=0 GOARCH=$arch make --no-print-directory build VERSION="$version" COMMIT="$commit" >&2
 
 # nfpm's architecture: GOARCH, with GOARM for 32-bit arm. nfpm names it per format
 # (amd64 is x86_64 in an rpm); so does the file name.

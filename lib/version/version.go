@@ -1,12 +1,19 @@
 // Package version holds the version and commit stamped into the binaries at build time
-// (go build -ldflags "-X .../lib/version.Version=... -X .../lib/version.Commit=...").
+// (go build -ldflags "-X .../lib/version.Version=... -X .../lib/version.Commit=..."). The
+// Makefile stamps the package's version (systemd/package.sh version), so that --version,
+// build_info and the package name one version alike.
 package version
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+)
 
 // Set by the linker; the defaults name an unstamped build.
 var (
-	Version = "0.0.0-dev"
+	Version = "0.0.0~dev"
 	Commit  = "unknown"
 )
 
@@ -17,3 +24,12 @@ func Info(program string) string {
 
 // UserAgent is the User-Agent of every HTTP request the project makes.
 func UserAgent() string { return "prometheus-streams/" + Version }
+
+// NewCollector exports <namespace>_build_info as every Prometheus component does
+// (client_golang's version collector: goversion, goos, goarch, tags from the build),
+// with this binary's version and commit.
+func NewCollector(namespace string) prometheus.Collector {
+	return versioncollector.NewCollector(namespace, versioncollector.WithExtraConstLabels(prometheus.Labels{
+		"version": Version, "revision": Commit,
+	}))
+}
