@@ -32,7 +32,8 @@ import (
 // serve runs the drain until ctx ends; SIGHUP reloads path.
 func serve(ctx context.Context, path string, cfg *config.Config, level *slog.LevelVar, logger *slog.Logger) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		version.NewCollector("prometheus_streams"))
 	codec, err := envelope.NewCodec()
 	if err != nil {
 		return err
@@ -138,10 +139,10 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		Streams: len(cfg.ReceiverStreams), Shards: rs.Shards, Shard: rs.Shard,
 	}, codec, sinks, logger, reg)
 
-	monMux := http.NewServeMux()
-	monMux.Handle("/", monitor.Handler(reg, d.Ready))
-	monMux.Handle("/targets", targets.Handler(d.Targets))
-	mon, err := monitor.Listen(cfg.Monitor.Listen, cfg.Monitor.WebConfigFile, monMux, logger)
+	monHandler := monitor.Handler(reg, d.Ready, monitor.Page{
+		Path: "/targets", About: "every target's last scrape and its fate in each sink", Handler: targets.Handler(d.Targets),
+	})
+	mon, err := monitor.Listen(cfg.Monitor.Listen, cfg.Monitor.WebConfigFile, monHandler, logger)
 	if err != nil {
 		return fmt.Errorf("monitor: %w", err)
 	}

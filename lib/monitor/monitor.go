@@ -7,18 +7,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/version"
 )
 
-// Handler serves /metrics from g and /healthz from ready: 200 when ready, else 503.
-func Handler(g prometheus.Gatherer, ready func() bool) http.Handler {
+// Page is one more page a binary serves beside /metrics and /healthz, linked from the
+// index at /.
+type Page struct {
+	Path    string // e.g. "/targets"
+	About   string // what the index says it shows
+	Handler http.Handler
+}
+
+// Handler serves /metrics from g, /healthz from ready (200 when ready, else 503), the
+// pages, and at / an index that links to them all, so that a person who opens the bare
+// address finds their way.
+func Handler(g prometheus.Gatherer, ready func() bool, pages ...Page) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -27,6 +41,26 @@ func Handler(g prometheus.Gatherer, ready func() bool) http.Handler {
 			return
 		}
 		fmt.Fprintln(w, "ok")
+	})
+	index := append([]Page{
+		{Path: "/metrics", About: "this process's own metrics, for Prometheus"},
+	}, pages...)
+	index = append(index, Page{Path: "/healthz", About: "ok once subscribed to the stream, else 503 and why"})
+	for _, p := range pages {
+		mux.Handle(p.Path, p.Handler)
+	}
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		var b strings.Builder
+		fmt.Fprintf(&b, "<!DOCTYPE html>\n<html><head><title>prometheus-streams</title></head><body>\n<h1>prometheus-streams %s</h1>\n<ul>\n",
+			html.EscapeString(version.Version))
+		for _, p := range index {
+			// Relative links, so that the index works behind a proxy's path prefix.
+			href := strings.TrimPrefix(p.Path, "/")
+			fmt.Fprintf(&b, "<li><a href=\"%s\">%s</a>: %s</li>\n", html.EscapeString(href), html.EscapeString(p.Path), html.EscapeString(p.About))
+		}
+		b.WriteString("</ul>\n</body></html>\n")
+		_, _ = w.Write([]byte(b.String()))
 	})
 	return mux
 }

@@ -85,3 +85,30 @@ func TestWebConfig(t *testing.T) {
 		t.Error("a bad web config was accepted")
 	}
 }
+
+// TestIndex: / links to every page, each link works, and other paths are still 404.
+func TestIndex(t *testing.T) {
+	page := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "the targets") })
+	s, err := Listen("127.0.0.1:0", "", Handler(prometheus.NewRegistry(), func() bool { return true },
+		Page{Path: "/targets", About: "targets", Handler: page}), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	base := "http://" + s.Addr() + "/"
+	code, body := get(t, base, "", "")
+	if code != 200 {
+		t.Fatalf("/: %d", code)
+	}
+	for _, link := range []string{"metrics", "targets", "healthz"} {
+		if !strings.Contains(body, `href="`+link+`"`) {
+			t.Errorf("/ does not link to %s:\n%s", link, body)
+		}
+		if code, _ := get(t, base+link, "", ""); code != 200 {
+			t.Errorf("%s: %d", link, code)
+		}
+	}
+	if code, _ := get(t, base+"nothing", "", ""); code != 404 {
+		t.Errorf("/nothing: %d, want 404", code)
+	}
+}
