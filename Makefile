@@ -11,7 +11,7 @@ LDFLAGS   := -s -w -X $(PKG)/lib/version.Version=$(VERSION) -X $(PKG)/lib/versio
 BINARIES  := scrape-once drain
 BENCHTIME ?= 1s
 
-.PHONY: all build test tools lint vet fmt bench bench-scale fuzz demo deb rpm clean
+.PHONY: all build test deps tools lint vet fmt bench bench-scale fuzz demo deb rpm clean
 
 all: build
 
@@ -22,9 +22,15 @@ bin/%: FORCE
 
 FORCE:
 
-# The whole suite, race detector on; fuzz targets run their seed corpus.
-test: lint tools
+# The whole suite, race detector on; fuzz targets run their seed corpus. First the Debian
+# packages the tests use: installed when run as root with apt-get, else make stops here,
+# before building anything, with the command that installs them (tests/deps.sh).
+test: deps
+	@$(MAKE) --no-print-directory lint tools
 	$(GO) test -race -count=1 -timeout 10m ./...
+
+deps:
+	@tests/deps.sh
 
 # The tools the tests run that Debian does not package: nfpm, and Prometheus 3 (lib/promtest's
 # remote-write 2.0 receiver). Built once per machine into ~/.cache/prometheus-streams/ (see

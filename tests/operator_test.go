@@ -2,6 +2,9 @@ package tests
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -36,4 +39,31 @@ func TestDrainVersionAndIndex(t *testing.T) {
 		}
 	}
 	fetch(t, d.monitor+"/targets", "")
+}
+
+// TestMakeTestStopsFirst: on a machine without the Debian packages the tests use, and
+// without a way to install them, make test stops before building anything and names the
+// one command that installs them.
+func TestMakeTestStopsFirst(t *testing.T) {
+	bin := t.TempDir()
+	for _, tool := range []string{"bash", "sh", "make"} {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			t.Skipf("no %s", tool)
+		}
+		if err := os.Symlink(p, filepath.Join(bin, tool)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("make", "-C", "..", "test")
+	cmd.Env = append(os.Environ(), "PATH="+bin)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("make test succeeded with nothing installed:\n%s", out)
+	}
+	s := string(out)
+	mustContain(t, "make test", s, "apt-get install -y --no-install-recommends prometheus-pushgateway prometheus chromium rpm")
+	if strings.Contains(s, "go vet") || strings.Contains(s, "go test") || strings.Contains(s, "tools.sh") {
+		t.Errorf("make test went on past the missing packages:\n%s", s)
+	}
 }
