@@ -11,7 +11,7 @@ LDFLAGS   := -s -w -X $(PKG)/lib/version.Version=$(VERSION) -X $(PKG)/lib/versio
 BINARIES  := scrape-once drain
 BENCHTIME ?= 1s
 
-.PHONY: all build test deps tools lint vet fmt bench bench-scale fuzz demo deb rpm clean
+.PHONY: all build test deps tools dashboards lint vet fmt bench bench-scale fuzz demo deb rpm clean
 
 all: build
 
@@ -71,6 +71,11 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./lib/envelope/
 	$(GO) test -run '^$$' -fuzz FuzzProcess -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./lib/scrape/
+
+# The Grafana dashboards in config/grafana/, generated from tools/dashboards (a test checks
+# that the committed JSON is what the code generates).
+dashboards:
+	$(GO) run ./tools/dashboards -out config/grafana
 
 # The whole chain on one machine, then stop: see README.
 demo:
