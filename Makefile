@@ -11,7 +11,7 @@ LDFLAGS   := -s -w -X $(PKG)/lib/version.Version=$(VERSION) -X $(PKG)/lib/versio
 BINARIES  := scrape-once drain
 BENCHTIME ?= 1s
 
-.PHONY: all build test deps tools dashboards lint vet fmt bench bench-scale fuzz demo deb rpm clean
+.PHONY: all build test deps tools dashboards screenshot lint vet fmt bench bench-scale fuzz demo deb rpm clean
 
 all: build
 
@@ -76,6 +76,11 @@ fuzz:
 # that the committed JSON is what the code generates).
 dashboards:
 	$(GO) run ./tools/dashboards -out config/grafana
+
+# The README's picture of the drain's /targets page, docs/targets.png: make demo's chain
+# with a failing target, shot by headless Chromium.
+screenshot:
+	tests/demo/screenshot.sh
 
 # The whole chain on one machine, then stop: see README.
 demo:
