@@ -94,7 +94,8 @@ missing=()
 for f in systemd/nfpm.yaml systemd/postinstall.sh systemd/scrape-once.service \
   systemd/scrape-once.timer systemd/scrape-once@.service systemd/scrape-once@.timer \
   systemd/drain.service systemd/scrape-once.cron config/prometheus-streams.yaml README.md \
-  config/prometheus/prometheus.yml config/prometheus/prometheus-streams.rules.yml; do
+  config/prometheus/prometheus.yml config/prometheus/prometheus-streams.rules.yml \
+  config/grafana/prometheus-streams-drain.json config/grafana/prometheus-streams-fleet.json; do
   [[ -f $f ]] || missing+=("$f")
 done
 if [[ ${#missing[@]} -gt 0 ]]; then

@@ -19,18 +19,20 @@ const pkgConfig = "/etc/prometheus-streams/prometheus-streams.yaml"
 
 // pkgFiles are the files both packages ship, with their modes.
 var pkgFiles = map[string]string{
-	"/usr/bin/prometheus-streams-scrape-once":                                 "-rwxr-xr-x",
-	"/usr/bin/prometheus-streams-drain":                                       "-rwxr-xr-x",
-	"/usr/lib/systemd/system/prometheus-streams-scrape-once.service":          "-rw-r--r--",
-	"/usr/lib/systemd/system/prometheus-streams-scrape-once.timer":            "-rw-r--r--",
-	"/usr/lib/systemd/system/prometheus-streams-scrape-once@.service":         "-rw-r--r--",
-	"/usr/lib/systemd/system/prometheus-streams-scrape-once@.timer":           "-rw-r--r--",
-	"/usr/lib/systemd/system/prometheus-streams-drain.service":                "-rw-r--r--",
-	"/etc/prometheus-streams/prometheus-streams.yaml":                         "-rw-r-----", // it may be edited to hold credentials
-	"/usr/share/doc/prometheus-streams/README.md":                             "-rw-r--r--",
-	"/usr/share/doc/prometheus-streams/examples/scrape-once.cron":             "-rw-r--r--",
-	"/usr/share/doc/prometheus-streams/examples/prometheus.yml":               "-rw-r--r--",
-	"/usr/share/doc/prometheus-streams/examples/prometheus-streams.rules.yml": "-rw-r--r--",
+	"/usr/bin/prometheus-streams-scrape-once":                                          "-rwxr-xr-x",
+	"/usr/bin/prometheus-streams-drain":                                                "-rwxr-xr-x",
+	"/usr/lib/systemd/system/prometheus-streams-scrape-once.service":                   "-rw-r--r--",
+	"/usr/lib/systemd/system/prometheus-streams-scrape-once.timer":                     "-rw-r--r--",
+	"/usr/lib/systemd/system/prometheus-streams-scrape-once@.service":                  "-rw-r--r--",
+	"/usr/lib/systemd/system/prometheus-streams-scrape-once@.timer":                    "-rw-r--r--",
+	"/usr/lib/systemd/system/prometheus-streams-drain.service":                         "-rw-r--r--",
+	"/etc/prometheus-streams/prometheus-streams.yaml":                                  "-rw-r-----", // it may be edited to hold credentials
+	"/usr/share/doc/prometheus-streams/README.md":                                      "-rw-r--r--",
+	"/usr/share/doc/prometheus-streams/examples/scrape-once.cron":                      "-rw-r--r--",
+	"/usr/share/doc/prometheus-streams/examples/prometheus.yml":                        "-rw-r--r--",
+	"/usr/share/doc/prometheus-streams/examples/prometheus-streams.rules.yml":          "-rw-r--r--",
+	"/usr/share/doc/prometheus-streams/examples/grafana/prometheus-streams-drain.json": "-rw-r--r--",
+	"/usr/share/doc/prometheus-streams/examples/grafana/prometheus-streams-fleet.json": "-rw-r--r--",
 }
 
 // requireTool returns the path of a command the test needs, failing (not skipping) with
