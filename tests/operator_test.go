@@ -2,11 +2,16 @@ package tests
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 )
 
 // TestDrainVersionAndIndex: the drain's build_info names the version --version prints,
@@ -65,5 +70,40 @@ func TestMakeTestStopsFirst(t *testing.T) {
 	mustContain(t, "make test", s, "apt-get install -y --no-install-recommends prometheus-pushgateway prometheus chromium rpm")
 	if strings.Contains(s, "go vet") || strings.Contains(s, "go test") || strings.Contains(s, "tools.sh") {
 		t.Errorf("make test went on past the missing packages:\n%s", s)
+	}
+}
+
+// TestDryRunOnTerminal: on a terminal (script(1) gives scrape-once one), --dry-run prints
+// each target as its scrape ends: a fast target before a slow one listed first.
+func TestDryRunOnTerminal(t *testing.T) {
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Fatal("script not found in PATH: apt-get install -y util-linux")
+	}
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(time.Second)
+		fmt.Fprintln(w, "slow_metric 1")
+	}))
+	defer slow.Close()
+	fast := fixture.ServeCapture(t, fixture.PushGateway)
+	cfg := writeConfig(t, fmt.Sprintf(`scrape_interval: 30s
+jobs:
+  j:
+    targets: [{name: slow, url: '%s'}, {name: fast, url: '%s'}]
+`, slow.URL, fast.URL))
+	cmd := exec.Command(script, "-qec", filepath.Join(binDir, "scrape-once")+" -c "+cfg+" --dry-run", "/dev/null")
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	s := string(out)
+	if i, j := strings.Index(s, "# j/fast: ok"), strings.Index(s, "# j/slow: ok"); i < 0 || j < 0 || i > j {
+		t.Errorf("on a terminal, want the fast target first:\n%.2000s", s)
+	}
+	// Into a pipe, the config's order.
+	r := runBin(t, "scrape-once", "-c", cfg, "--dry-run")
+	if i, j := strings.Index(r.stdout, "# j/fast: ok"), strings.Index(r.stdout, "# j/slow: ok"); i < 0 || j < 0 || j > i {
+		t.Errorf("into a pipe, want the config's order:\n%.2000s", r.stdout)
 	}
 }
