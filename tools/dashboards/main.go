@@ -147,7 +147,7 @@ func (p panel) build() cog.Builder[dashboard.Panel] {
 		return b
 	case list:
 		b := table.NewPanelBuilder().Title(p.title).Description(p.question).Datasource(datasource).
-			Unit(p.unit).Height(8).Span(24)
+			Unit(p.unit).Height(8).Span(12)
 		for _, t := range targets {
 			b = b.WithTarget(t)
 		}

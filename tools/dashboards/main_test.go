@@ -48,3 +48,28 @@ func TestREADMEListsPanels(t *testing.T) {
 		t.Errorf("the README's panels differ from the dashboards'; paste in the output of go run ./tools/dashboards -panels:\n%s", b.String())
 	}
 }
+
+// TestLayout: every panel fits Grafana's 24 columns.
+func TestLayout(t *testing.T) {
+	for _, b := range dashboards {
+		d, err := b.build().Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range d.Panels {
+			if p.Panel == nil || p.Panel.GridPos == nil {
+				continue
+			}
+			if g := p.Panel.GridPos; g.X+g.W > 24 {
+				t.Errorf("%s: %q at x %d, %d wide: past column 24", b.uid, deref(p.Panel.Title), g.X, g.W)
+			}
+		}
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
