@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -75,7 +76,7 @@ var (
 // Error is the error of a failed request. It unwraps to Err (ErrRejected or
 // ErrUnavailable) and to Cause when there is one.
 type Error struct {
-	Op      string // "push", "delete" or "list groups"
+	Op      string // "push", "delete", "list groups" or "status"
 	Group   string // the grouping key as Grouping.String, empty for a listing
 	Method  string // HTTP method
 	Path    string // URL path, including the base URL's path prefix
@@ -260,6 +261,57 @@ func (c *Client) Delete(ctx context.Context, g Grouping) error {
 	return err
 }
 
+// Status is what the gateway says of itself (GET /api/v1/status).
+type Status struct {
+	// Start is when the gateway process started: another value than before
+	// means it restarted, emptied (or back to its last persisted state).
+	Start time.Time
+	// ConsistencyCheck is false when the gateway runs with
+	// --push.disable-consistency-check.
+	ConsistencyCheck bool
+	// Now is the gateway's clock when it answered (its Date header, to the
+	// second, so up to a second behind); zero without one.
+	Now time.Time
+}
+
+// Status reads the gateway's start time and whether it checks pushes for
+// consistency.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	r := request{op: "status", method: http.MethodGet, path: "/api/v1/status", accept: "application/json", timeout: c.timeout}
+	var st Status
+	r.header = func(h http.Header) {
+		st.Now, _ = http.ParseTime(h.Get("Date"))
+	}
+	var invalid error
+	status, err := c.do(ctx, r, func(body io.Reader) error {
+		var answer struct {
+			Status string `json:"status"`
+			Data   struct {
+				Flags     map[string]string `json:"flags"`
+				StartTime time.Time         `json:"start_time"`
+			} `json:"data"`
+		}
+		b, err := io.ReadAll(io.LimitReader(body, 1<<20))
+		if err != nil {
+			return err
+		}
+		switch err := json.Unmarshal(b, &answer); {
+		case err != nil:
+			invalid = err
+		case answer.Status != "success" || answer.Data.StartTime.IsZero():
+			invalid = fmt.Errorf("API status %q, start time %v", answer.Status, answer.Data.StartTime)
+		}
+		st.Start = answer.Data.StartTime
+		st.ConsistencyCheck = answer.Data.Flags["push.disable-consistency-check"] != "true"
+		return nil
+	})
+	if err == nil && invalid != nil {
+		// Something else answers there (a proxy's page): asking again will not help.
+		return Status{}, c.newError(r, status, ErrRejected, "not the gateway's status: "+invalid.Error(), invalid)
+	}
+	return st, err
+}
+
 func encode(buf *bytes.Buffer, fams []*dto.MetricFamily) error {
 	seen := make(map[string]struct{}, len(fams))
 	enc := expfmt.NewEncoder(buf, encodeFormat)
@@ -304,7 +356,8 @@ type request struct {
 	path    string   // below the base URL; the group's Path when empty
 	accept  string
 	timeout time.Duration
-	body    []byte // sent with the Content-Type of delimited protobuf, for a PUT
+	body    []byte            // sent with the Content-Type of delimited protobuf, for a PUT
+	header  func(http.Header) // if not nil, given the headers of a 2xx answer
 }
 
 func (r *request) urlPath() string {
@@ -371,6 +424,9 @@ func (c *Client) do(parent context.Context, r request, read func(io.Reader) erro
 
 	switch s := resp.StatusCode; {
 	case s >= 200 && s < 300:
+		if r.header != nil {
+			r.header(resp.Header)
+		}
 		if read == nil {
 			return s, nil
 		}
