@@ -1,7 +1,9 @@
 // Package pushgateway talks to a Prometheus Push Gateway: replace, delete and list groups.
 // Its Sink delivers the drain's scrapes there, one group per target, and checks every
 // push for consistency with the groups it owns the way the gateway's own check would,
-// so that the gateway can run with --push.disable-consistency-check.
+// and claims every family before it introduces it, against what other drains push
+// into the same gateway (claims.go), so that the gateway can run with
+// --push.disable-consistency-check.
 //
 // The client never logs and never retries: it returns errors that wrap ErrRejected
 // (the gateway refused the request; sending it again will not help) or
@@ -229,7 +231,17 @@ func keepMethod(next func(*http.Request, []*http.Request) error) func(*http.Requ
 // 202 before it has checked the push, so a push it then refuses (e.g. for
 // timestamps) still succeeds here and only Group.LastPushSuccessful tells.
 func (c *Client) Push(ctx context.Context, g Grouping, fams []*dto.MetricFamily) error {
-	op := request{op: "push", method: http.MethodPut, group: g, timeout: c.timeout}
+	return c.send(ctx, request{op: "push", method: http.MethodPut, group: g, timeout: c.timeout}, fams)
+}
+
+// add adds fams to the group g (HTTP POST): families of the same names are
+// replaced, the group's others kept, or the group created.
+func (c *Client) add(ctx context.Context, g Grouping, fams []*dto.MetricFamily) error {
+	return c.send(ctx, request{op: "push", method: http.MethodPost, group: g, timeout: c.timeout}, fams)
+}
+
+func (c *Client) send(ctx context.Context, op request, fams []*dto.MetricFamily) error {
+	g := op.group
 	if err := g.Validate(); err != nil {
 		return c.refuse(op, err)
 	}
@@ -356,7 +368,7 @@ type request struct {
 	path    string   // below the base URL; the group's Path when empty
 	accept  string
 	timeout time.Duration
-	body    []byte            // sent with the Content-Type of delimited protobuf, for a PUT
+	body    []byte            // sent with the Content-Type of delimited protobuf, for a PUT or POST
 	header  func(http.Header) // if not nil, given the headers of a 2xx answer
 }
 
@@ -395,14 +407,15 @@ func (c *Client) do(parent context.Context, r request, read func(io.Reader) erro
 	defer cancel()
 
 	var body io.Reader
-	if r.method == http.MethodPut {
+	push := r.method == http.MethodPut || r.method == http.MethodPost
+	if push {
 		body = bytes.NewReader(r.body) // sets GetBody, so a 307/308 can resend it
 	}
 	req, err := http.NewRequestWithContext(ctx, r.method, c.base+r.urlPath(), body)
 	if err != nil {
 		return 0, c.refuse(r, err)
 	}
-	if r.method == http.MethodPut {
+	if push {
 		// Even for an empty body: the gateway would read it as text, to the
 		// same effect, but the request should say what it is.
 		req.Header.Set("Content-Type", contentType)
