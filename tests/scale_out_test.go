@@ -3,12 +3,16 @@ package tests
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
 
+	"github.com/prometheus-streams/prometheus-streams/lib/drain"
 	"github.com/prometheus-streams/prometheus-streams/lib/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/promtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
@@ -83,6 +87,114 @@ func TestShardsAgainstGateway(t *testing.T) {
 		if v, _ := groupValue(fams, "m", "j", fmt.Sprintf("t%d", i)); v != rounds-1 {
 			t.Errorf("t%d: m = %v, want the newest scrape's %d", i, v, rounds-1)
 		}
+	}
+}
+
+// TestShardsTypeConflictAgainstGateway: two shard drains push into a gateway without
+// its consistency check, and a target of each shard exposes the family m, one as a
+// gauge, the other as a counter. Neither drain has seen the other's target when it
+// pushes its own: one of the two is refused (type_conflict, counted by its drain),
+// and the gateway's /metrics answers 200 throughout, serving the other.
+func TestShardsTypeConflictAgainstGateway(t *testing.T) {
+	srv := stantest.Start(t)
+	pgw := pgwtest.Start(t, pgwtest.WithoutConsistencyCheck())
+	var instances [2]string // a target of each shard
+	for i := 0; instances[0] == "" || instances[1] == ""; i++ {
+		inst := fmt.Sprintf("t%d", i)
+		if sh := drain.ShardOf("j", inst, 2); instances[sh] == "" {
+			instances[sh] = inst
+		}
+	}
+	bodies := [2]string{"# TYPE m gauge\nm 1\n", "# TYPE m counter\nm 1\n"}
+	scrapes := func(rounds int, t0 time.Time) {
+		var msgs [][]byte
+		for r := range rounds {
+			for sh := range 2 {
+				msgs = append(msgs, encode(t, "j", instances[sh], t0.Add(time.Duration(r)*time.Second), bodies[sh]))
+			}
+		}
+		publish(t, srv, "prometheus", msgs...)
+	}
+	failures := watchGateway(t, pgw)
+	var drains []*drainProc
+	for i := range 2 {
+		mon := freeAddr(t)
+		cfg := strings.Replace(drainConfig(srv, pgw.URL(), mon, ""), "client_id: drain1",
+			fmt.Sprintf("client_id: drain%d\n  durable_name: central\n  shards: 2\n  shard: %d", i, i), 1)
+		drains = append(drains, startDrain(t, writeConfig(t, cfg), mon))
+	}
+	// Both drains read the gateway at start, when it held neither target.
+	const rounds = 3
+	scrapes(rounds, time.Now().Add(-rounds*time.Second))
+	refused := func(i int) float64 {
+		return drains[i].metric("prometheus_streams_drain_pushgateway_pushes_refused_total", "reason", "type_conflict")
+	}
+	served := func() map[string]*dto.MetricFamily { return pgw.Scrape(t) }
+	var winner int
+	waitFor(t, 30*time.Second, "one target's m served, the other's refused", func() bool {
+		for sh := range 2 {
+			_, mine := groupValue(served(), "m", "j", instances[sh])
+			_, other := groupValue(served(), "m", "j", instances[1-sh])
+			if mine && !other && refused(1-sh) > 0 {
+				winner = sh
+				return true
+			}
+		}
+		return false
+	})
+	// Later scrapes of both: the loser stays refused.
+	before := refused(1 - winner)
+	scrapes(1, time.Now())
+	waitFor(t, 30*time.Second, "the loser's next scrape refused", func() bool { return refused(1-winner) > before })
+	if n := refused(winner); n != 0 {
+		t.Errorf("the drain of the served target refused %v pushes", n)
+	}
+	f := served()["m"]
+	if want := []dto.MetricType{dto.MetricType_GAUGE, dto.MetricType_COUNTER}[winner]; f.GetType() != want || len(f.GetMetric()) != 1 {
+		t.Errorf("the gateway serves %v, want %s's %v alone", f, instances[winner], want)
+	}
+	if n := failures(); n > 0 {
+		t.Errorf("the gateway's /metrics failed %d times", n)
+	}
+}
+
+// watchGateway scrapes the gateway's /metrics, as Prometheus would, every 10ms until
+// the test ends, and returns how many answers so far were not 200.
+func watchGateway(t *testing.T, pgw *pgwtest.Server) func() int {
+	t.Helper()
+	var mu sync.Mutex
+	failed := 0
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			resp, err := http.Get(pgw.URL() + "/metrics")
+			if err != nil {
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				mu.Lock()
+				failed++
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(done)
+		wg.Wait()
+	})
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return failed
 	}
 }
 

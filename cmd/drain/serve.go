@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -79,7 +80,10 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		if err != nil {
 			return err
 		}
-		sink := pushgateway.NewSink(client, pg.PublisherLabel, logger, reg)
+		// The identity outlives restarts: a restarted drain takes back the families it
+		// claimed. Host and monitor address tell apart the drains that run at once.
+		host, _ := os.Hostname()
+		sink := pushgateway.NewSink(client, pg.PublisherLabel, logger, reg, pushgateway.WithIdentity(host+"@"+cfg.Monitor.Listen))
 		if err := sink.Load(ctx); err != nil {
 			// Not fatal: the gateway may be down now and up later. Until a sweep lists
 			// its groups, only this process's own pushes guard against older scrapes.

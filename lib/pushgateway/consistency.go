@@ -129,6 +129,9 @@ var ownFamilies = map[string]ownFamily{
 // ownPlace names where the gateway's own families are, in messages.
 const ownPlace = "the push gateway's own metrics"
 
+// registriesPlace names the drains' registry groups (claims.go), in messages.
+const registriesPlace = "the registries of the drains sharing the push gateway"
+
 // numTypes is the number of type slots an entry counts: dto.MetricType's values,
 // 0 to 5 today, and one slot for any later value.
 const numTypes = 7
@@ -156,6 +159,9 @@ type shape struct {
 	key  uint64
 	fams []famMeta // sorted by name; help is that of the first group of the shape
 	refs int       // holdings and listings using it
+	// vouched is the index's claimsGen when every family of the shape was found
+	// claimed and vouched (see index.unvouched).
+	vouched uint64
 }
 
 func (s *shape) find(name string) (famMeta, bool) {
@@ -182,6 +188,9 @@ type holding struct {
 	// counted: pending is counted in the entries. It is not when it is what the
 	// group holds already, as when a target sends the same families as last time.
 	counted bool
+	// own: the sink pushed the group (or pushes it now); else it knows it from a
+	// listing only.
+	own bool
 }
 
 // index is the sink's account of the families in the groups it tracks, by name. Its
@@ -194,14 +203,25 @@ type index struct {
 	fams   map[string]*entry
 	groups map[string]*holding // by Grouping.Path
 	shapes map[uint64][]*shape // interned, by key
+
+	// The sink's registry of claimed families (see claims.go). registry: the
+	// gateway holds registries, whose groups have the gateway's own gauges
+	// push_time_seconds and push_failure_time_seconds, and the claims' gauges.
+	registry  bool
+	claims    map[famKey]*claim
+	claimsGen uint64  // counts the claims unvouched or forgotten, for shape.vouched
+	epoch     uint64  // counts the gateway restarts noticed: a round settles in its own
+	lastClaim float64 // the time of the newest claim
 }
 
 func newIndex() *index {
 	return &index{
-		seed:   maphash.MakeSeed(),
-		fams:   map[string]*entry{},
-		groups: map[string]*holding{},
-		shapes: map[uint64][]*shape{},
+		seed:      maphash.MakeSeed(),
+		fams:      map[string]*entry{},
+		groups:    map[string]*holding{},
+		shapes:    map[uint64][]*shape{},
+		claims:    map[famKey]*claim{},
+		claimsGen: 1,
 	}
 }
 
@@ -317,6 +337,7 @@ func (x *index) reserve(path, name string, fams []*dto.MetricFamily) (res *shape
 		x.groups[path] = h
 	}
 	h.pending = res
+	h.own = true
 	h.counted = len(h.shapes) != 1 || h.shapes[0] != res
 	if h.counted {
 		x.hold(res)
@@ -519,6 +540,9 @@ func (x *index) locate(name string, match func(dto.MetricType) bool, push *shape
 	}
 	if own, ok := ownFamilies[name]; ok && match(own.typ) {
 		return ownPlace, own.typ, true
+	}
+	if x.registry && match(dto.MetricType_GAUGE) && registryFamily(name) {
+		return registriesPlace, dto.MetricType_GAUGE, true
 	}
 	e := x.fams[name]
 	if e == nil || !x.others(e, name, h, match) {

@@ -331,11 +331,12 @@ var gatewayCases = []gatewayCase{
 		{instance: "a", text: "x 1\n"}, {instance: "b", text: "x 1\n"},
 		{instance: "a", text: "# TYPE push_failure_time_seconds counter\npush_failure_time_seconds 1\n"},
 	}, []bool{false, false, true}, pushgateway.ReasonTypeConflict},
-	{"push_failure_time_seconds of another type, then another group", []casePush{
+	{"push_failure_time_seconds of another type beside the registries", []casePush{
 		{instance: "a", text: "x 1\n"},
 		{instance: "a", text: "# TYPE push_failure_time_seconds counter\npush_failure_time_seconds 1\n"},
 		{instance: "b", text: "x 1\n"},
-	}, []bool{false, false, true}, pushgateway.ReasonTypeConflict},
+	}, []bool{false, true, false}, pushgateway.ReasonTypeConflict},
+	{"the registries' family of another type", one("# TYPE prometheus_streams_family_claimed_timestamp_seconds counter\nprometheus_streams_family_claimed_timestamp_seconds 1\n"), []bool{true}, pushgateway.ReasonTypeConflict},
 	{"push_failure_time_seconds series alike, existing group", []casePush{
 		{instance: "a", text: "x 1\n"},
 		{instance: "a", text: "# TYPE push_failure_time_seconds gauge\npush_failure_time_seconds{job=\"p\"} 1\npush_failure_time_seconds{job=\"q\"} 1\n", honor: true},
@@ -369,7 +370,8 @@ var gatewayCases = []gatewayCase{
 // TestSinkMatchesGatewayCheck pushes every case to a gateway with its consistency check
 // on, directly, and through the sink to one with the check off: the sink refuses what
 // the gateway refuses, no more, no less, and the unchecked gateway's /metrics stays
-// valid.
+// valid. On the unchecked gateway the sink keeps a registry of the families it claims
+// (a group of job prometheus_streams_families): the checked gateway holds one alike.
 func TestSinkMatchesGatewayCheck(t *testing.T) {
 	checked := pgwtest.Start(t)
 	unchecked := pgwtest.Start(t, pgwtest.WithoutConsistencyCheck())
@@ -385,6 +387,10 @@ func TestSinkMatchesGatewayCheck(t *testing.T) {
 			defer wipe(t, uc)
 			reg := prometheus.NewRegistry()
 			s := sinkWith(t, unchecked.URL(), reg)
+			registry := pushgateway.Grouping{{"job", pushgateway.ClaimsJob}, {"instance", "stand-in"}}
+			if err := cc.Push(ctx, registry, registryFamilies(t, "gauge", "x", 1)); err != nil {
+				t.Fatal(err)
+			}
 			start := time.Now()
 			for i, p := range tc.pushes {
 				at := start.Add(time.Duration(i) * time.Second)
@@ -419,6 +425,12 @@ func TestSinkMatchesGatewayCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// registryFamilies is a drain's registry claiming a family of a type at a time.
+func registryFamilies(t testing.TB, typ, family string, at float64) []*dto.MetricFamily {
+	t.Helper()
+	return parsed(t, fmt.Sprintf("# TYPE %s gauge\n%s{family=%q,type=%q} %v\n", pushgateway.ClaimFamily, pushgateway.ClaimFamily, family, typ, at))
 }
 
 // wipe deletes every group of the gateway and waits until it holds none.

@@ -1,7 +1,9 @@
 // Package pushgateway talks to a Prometheus Push Gateway: replace, delete and list groups.
 // Its Sink delivers the drain's scrapes there, one group per target, and checks every
 // push for consistency with the groups it owns the way the gateway's own check would,
-// so that the gateway can run with --push.disable-consistency-check.
+// and claims every family before it introduces it, against what other drains push
+// into the same gateway (claims.go), so that the gateway can run with
+// --push.disable-consistency-check.
 //
 // The client never logs and never retries: it returns errors that wrap ErrRejected
 // (the gateway refused the request; sending it again will not help) or
@@ -19,6 +21,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -75,7 +78,7 @@ var (
 // Error is the error of a failed request. It unwraps to Err (ErrRejected or
 // ErrUnavailable) and to Cause when there is one.
 type Error struct {
-	Op      string // "push", "delete" or "list groups"
+	Op      string // "push", "delete", "list groups" or "status"
 	Group   string // the grouping key as Grouping.String, empty for a listing
 	Method  string // HTTP method
 	Path    string // URL path, including the base URL's path prefix
@@ -228,7 +231,17 @@ func keepMethod(next func(*http.Request, []*http.Request) error) func(*http.Requ
 // 202 before it has checked the push, so a push it then refuses (e.g. for
 // timestamps) still succeeds here and only Group.LastPushSuccessful tells.
 func (c *Client) Push(ctx context.Context, g Grouping, fams []*dto.MetricFamily) error {
-	op := request{op: "push", method: http.MethodPut, group: g, timeout: c.timeout}
+	return c.send(ctx, request{op: "push", method: http.MethodPut, group: g, timeout: c.timeout}, fams)
+}
+
+// add adds fams to the group g (HTTP POST): families of the same names are
+// replaced, the group's others kept, or the group created.
+func (c *Client) add(ctx context.Context, g Grouping, fams []*dto.MetricFamily) error {
+	return c.send(ctx, request{op: "push", method: http.MethodPost, group: g, timeout: c.timeout}, fams)
+}
+
+func (c *Client) send(ctx context.Context, op request, fams []*dto.MetricFamily) error {
+	g := op.group
 	if err := g.Validate(); err != nil {
 		return c.refuse(op, err)
 	}
@@ -258,6 +271,57 @@ func (c *Client) Delete(ctx context.Context, g Grouping) error {
 	}
 	_, err := c.do(ctx, op, nil)
 	return err
+}
+
+// Status is what the gateway says of itself (GET /api/v1/status).
+type Status struct {
+	// Start is when the gateway process started: another value than before
+	// means it restarted, emptied (or back to its last persisted state).
+	Start time.Time
+	// ConsistencyCheck is false when the gateway runs with
+	// --push.disable-consistency-check.
+	ConsistencyCheck bool
+	// Now is the gateway's clock when it answered (its Date header, to the
+	// second, so up to a second behind); zero without one.
+	Now time.Time
+}
+
+// Status reads the gateway's start time and whether it checks pushes for
+// consistency.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	r := request{op: "status", method: http.MethodGet, path: "/api/v1/status", accept: "application/json", timeout: c.timeout}
+	var st Status
+	r.header = func(h http.Header) {
+		st.Now, _ = http.ParseTime(h.Get("Date"))
+	}
+	var invalid error
+	status, err := c.do(ctx, r, func(body io.Reader) error {
+		var answer struct {
+			Status string `json:"status"`
+			Data   struct {
+				Flags     map[string]string `json:"flags"`
+				StartTime time.Time         `json:"start_time"`
+			} `json:"data"`
+		}
+		b, err := io.ReadAll(io.LimitReader(body, 1<<20))
+		if err != nil {
+			return err
+		}
+		switch err := json.Unmarshal(b, &answer); {
+		case err != nil:
+			invalid = err
+		case answer.Status != "success" || answer.Data.StartTime.IsZero():
+			invalid = fmt.Errorf("API status %q, start time %v", answer.Status, answer.Data.StartTime)
+		}
+		st.Start = answer.Data.StartTime
+		st.ConsistencyCheck = answer.Data.Flags["push.disable-consistency-check"] != "true"
+		return nil
+	})
+	if err == nil && invalid != nil {
+		// Something else answers there (a proxy's page): asking again will not help.
+		return Status{}, c.newError(r, status, ErrRejected, "not the gateway's status: "+invalid.Error(), invalid)
+	}
+	return st, err
 }
 
 func encode(buf *bytes.Buffer, fams []*dto.MetricFamily) error {
@@ -304,7 +368,8 @@ type request struct {
 	path    string   // below the base URL; the group's Path when empty
 	accept  string
 	timeout time.Duration
-	body    []byte // sent with the Content-Type of delimited protobuf, for a PUT
+	body    []byte            // sent with the Content-Type of delimited protobuf, for a PUT or POST
+	header  func(http.Header) // if not nil, given the headers of a 2xx answer
 }
 
 func (r *request) urlPath() string {
@@ -342,14 +407,15 @@ func (c *Client) do(parent context.Context, r request, read func(io.Reader) erro
 	defer cancel()
 
 	var body io.Reader
-	if r.method == http.MethodPut {
+	push := r.method == http.MethodPut || r.method == http.MethodPost
+	if push {
 		body = bytes.NewReader(r.body) // sets GetBody, so a 307/308 can resend it
 	}
 	req, err := http.NewRequestWithContext(ctx, r.method, c.base+r.urlPath(), body)
 	if err != nil {
 		return 0, c.refuse(r, err)
 	}
-	if r.method == http.MethodPut {
+	if push {
 		// Even for an empty body: the gateway would read it as text, to the
 		// same effect, but the request should say what it is.
 		req.Header.Set("Content-Type", contentType)
@@ -371,6 +437,9 @@ func (c *Client) do(parent context.Context, r request, read func(io.Reader) erro
 
 	switch s := resp.StatusCode; {
 	case s >= 200 && s < 300:
+		if r.header != nil {
+			r.header(resp.Header)
+		}
 		if read == nil {
 			return s, nil
 		}

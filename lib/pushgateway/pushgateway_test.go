@@ -797,3 +797,46 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestStatus reads the gateway's start time and whether it checks pushes; an answer
+// that is not the gateway's status is refused for good.
+func TestStatus(t *testing.T) {
+	checked, unchecked := pgwtest.Start(t), pgwtest.Start(t, pgwtest.WithoutConsistencyCheck())
+	for _, tc := range []struct {
+		s     *pgwtest.Server
+		check bool
+	}{{checked, true}, {unchecked, false}} {
+		st, err := newClient(t, tc.s.URL()).Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.ConsistencyCheck != tc.check || st.Start.IsZero() || st.Now.Before(st.Start.Truncate(time.Second)) {
+			t.Errorf("status %+v, want consistency check %v, a start time and the gateway's clock", st, tc.check)
+		}
+	}
+	c := newClient(t, unchecked.URL())
+	before, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unchecked.Restart()
+	after, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Start.Equal(before.Start) {
+		t.Errorf("start time %v unchanged by a restart", after.Start)
+	}
+
+	for name, handler := range map[string]http.HandlerFunc{
+		"a page":    func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "<html>hello</html>") },
+		"not found": http.NotFound,
+	} {
+		srv := httptest.NewServer(handler)
+		_, err := newClient(t, srv.URL).Status(ctx)
+		srv.Close()
+		if !errors.Is(err, pushgateway.ErrRejected) {
+			t.Errorf("%s: %v, want ErrRejected", name, err)
+		}
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -34,7 +36,9 @@ import (
 // --push.disable-consistency-check never takes a push that would break its /metrics:
 // a push the check refuses fails with an InconsistentError (and sink.ErrRejected). The
 // sink learns those groups from the gateway before its first push (Load), and keeps
-// account of them with every push, delete and sweep, per family name.
+// account of them with every push, delete and sweep, per family name. Against what
+// other drains push into the same gateway meanwhile, it claims every family before
+// its first push (see claims.go).
 type Sink struct {
 	client         *Client
 	publisherLabel string
@@ -42,6 +46,16 @@ type Sink struct {
 	deleted        prometheus.Counter
 	refused        *prometheus.CounterVec
 	index          *index
+
+	// The claims of families (claims.go).
+	id            string // this drain's identity: its registry group's instance
+	times         claimTimes
+	watch         *watch
+	roundSem      chan struct{} // held by a claim round or a registry write
+	batchMu       sync.Mutex
+	next          *batch // the pushes waiting for the next round
+	claimed       prometheus.Gauge
+	roundDuration prometheus.Histogram
 
 	loadMu sync.Mutex  // serialises Load
 	loaded atomic.Bool // a Load succeeded: the index knows the gateway's groups
@@ -51,6 +65,25 @@ type Sink struct {
 	listed   time.Time         // when the gateway's groups were last read
 	leftover map[string]bool   // paths of groups whose first push the gateway refused
 	noted    map[string]bool   // causes of refusals already logged
+	written  time.Time         // when the registry was last written (the request sent)
+	mark     float64           // the mark of the newest registry write
+}
+
+// SinkOption configures a Sink.
+type SinkOption func(*Sink)
+
+// WithIdentity names the drain to the other drains sharing the gateway: the instance
+// of its registry group, /metrics/job/prometheus_streams_families/instance/<id>. It
+// must be unique among the drains that push into the gateway at the same time, and
+// should stay the same across a drain's restarts, which then take back its registry
+// rather than claiming every family anew. By default it is the host name and a
+// random suffix, new with every Sink.
+func WithIdentity(id string) SinkOption {
+	return func(s *Sink) {
+		if id != "" {
+			s.id = id
+		}
+	}
 }
 
 // maxNoted bounds Sink.noted: past it, causes are logged anew.
@@ -73,7 +106,8 @@ type group struct {
 
 // NewSink returns a Sink pushing through c. publisherLabel, when not empty, adds the
 // publisher's identity as a grouping label.
-func NewSink(c *Client, publisherLabel string, logger *slog.Logger, reg prometheus.Registerer) *Sink {
+func NewSink(c *Client, publisherLabel string, logger *slog.Logger, reg prometheus.Registerer, opts ...SinkOption) *Sink {
+	host, _ := os.Hostname()
 	s := &Sink{
 		client:         c,
 		publisherLabel: publisherLabel,
@@ -82,6 +116,18 @@ func NewSink(c *Client, publisherLabel string, logger *slog.Logger, reg promethe
 		leftover:       map[string]bool{},
 		noted:          map[string]bool{},
 		index:          newIndex(),
+		id:             fmt.Sprintf("%s-%08x", host, rand.Uint32()),
+		times:          defaultClaimTimes,
+		roundSem:       make(chan struct{}, 1),
+		claimed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "prometheus_streams", Subsystem: "drain", Name: "pushgateway_families_claimed",
+			Help: "Metric families this drain claims in its registry on the Push Gateway (job " + ClaimsJob + "), as last written.",
+		}),
+		roundDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "prometheus_streams", Subsystem: "drain", Name: "pushgateway_claim_round_duration_seconds",
+			Help:    "Rounds claiming metric families new to this drain before pushing them to a Push Gateway without its consistency check: write the claims, read the gateway, decide.",
+			Buckets: []float64{.01, .05, .1, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
 		deleted: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "prometheus_streams", Subsystem: "drain", Name: "pushgateway_groups_deleted_total",
 			Help: "Push Gateway groups deleted because their target's last scrape was older than max_age.",
@@ -92,7 +138,17 @@ func NewSink(c *Client, publisherLabel string, logger *slog.Logger, reg promethe
 				"by the sink's own check before sending, or by the gateway itself (reason gateway).",
 		}, []string{"reason"}),
 	}
-	reg.MustRegister(s.deleted, s.refused)
+	for _, o := range opts {
+		o(s)
+	}
+	s.watch = &watch{
+		client: c, logger: logger, restarted: s.index.voidClaims,
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "prometheus_streams", Subsystem: "drain", Name: "pushgateway_restarts_total",
+			Help: "Restarts of the Push Gateway the drain noticed (its start time changed).",
+		}),
+	}
+	reg.MustRegister(s.deleted, s.refused, s.claimed, s.roundDuration, s.watch.restarts)
 	for _, r := range []string{ReasonTypeConflict, ReasonHelpConflict, ReasonNameCollision, ReasonDuplicateSeries, ReasonInvalidSeries, ReasonGateway} {
 		s.refused.WithLabelValues(r)
 	}
@@ -137,6 +193,25 @@ func (s *Sink) Load(ctx context.Context) error {
 
 func (s *Sink) load(ctx context.Context) error {
 	start := time.Now()
+	st, _, err := s.watch.confirm(ctx, start)
+	if err != nil {
+		return fmt.Errorf("load push gateway groups: %w", err)
+	}
+	claims := !st.checked && !s.index.hasClaims()
+	var mark float64
+	var marked time.Time
+	if claims {
+		// Mark the registry this drain had before a restart as written now, before
+		// reading it: from now on the other drains respect its claims, and what they
+		// did before shows in the listing.
+		marked = time.Now()
+		s.roundSem <- struct{}{}
+		mark, err = s.markRegistry(ctx)
+		<-s.roundSem
+		if err != nil {
+			return fmt.Errorf("load push gateway groups: %w", err)
+		}
+	}
 	groups, err := s.list(ctx)
 	if err != nil {
 		return fmt.Errorf("load push gateway groups: %w", err)
@@ -155,6 +230,9 @@ func (s *Sink) load(ctx context.Context) error {
 		}
 		s.index.learn(gr.path, gr.grouping.String(), gr.shape)
 		g.mu.Unlock()
+	}
+	if claims {
+		s.adopt(ctx, st, groups, mark, marked)
 	}
 	s.loaded.Store(true)
 	return nil
@@ -185,6 +263,10 @@ type listedGroup struct {
 	// empty: no push to the group succeeded and it holds nothing but the gateway's
 	// push-time series, as a refused first push leaves it.
 	empty bool
+	// pushed is its push_time_seconds (gateway clock).
+	pushed time.Time
+	// registry is set for a drain's registry of claimed families.
+	registry *registry
 }
 
 // list reads the gateway's groups, decoding of each family no more than its type and
@@ -193,13 +275,16 @@ type listedGroup struct {
 func (s *Sink) list(ctx context.Context) ([]listedGroup, error) {
 	var out []listedGroup
 	err := s.client.eachGroup(ctx, func(name string) detail {
-		if name == exposition.HealthTimestamp {
+		if name == exposition.HealthTimestamp || name == ClaimFamily || name == ClaimsWrittenFamily {
 			return fullFamily
 		}
 		return familyMeta
 	}, func(gr Group) error {
 		gk := GroupingOf(gr.Grouping)
-		lg := listedGroup{grouping: gk, path: gk.Path(), empty: !gr.LastPushSuccessful && gr.PushTime.IsZero()}
+		lg := listedGroup{grouping: gk, path: gk.Path(), empty: !gr.LastPushSuccessful && gr.PushTime.IsZero(), pushed: gr.PushTime}
+		if gk.Job() == ClaimsJob {
+			lg.registry = parseRegistry(gr)
+		}
 		for name := range gr.Families {
 			if name != PushTimeFamily && name != PushFailureTimeFamily {
 				lg.empty = false
@@ -220,14 +305,19 @@ func (s *Sink) list(ctx context.Context) ([]listedGroup, error) {
 		return nil
 	})
 	if err != nil {
-		for _, lg := range out {
-			if lg.shape != nil {
-				s.index.releaseListed(lg.shape)
-			}
-		}
+		s.releaseListing(out)
 		return nil, err
 	}
 	return out, nil
+}
+
+// releaseListing releases the shapes of a listing not handed to the index.
+func (s *Sink) releaseListing(groups []listedGroup) {
+	for _, lg := range groups {
+		if lg.shape != nil {
+			s.index.releaseListed(lg.shape)
+		}
+	}
 }
 
 // Kind: the gateway holds each target's newest scrape.
@@ -255,6 +345,16 @@ func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
 	if err != nil {
 		return fmt.Errorf("push %s: %w: %w", gk, sink.ErrRejected, err)
 	}
+	st, confirmed, err := s.vouch(ctx, res)
+	if err != nil {
+		s.index.cancel(path, res)
+		var ie *InconsistentError
+		if errors.As(err, &ie) {
+			s.noteRefusal(gk, ie)
+			return fmt.Errorf("push %s: %w: %w", gk, sink.ErrRejected, err)
+		}
+		return fmt.Errorf("push %s: %w", gk, err)
+	}
 	if err := s.client.Push(ctx, gk, fams); err != nil {
 		if !errors.Is(err, ErrRejected) {
 			// It may have reached the gateway: count both what the group held
@@ -278,7 +378,29 @@ func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
 	}
 	s.index.commit(path, res)
 	g.newest = sc.Envelope.Start
+	if !st.start.IsZero() && time.Since(confirmed) > s.times.grace {
+		return s.afterSlowPush(ctx, gk, path, g, st)
+	}
 	return nil
+}
+
+// afterSlowPush checks that a push answered more than grace after the gateway's start
+// time was last confirmed went to the same gateway process: after a restart, a round
+// of another drain may have trusted the new process before the push was applied,
+// without seeing it. If the process changed, or cannot be confirmed, the push's group
+// is deleted and the push tried again (with its families claimed anew). The caller
+// holds g.mu.
+func (s *Sink) afterSlowPush(ctx context.Context, gk Grouping, path string, g *group, st gatewayState) error {
+	now, _, err := s.watch.confirm(ctx, time.Now())
+	if err == nil && now.start.Equal(st.start) {
+		return nil
+	}
+	if err := s.client.Delete(ctx, gk); err != nil {
+		return fmt.Errorf("push %s: the gateway may have restarted while the push was answered, and the group could not be deleted: %w", gk, err)
+	}
+	s.index.forget(path)
+	g.newest = time.Time{}
+	return fmt.Errorf("push %s: %w: the gateway restarted while the push was answered: group deleted, to be pushed again", gk, ErrUnavailable)
 }
 
 // check runs the consistency check on a push of fams to the group gk (at path) and
@@ -299,13 +421,19 @@ func (s *Sink) check(gk Grouping, path string, fams []*dto.MetricFamily) (*shape
 	}
 	var ie *InconsistentError
 	if errors.As(err, &ie) {
-		s.refused.WithLabelValues(ie.Reason).Inc()
-		if s.firstTime(ie.cause) {
-			s.logger.Warn("push refused: the push gateway could not serve it beside what it holds (logged once per cause)",
-				"group", gk.String(), "reason", ie.Reason, "family", ie.Family, "err", ie)
-		}
+		s.noteRefusal(gk, ie)
 	}
 	return res, err
+}
+
+// noteRefusal counts a push refused as inconsistent, and logs it once per cause: the
+// same conflict comes back with every scrape.
+func (s *Sink) noteRefusal(gk Grouping, ie *InconsistentError) {
+	s.refused.WithLabelValues(ie.Reason).Inc()
+	if s.firstTime(ie.cause) {
+		s.logger.Warn("push refused: the push gateway could not serve it beside what it holds (logged once per cause)",
+			"group", gk.String(), "reason", ie.Reason, "family", ie.Family, "err", ie)
+	}
 }
 
 // firstTime reports whether cause is new to the log.
@@ -325,6 +453,7 @@ func (s *Sink) firstTime(cause string) bool {
 // Sweep implements sink.Sweeper: delete every owned group whose last scrape is older
 // than maxAge, so a target whose scrapes stopped arriving is not served forever.
 func (s *Sink) Sweep(ctx context.Context, now time.Time, maxAge time.Duration) error {
+	s.refresh(ctx)
 	if !s.mustList(now, maxAge) {
 		return nil
 	}
@@ -336,6 +465,13 @@ func (s *Sink) Sweep(ctx context.Context, now time.Time, maxAge time.Duration) e
 	s.listed = now
 	s.mu.Unlock()
 	var errs []error
+	for _, gk := range s.expiredRegistries(groups) {
+		if err := s.client.Delete(ctx, gk); err != nil {
+			errs = append(errs, err)
+		} else {
+			s.logger.Info("deleted the registry of a drain gone for long", "group", gk.String())
+		}
+	}
 	for _, gr := range groups {
 		if gr.shape == nil {
 			if err := s.removeLeftover(ctx, gr); err != nil {
