@@ -49,6 +49,7 @@ type catchupResult struct {
 	FreshDuring  int     // scrapes published between the return and being caught up
 	Delivered    float64 // scrapes the drain delivered from the return until caught up
 	DrainCPU     float64 // the drain's CPU seconds from the return until caught up
+	OutageCPU    float64 // the drain's CPU seconds in the outage
 	LeftBehind   int     // scrapes not arrived at the end
 
 	Check       historyCheck
@@ -285,6 +286,7 @@ func (b *bench) runCatchup(ctx context.Context, sinkName string) (res *catchupRe
 	res.Mem.HeapSteady = heap()
 
 	// The outage.
+	cpuDown := orZero(cpuSeconds(d.pid()))
 	recv.setDown(true)
 	b.logf("catch-up into %s: receiver down for %v", sinkName, o.CatchupOutage)
 	up := time.Now().Add(o.CatchupOutage)
@@ -302,6 +304,7 @@ func (b *bench) runCatchup(ctx context.Context, sinkName string) (res *catchupRe
 	}
 	atUp, _ := readDrain(d.monitor)
 	cpuUp := orZero(cpuSeconds(d.pid()))
+	res.OutageCPU = cpuUp - cpuDown
 	requestsUp := recv.requests.Load()
 
 	// The return.

@@ -306,12 +306,26 @@ func (r *report) writeBacklog(p func(string, ...any)) {
 // ceiling is the drain's rate into a sink that answers at once, as writeCeiling shows
 // it: the counting sink's best burst rate in this run; 0 if none was measured.
 func (r *report) ceiling() float64 {
-	for _, sc := range r.scenarios {
-		if sc.Sink == sinkCounting && sc.Mode == modeBurst {
-			return sc.rate()
-		}
+	if s := r.ceilingStep(); s != nil {
+		return s.rate()
 	}
 	return 0
+}
+
+// ceilingStep is the step that measured the ceiling, or nil.
+func (r *report) ceilingStep() *stepResult {
+	var top *stepResult
+	for _, sc := range r.scenarios {
+		if sc.Sink != sinkCounting || sc.Mode != modeBurst {
+			continue
+		}
+		for _, s := range sc.Steps {
+			if s.rate() > 0 && (top == nil || s.rate() > top.rate()) {
+				top = s
+			}
+		}
+	}
+	return top
 }
 
 func (r *report) writeCatchup(p func(string, ...any)) {
@@ -338,7 +352,7 @@ func (r *report) writeCatchup(p func(string, ...any)) {
 	p("\n\n")
 
 	ceiling := r.ceiling()
-	head, rule := "| | aim |", "|---|---|"
+	head, rule := "| | aim, or what to compare with |", "|---|---|"
 	for _, c := range r.catchup {
 		head += " " + sinkTitle(c.Sink) + " |"
 		rule += "---|"
@@ -394,11 +408,23 @@ func (r *report) writeCatchup(p func(string, ...any)) {
 		}
 		return fmt.Sprintf("%s; %d published meanwhile", s, c.FreshDuring)
 	})
-	row("drain CPU while catching up", "", func(c *catchupResult) string {
-		if c.CatchUp <= 0 {
+	top := r.ceilingStep()
+	ceilingCPU := math.NaN()
+	if top != nil {
+		ceilingCPU = top.cpuPerScrape()
+	}
+	cpuAim := ""
+	if !math.IsNaN(ceilingCPU) {
+		cpuAim = fmt.Sprintf("ceiling step: %.2f ms, its stream server inside the drain", ceilingCPU)
+	}
+	row("drain CPU while catching up: per second, per scrape delivered", cpuAim, func(c *catchupResult) string {
+		if c.CatchUp <= 0 || c.Delivered <= 0 {
 			return "–"
 		}
-		return fmt.Sprintf("%.2f s/s", c.DrainCPU/c.CatchUp.Seconds())
+		return fmt.Sprintf("%.2f s/s, %.2f ms", c.DrainCPU/c.CatchUp.Seconds(), c.DrainCPU*1000/c.Delivered)
+	})
+	row("drain CPU in the outage (retries, the stream's redeliveries)", "", func(c *catchupResult) string {
+		return fmt.Sprintf("%.2f s/s", c.OutageCPU/c.Outage.Seconds())
 	})
 	row("drain peak RSS (VmHWM, whole run)", "< "+mib(rssAim), func(c *catchupResult) string {
 		return fmt.Sprintf("%s %s", mib(c.Mem.Peak), verdict(c.Mem.Peak > 0 && c.Mem.Peak < rssAim))
@@ -438,6 +464,10 @@ func (r *report) writeCatchup(p func(string, ...any)) {
 		return fmt.Sprintf("%.2f (%.1f → %.1f)", max(0, c.Others), c.Load[0], c.Load[1])
 	})
 	p("\n")
+	if top != nil && top.Window > 0 {
+		p("- The ceiling step ran with the rest of the machine using %.2f CPUs, the catch-ups with the figures above: rates measured minutes apart on a shared machine compare loosely, CPU per scrape better.\n",
+			max(0, top.Others/top.Window.Seconds()))
+	}
 	for _, c := range r.catchup {
 		if c.Err != "" {
 			continue

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -302,4 +304,70 @@ func TestReceiverOutage(t *testing.T) {
 			t.Errorf("check = %+v, want %d scrapes whole, in order", got, 2*per)
 		}
 	})
+}
+
+// -quick scales the catch-up's outage and max_age with the interval, unless they are
+// set; -catchup-only measures the ceiling with one burst that keeps the drain busy.
+func TestCatchupOptions(t *testing.T) {
+	for _, tc := range []struct {
+		args           []string
+		outage, maxAge time.Duration
+		steps          []int
+		err            bool
+	}{
+		{args: []string{"-catchup-only"}, outage: 10 * time.Minute, maxAge: 15 * time.Minute, steps: []int{8000}},
+		{args: []string{"-catchup-only", "-quick"}, outage: 200 * time.Second, maxAge: 5 * time.Minute, steps: []int{24000}},
+		{args: []string{"-catchup-only", "-quick", "-catchup-outage", "1m"}, outage: time.Minute, maxAge: 5 * time.Minute, steps: []int{24000}},
+		{args: []string{"-catchup-outage", "20m"}, err: true}, // longer than max_age: scrapes would expire
+		{args: []string{"-catchup-sinks", "pushgateway"}, err: true},
+	} {
+		o, err := parseOptions(tc.args, io.Discard)
+		if tc.err {
+			if err == nil {
+				t.Errorf("%v: no error", tc.args)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%v: %v", tc.args, err)
+			continue
+		}
+		if o.CatchupOutage != tc.outage || o.CatchupMaxAge != tc.maxAge || !slices.Equal(o.Steps, tc.steps) ||
+			!o.Catchup || o.Backlog || !slices.Equal(o.Sinks, []string{sinkCounting}) {
+			t.Errorf("%v: outage %v, max_age %v, steps %v, catchup %v, backlog %v, sinks %v; want %v, %v, %v, true, false, [counting]",
+				tc.args, o.CatchupOutage, o.CatchupMaxAge, o.Steps, o.Catchup, o.Backlog, o.Sinks, tc.outage, tc.maxAge, tc.steps)
+		}
+	}
+}
+
+// The catch-up section sets each figure beside its aim, and says when one is missed.
+func TestCatchupReport(t *testing.T) {
+	o, err := parseOptions([]string{"-catchup-only"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := &catchupResult{Sink: sinkCounting, N60: 1000, N: 1000, Steady: 2 * time.Minute, Outage: 10 * time.Minute,
+		MaxAge: 15 * time.Minute, MaxInflight: 1024, Aim: catchupAim, Published: 3, Backlog: 2, CaughtUp: true,
+		CatchUp: 20 * time.Second, Delivered: 2, Mem: catchupMemory{Peak: 100 << 20},
+		Check: historyCheck{Targets: 1, Published: 3, Whole: 3}, PromSamples: math.NaN()}
+	slow := *ok
+	slow.Sink, slow.CatchUp, slow.Mem.Peak = sinkPrometheus, 3*time.Minute, 600<<20
+	slow.Check = historyCheck{Targets: 1, Published: 3, Whole: 2, Missing: 1, Examples: []string{"x: scrape at 12:00:00.000 never arrived"}}
+	slow.PromSamples = 2
+	r := &report{opts: o, catchup: []*catchupResult{ok, &slow}}
+	var b strings.Builder
+	r.writeCatchup(func(format string, a ...any) { fmt.Fprintf(&b, format, a...) })
+	out := b.String()
+	for _, want := range []string{
+		"| caught up, from the receiver's return | ≤ 2m0s | 20s **met** | 3m0s **missed** |",
+		"| drain peak RSS (VmHWM, whole run) | < 500 MiB | 100 MiB **met** | 600 MiB **missed** |",
+		"3 of 3 (1 targets) **met**",
+		"2 of 3 (1 targets) **missed**; missing 1",
+		"| scrapes Prometheus holds (samples of `streams_scrape_timestamp_seconds`) | all published | – | 2 of 3 |",
+		"x: scrape at 12:00:00.000 never arrived",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
 }
