@@ -59,9 +59,11 @@ bench:
 	$(GO) test -run '^$$' -bench 'OtherShard' -benchtime 20000x ./lib/drain/
 	$(GO) test -run '^$$' -bench 'ConsistencyCheck' -benchtime 1x ./lib/pushgateway/
 
-# Load harness: how many targets per 60 s interval the drain sustains, per sink, on this
-# machine, as a markdown report (see bench/scale). Pass flags in SCALE_FLAGS, e.g.
-# SCALE_FLAGS='-quick' (a trial of minutes) or SCALE_FLAGS='-out report.md -max-duration 40m'.
+# Load harness: how many targets per 60 s interval the drain sustains, per sink, and how
+# fast it catches up after a remote-write receiver's outage, on this machine, as a
+# markdown report (see bench/scale). Pass flags in SCALE_FLAGS, e.g. SCALE_FLAGS='-quick'
+# (a trial of minutes), SCALE_FLAGS='-out report.md -max-duration 55m', or
+# SCALE_FLAGS='-catchup-only' (the catch-up alone, about 17 minutes).
 bench-scale:
 	$(GO) run ./bench/scale $(SCALE_FLAGS)
 

@@ -9,10 +9,15 @@
 // number of targets N upward. A step passes when the drain's delivery lag p99 stays
 // under the limit (15 s for a 60 s interval) and every message published was delivered.
 // Then a backlog test starts a drain late on many intervals of waiting scrapes and
-// reports its peak memory. Only loopback addresses are used.
+// reports its peak memory, and a catch-up test takes a remote-write receiver away for
+// an outage while the targets keep publishing: how long the drain takes to deliver the
+// backlog once the receiver is back, at what peak memory, and whether every scrape of
+// every target arrived, whole, once and in order. Only loopback addresses are used.
 //
-//	go run ./bench/scale -quick            # 20 s intervals, N scaled by 1/3: a few minutes
-//	go run ./bench/scale -max-duration 40m # real 60 s intervals
+//	go run ./bench/scale -quick              # 20 s intervals, N scaled by 1/3: a few minutes
+//	go run ./bench/scale -max-duration 55m   # real 60 s intervals
+//	go run ./bench/scale -catchup-only       # the catch-up test alone: about 17 minutes
+//	go run ./bench/scale -catchup-only -quick # the same scaled by 1/3: about 6 minutes
 package main
 
 import (
@@ -59,6 +64,14 @@ type options struct {
 	BacklogN        int
 	BacklogRounds   []int
 	BacklogInflight []int
+	Catchup         bool
+	CatchupOnly     bool
+	CatchupN        int
+	CatchupSteady   int
+	CatchupOutage   time.Duration
+	CatchupMaxAge   time.Duration
+	CatchupInflight int
+	CatchupSinks    []string
 	PromMaxSeries   int
 	PprofDir        string
 	QuietWait       time.Duration
@@ -69,7 +82,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("scale", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var sinks, modes, steps, rounds, inflight string
+	var sinks, modes, steps, rounds, inflight, catchupSinks string
 	fs.DurationVar(&o.Interval, "interval", 60*time.Second, "scrape interval: one round of publishes per interval")
 	fs.IntVar(&o.Intervals, "intervals", 2, "rounds per step (-quick: 1)")
 	fs.BoolVar(&o.Quick, "quick", false, "20 s intervals with N scaled by 1/3 (and the lag limit with it), one round per step: a trial run")
@@ -79,7 +92,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.Probe, "probe", 8000, "first N of a burst search, targets per 60 s: large enough to saturate the drain, so its rate predicts the limit")
 	fs.Float64Var(&o.Growth, "growth", 2, "while every step passes, the next N is at least this many times the last")
 	fs.IntVar(&o.SearchSteps, "search-steps", 5, "most steps per sink and mode")
-	fs.DurationVar(&o.MaxDuration, "max-duration", 40*time.Minute, "bound on the whole run; steps that would not fit are skipped")
+	fs.DurationVar(&o.MaxDuration, "max-duration", 55*time.Minute, "bound on the whole run; steps that would not fit are skipped")
 	fs.DurationVar(&o.LagLimit, "lag-limit", 0, "a step passes when the drain's lag p99 is under this (default 15 s × interval/60 s)")
 	fs.StringVar(&o.Out, "out", "", "write the report here (default stdout)")
 	fs.StringVar(&o.Store, "store", "memory", "embedded stream store: memory or file")
@@ -91,6 +104,14 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.BacklogN, "backlog-n", 1000, "backlog test: targets per 60 s")
 	fs.StringVar(&rounds, "backlog-rounds", "10,30", "backlog test: intervals of scrapes waiting when the drain starts; the largest is tried with every max_inflight, the others with the default 1024")
 	fs.StringVar(&inflight, "backlog-inflight", "256,1024,4096", "backlog test: receiver_stream.max_inflight values to try")
+	fs.BoolVar(&o.Catchup, "catchup", true, "run the catch-up test (a receiver outage while the targets keep publishing), when -max-duration leaves it the time")
+	fs.BoolVar(&o.CatchupOnly, "catchup-only", false, "run only the catch-up test, with the floor and one burst step of the counting sink for the drain's ceiling")
+	fs.IntVar(&o.CatchupN, "catchup-n", 1000, "catch-up test: targets per 60 s, spread over the interval")
+	fs.IntVar(&o.CatchupSteady, "catchup-steady", 2, "catch-up test: intervals of steady state before the outage")
+	fs.DurationVar(&o.CatchupOutage, "catchup-outage", 10*time.Minute, "catch-up test: how long the receiver answers 503 (-quick: scaled by 20s/60s unless set)")
+	fs.DurationVar(&o.CatchupMaxAge, "catchup-max-age", 15*time.Minute, "catch-up test: the drain's max_age, longer than the outage (-quick: scaled like the outage unless set)")
+	fs.IntVar(&o.CatchupInflight, "catchup-inflight", config.DefaultMaxInflight, "catch-up test: receiver_stream.max_inflight")
+	fs.StringVar(&catchupSinks, "catchup-sinks", "counting", "catch-up test: receivers, counting (the harness's) and/or prometheus (Prometheus 3 behind a relay that plays the outage)")
 	fs.IntVar(&o.PromMaxSeries, "prom-max-series", 0, "cap N for the prometheus sink so that Prometheus holds at most this many series (default: half the available memory at 4 KiB a series)")
 	fs.StringVar(&o.PprofDir, "pprof", "", "build the drain with net/http/pprof and save a CPU profile of the first round of each step here")
 	fs.DurationVar(&o.QuietWait, "quiet-wait", time.Minute, "before each step, wait up to this long for the rest of the shared machine to use under half a CPU")
@@ -101,12 +122,18 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if o.Quick {
 		o.Interval = 20 * time.Second
-		set := false
-		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "intervals" })
-		if !set {
+		if !set["intervals"] {
 			o.Intervals = 1
+		}
+		if !set["catchup-outage"] {
+			o.CatchupOutage = time.Duration(float64(o.CatchupOutage) * o.catchupScale())
+		}
+		if !set["catchup-max-age"] {
+			o.CatchupMaxAge = time.Duration(float64(o.CatchupMaxAge) * o.catchupScale())
 		}
 	}
 	if o.Interval < 5*time.Second || o.Intervals < 1 {
@@ -136,6 +163,22 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.Growth <= 1 {
 		return nil, errors.New("-growth must be more than 1")
+	}
+	if o.CatchupSinks, err = list(catchupSinks, sinkCounting, sinkPrometheus); err != nil {
+		return nil, fmt.Errorf("-catchup-sinks: %w", err)
+	}
+	if o.CatchupOnly {
+		// The drain's ceiling, to compare the catch-up with: one burst large enough to
+		// keep the drain busy for several seconds at any interval.
+		o.Catchup, o.Backlog = true, false
+		o.Sinks, o.Modes, o.SearchSteps = []string{sinkCounting}, []string{modeBurst}, 1
+		o.Steps = []int{max(o.Probe, int(float64(o.Probe)*60/o.Interval.Seconds()))}
+	}
+	if o.Catchup && (o.CatchupN <= 0 || o.CatchupSteady < 1 || o.CatchupInflight <= 0 || len(o.CatchupSinks) == 0) {
+		return nil, errors.New("-catchup-n, -catchup-steady and -catchup-inflight must be positive, -catchup-sinks not empty")
+	}
+	if o.Catchup && o.CatchupMaxAge <= o.CatchupOutage {
+		return nil, fmt.Errorf("-catchup-max-age (%v) must be longer than -catchup-outage (%v): else scrapes expire in the outage", o.CatchupMaxAge, o.CatchupOutage)
 	}
 	if o.Store != "memory" && o.Store != "file" {
 		return nil, fmt.Errorf("-store: memory or file, not %q", o.Store)
@@ -256,7 +299,7 @@ func setup(ctx context.Context, o *options, logf func(string, ...any)) (*bench, 
 			missing = append(missing, err)
 		}
 	}
-	if slices.Contains(o.Sinks, sinkPrometheus) {
+	if slices.Contains(o.Sinks, sinkPrometheus) || o.Catchup && slices.Contains(o.CatchupSinks, sinkPrometheus) {
 		if b.promBin, err = prometheus3Binary(b.root); err != nil {
 			missing = append(missing, err)
 		}
@@ -347,6 +390,16 @@ func measure(ctx context.Context, b *bench, rep *report, logf func(string, ...an
 	if o.Backlog {
 		backlogReserve = time.Duration(len(o.BacklogInflight)+len(o.BacklogRounds)-1) * time.Minute
 	}
+	// The catch-up test runs last, in time set aside for it; a run too short for it
+	// leaves it out and says so.
+	catchupReserve := time.Duration(0)
+	if o.Catchup {
+		catchupReserve = time.Duration(len(o.CatchupSinks)) * o.catchupEstimate()
+		if !o.CatchupOnly && time.Until(deadline)-backlogReserve-catchupReserve < time.Duration(len(scenarios))*b.stepEstimate(sinkCounting) {
+			rep.catchupSkipped = fmt.Sprintf("not run: -max-duration %v leaves too little time for it (about %v) and the searches", o.MaxDuration, catchupReserve.Round(time.Minute))
+			catchupReserve = 0
+		}
+	}
 	// The backlog test runs after the bursts, before the spreads: it is short, and the
 	// spreads can use whatever time is left.
 	backlogDone := !o.Backlog
@@ -358,15 +411,18 @@ func measure(ctx context.Context, b *bench, rep *report, logf func(string, ...an
 			rep.backlog = b.backlogs(ctx, logf)
 			backlogDone = true
 		}
-		reserve := backlogReserve
+		reserve := catchupReserve + backlogReserve
 		if backlogDone {
-			reserve = 0
+			reserve = catchupReserve
 		}
 		share := (time.Until(deadline) - reserve) / time.Duration(len(scenarios)-i)
 		b.search(ctx, sc, scenarios, time.Now().Add(share), logf)
 	}
 	if !backlogDone && ctx.Err() == nil {
 		rep.backlog = b.backlogs(ctx, logf)
+	}
+	if o.Catchup && rep.catchupSkipped == "" && ctx.Err() == nil {
+		rep.catchup = b.catchups(ctx, logf)
 	}
 }
 

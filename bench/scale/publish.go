@@ -34,6 +34,9 @@ type publisher struct {
 	mu       sync.Mutex
 	timeline []published // cumulative publishes over time, for the overload check
 	total    int
+	// keep: remember every scrape spread publishes, in sent, for a receiver's check.
+	keep bool
+	sent []sentScrape
 }
 
 // published is how many messages had been published by a moment, the last of them of
@@ -124,6 +127,11 @@ func (p *publisher) spread(ctx context.Context, n int, start time.Time, interval
 				continue
 			}
 			p.record(1, at)
+			if p.keep {
+				p.mu.Lock()
+				p.sent = append(p.sent, sentScrape{instance: instance(sent), ts: at.UnixMilli(), at: time.Now()})
+				p.mu.Unlock()
+			}
 		}
 	}
 	return p.waitAcks(ctx, &acks, sent, ackWait, sendErr)
@@ -184,4 +192,12 @@ func (p *publisher) publishedTotal() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.total
+}
+
+// sentSoFar is every scrape spread has published with keep set, in sending order. The
+// slice is shared: the caller must not modify it.
+func (p *publisher) sentSoFar() []sentScrape {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sent[:len(p.sent):len(p.sent)]
 }

@@ -27,16 +27,23 @@ import (
 // receiver is a remote-write 1.0 receiver that only counts: it decodes each request
 // (snappy, protobuf) as any receiver must, counts the samples per scrape — a scrape is
 // its instance label and sample time, which the harness sets to the publish time — and
-// answers at once. Its methods are safe for concurrent use.
+// answers at once. It can play an outage (503 to every request) and keep, per target,
+// the order its scrapes arrived in. As a relay (startRelay) it forwards every request
+// to a real receiver instead and counts what that one accepted. Its methods are safe
+// for concurrent use.
 type receiver struct {
-	srv *http.Server
-	ln  net.Listener
+	srv      *http.Server
+	ln       net.Listener
+	upstream string // relay: the real receiver's write URL
 
 	requests atomic.Int64
 	samples  atomic.Int64
+	down     atomic.Bool  // answer 503 to everything
+	refused  atomic.Int64 // requests answered 503 while down
 
 	mu      sync.Mutex
 	scrapes map[scrapeKey]*arrival
+	history *arrivals // nil unless keepHistory was called
 }
 
 type scrapeKey struct {
@@ -51,13 +58,27 @@ type arrival struct {
 }
 
 func startReceiver() (*receiver, error) {
+	return listenReceiver("")
+}
+
+// startRelay is a receiver that forwards each request to upstream, a real receiver's
+// write URL, answers what upstream answered, and counts the requests upstream took.
+func startRelay(upstream string) (*receiver, error) {
+	return listenReceiver(upstream)
+}
+
+func listenReceiver(upstream string) (*receiver, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	r := &receiver{ln: ln, scrapes: map[scrapeKey]*arrival{}}
+	r := &receiver{ln: ln, upstream: upstream, scrapes: map[scrapeKey]*arrival{}}
+	var h http.Handler = remote.NewWriteHandler(r, remote.MessageTypes{remote.WriteV1MessageType})
+	if upstream != "" {
+		h = http.HandlerFunc(r.relay)
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/api/v1/write", remote.NewWriteHandler(r, remote.MessageTypes{remote.WriteV1MessageType}))
+	mux.Handle("/api/v1/write", r.gate(h))
 	r.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = r.srv.Serve(ln) }()
 	return r, nil
@@ -72,34 +93,79 @@ func (r *receiver) close() {
 	_ = r.srv.Shutdown(ctx)
 }
 
-// Store is called by remote.NewWriteHandler with the body already snappy-decoded. It
-// walks the protobuf rather than building the request: a receiver that only counts
-// should cost as little as possible of the CPU the drain shares with it.
+// keepHistory has the receiver keep every target's scrapes in the order they arrive,
+// for check; a whole scrape has perScrape samples.
+func (r *receiver) keepHistory(perScrape int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.history = newArrivals(perScrape)
+}
+
+// setDown starts (true) or ends an outage: while down, every request is answered 503
+// Service Unavailable, a status a remote-write sender retries.
+func (r *receiver) setDown(down bool) { r.down.Store(down) }
+
+// gate answers 503 while the receiver is down, after reading the request as a real
+// server would, so the client's connection stays usable.
+func (r *receiver) gate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.down.Load() {
+			_, _ = io.Copy(io.Discard, req.Body)
+			r.refused.Add(1)
+			http.Error(w, "bench receiver: down for the outage", http.StatusServiceUnavailable)
+			return
+		}
+		next.ServeHTTP(w, req)
+	})
+}
+
+// relay forwards one request to the upstream receiver and answers as it did; a request
+// it took (2xx) is counted.
+func (r *receiver) relay(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	out, err := http.NewRequestWithContext(req.Context(), http.MethodPost, r.upstream, bytes.NewReader(body))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	out.Header = req.Header.Clone()
+	resp, err := relayClient.Do(out)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 == 2 {
+		if raw, err := snappy.Decode(nil, body); err == nil {
+			if n, err := r.take(raw); err == nil {
+				r.requests.Add(1)
+				r.samples.Add(int64(n))
+			}
+		}
+	}
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(answer)
+}
+
+var relayClient = floorClient(16)
+
+// Store is called by remote.NewWriteHandler with the body already snappy-decoded.
 func (r *receiver) Store(req *http.Request, _ remote.WriteMessageType) (*remote.WriteResponse, error) {
 	body, err := io.ReadAll(req.Body)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	n := 0
-	r.mu.Lock()
-	var key scrapeKey
-	var cur *arrival
-	err = walkWriteRequest(body, func(inst []byte, ts int64) {
-		n++
-		// Consecutive series mostly belong to one scrape: look it up on change only.
-		if cur == nil || string(inst) != key.instance || ts != key.ts {
-			key = scrapeKey{string(inst), ts}
-			cur = r.scrapes[key]
-			if cur == nil {
-				cur = &arrival{}
-				r.scrapes[key] = cur
-			}
-		}
-		cur.samples++
-		cur.last = now
-	})
-	r.mu.Unlock()
+	n, err := r.take(body)
 	if err != nil {
 		resp := remote.NewWriteResponse()
 		resp.SetStatusCode(http.StatusBadRequest)
@@ -110,6 +176,52 @@ func (r *receiver) Store(req *http.Request, _ remote.WriteMessageType) (*remote.
 	resp := remote.NewWriteResponse()
 	resp.Add(remote.WriteResponseStats{Samples: n})
 	return resp, nil
+}
+
+// take counts the samples of a decoded request per scrape. It walks the protobuf rather
+// than building the request: a receiver that only counts should cost as little as
+// possible of the CPU the drain shares with it.
+func (r *receiver) take(body []byte) (int, error) {
+	now := time.Now()
+	n := 0
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var key scrapeKey
+	var cur *arrival
+	run := 0 // samples of key not yet in the history
+	flush := func() {
+		if r.history != nil && run > 0 {
+			r.history.observe(key.instance, key.ts, run)
+		}
+		run = 0
+	}
+	err := walkWriteRequest(body, func(inst []byte, ts int64) {
+		n++
+		// Consecutive series mostly belong to one scrape: look it up on change only.
+		if cur == nil || string(inst) != key.instance || ts != key.ts {
+			flush()
+			key = scrapeKey{string(inst), ts}
+			cur = r.scrapes[key]
+			if cur == nil {
+				cur = &arrival{}
+				r.scrapes[key] = cur
+			}
+		}
+		cur.samples++
+		cur.last = now
+		run++
+	})
+	flush()
+	return n, err
+}
+
+// historyState runs f on the history under the receiver's lock.
+func (r *receiver) historyState(f func(a *arrivals)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.history != nil {
+		f(r.history)
+	}
 }
 
 // Field numbers of remote-write 1.0 (prompb).

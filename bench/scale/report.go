@@ -22,6 +22,9 @@ type report struct {
 	floors    []*floorResult
 	scenarios []*scenario
 	backlog   []*backlogResult
+	catchup   []*catchupResult
+	// catchupSkipped says why the catch-up test did not run, if it was to.
+	catchupSkipped string
 }
 
 func (r *report) write(w io.Writer) error {
@@ -54,6 +57,7 @@ func (r *report) write(w io.Writer) error {
 		r.writeScenario(p, sc)
 	}
 	r.writeBacklog(p)
+	r.writeCatchup(p)
 	r.writeNotes(p)
 	return bw.Flush()
 }
@@ -297,6 +301,211 @@ func (r *report) writeBacklog(p func(string, ...any)) {
 		p("\nFor comparison, steady state at the same N (counting, burst): peak RSS %s — with the embedded stream in memory, which holds up to max_age of messages in the drain's process.\n", mib(steady.DrainMem.Peak))
 	}
 	p("\n")
+}
+
+// ceiling is the drain's rate into a sink that answers at once, as writeCeiling shows
+// it: the counting sink's best burst rate in this run; 0 if none was measured.
+func (r *report) ceiling() float64 {
+	if s := r.ceilingStep(); s != nil {
+		return s.rate()
+	}
+	return 0
+}
+
+// ceilingStep is the step that measured the ceiling, or nil.
+func (r *report) ceilingStep() *stepResult {
+	var top *stepResult
+	for _, sc := range r.scenarios {
+		if sc.Sink != sinkCounting || sc.Mode != modeBurst {
+			continue
+		}
+		for _, s := range sc.Steps {
+			if s.rate() > 0 && (top == nil || s.rate() > top.rate()) {
+				top = s
+			}
+		}
+	}
+	return top
+}
+
+func (r *report) writeCatchup(p func(string, ...any)) {
+	o := r.opts
+	if !o.Catchup {
+		return
+	}
+	p("## Catch-up after a receiver outage\n\n")
+	if r.catchupSkipped != "" {
+		p("%s.\n\n", capitalise(r.catchupSkipped))
+		return
+	}
+	if len(r.catchup) == 0 {
+		p("Not run (interrupted).\n\n")
+		return
+	}
+	c0 := r.catchup[0]
+	p("%d targets per 60 s (%d per %v interval), node_exporter-sized, publish evenly over every interval throughout. The drain has one remote_write sink, `max_age: %v`, `max_inflight: %d`, and consumes from a NATS Streaming server in the harness (in memory), so its memory is its own. After %v of steady state the receiver answers 503 to every request for %v, then takes everything again.\n\n",
+		c0.N60, c0.N, o.Interval, c0.MaxAge, c0.MaxInflight, c0.Steady, c0.Outage)
+	p("*Caught up*: every scrape published more than %v before has arrived whole at the receiver. The receiver keeps every target's scrapes in the order they arrive and checks them against every scrape published: each arrived, whole, once, and after the target's previous one. Times come from polling the receiver every 250 ms; RSS is the drain's /proc/PID/status, sampled at each poll.", catchupSlack)
+	if o.Quick {
+		p(" **Quick mode**: the outage, max_age and the catch-up aim are scaled by %v/60s, as N per interval is.", o.Interval)
+	}
+	p("\n\n")
+
+	ceiling := r.ceiling()
+	head, rule := "| | aim, or what to compare with |", "|---|---|"
+	for _, c := range r.catchup {
+		head += " " + sinkTitle(c.Sink) + " |"
+		rule += "---|"
+	}
+	p("%s\n%s\n", head, rule)
+	row := func(name, aim string, cell func(c *catchupResult) string) {
+		p("| %s | %s |", name, aim)
+		for _, c := range r.catchup {
+			if c.Err != "" {
+				p(" error: %s |", c.Err)
+				continue
+			}
+			p(" %s |", cell(c))
+		}
+		p("\n")
+	}
+	verdict := func(ok bool) string {
+		if ok {
+			return "**met**"
+		}
+		return "**missed**"
+	}
+	row("caught up, from the receiver's return", "≤ "+c0.Aim.String(), func(c *catchupResult) string {
+		if !c.CaughtUp {
+			return fmt.Sprintf("not within %v (%d scrapes behind at the end) %s", c.CatchUp.Round(time.Second), c.LeftBehind, verdict(false))
+		}
+		return fmt.Sprintf("%v %s", c.CatchUp.Round(100*time.Millisecond), verdict(c.CatchUp <= c.Aim))
+	})
+	row("everything published before the return arrived", "", func(c *catchupResult) string {
+		if c.Cleared == 0 {
+			return "–"
+		}
+		return c.Cleared.Round(100 * time.Millisecond).String()
+	})
+	row("first request taken after the return", "", func(c *catchupResult) string {
+		return c.FirstAfter.Round(10 * time.Millisecond).String()
+	})
+	row("backlog at the return: scrapes not arrived", fmt.Sprintf("about %d (outage × N/60 s)", int(c0.Outage.Minutes()*float64(c0.N60))), func(c *catchupResult) string {
+		return fmt.Sprint(c.Backlog)
+	})
+	row("catch-up rate: backlog ÷ time to catch up", "", func(c *catchupResult) string { return perSecond(c.rate()) })
+	if ceiling > 0 {
+		row(fmt.Sprintf("… ÷ the drain's ceiling in this run (%.0f scrapes/s, see above)", ceiling), "", func(c *catchupResult) string {
+			return ratio(c.rate() / ceiling)
+		})
+	} else {
+		row("… ÷ the drain's ceiling", "", func(*catchupResult) string { return "not measured in this run" })
+	}
+	row("delivered while catching up, fresh scrapes included", "", func(c *catchupResult) string {
+		s := perSecond(c.throughput())
+		if ceiling > 0 && !math.IsNaN(c.throughput()) {
+			s += fmt.Sprintf(" (%s of the ceiling)", ratio(c.throughput()/ceiling))
+		}
+		return fmt.Sprintf("%s; %d published meanwhile", s, c.FreshDuring)
+	})
+	top := r.ceilingStep()
+	ceilingCPU := math.NaN()
+	if top != nil {
+		ceilingCPU = top.cpuPerScrape()
+	}
+	cpuAim := ""
+	if !math.IsNaN(ceilingCPU) {
+		cpuAim = fmt.Sprintf("ceiling step: %.2f ms, its stream server inside the drain", ceilingCPU)
+	}
+	row("drain CPU while catching up: per second, per scrape delivered", cpuAim, func(c *catchupResult) string {
+		if c.CatchUp <= 0 || c.Delivered <= 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f s/s, %.2f ms", c.DrainCPU/c.CatchUp.Seconds(), c.DrainCPU*1000/c.Delivered)
+	})
+	row("drain CPU in the outage (retries, the stream's redeliveries)", "", func(c *catchupResult) string {
+		return fmt.Sprintf("%.2f s/s", c.OutageCPU/c.Outage.Seconds())
+	})
+	row("drain peak RSS (VmHWM, whole run)", "< "+mib(rssAim), func(c *catchupResult) string {
+		return fmt.Sprintf("%s %s", mib(c.Mem.Peak), verdict(c.Mem.Peak > 0 && c.Mem.Peak < rssAim))
+	})
+	row("drain RSS: end of steady state / highest in the outage / its end / highest catching up and after / end", "", func(c *catchupResult) string {
+		m := c.Mem
+		return fmt.Sprintf("%s / %s / %s / %s / %s", mib(m.Steady), mib(m.OutageMax), mib(m.OutageEnd), mib(m.CatchUpMax), mib(m.End))
+	})
+	row("drain Go heap in use: end of steady state / end of the outage / caught up", "", func(c *catchupResult) string {
+		m := c.Mem
+		return fmt.Sprintf("%s / %s / %s", mib(int64(m.HeapSteady)), mib(int64(m.HeapOutage)), mib(int64(m.HeapCaughtUp)))
+	})
+	row("every scrape arrived whole, once, in order", "all", func(c *catchupResult) string {
+		k := c.Check
+		return fmt.Sprintf("%d of %d (%d targets) %s; missing %d, partial %d, reordered %d, repeated samples %d, out-of-order samples %d, unknown %d",
+			k.Whole, k.Published, k.Targets, verdict(k.ok()), k.Missing, k.Partial, k.Reordered, k.Repeated, k.Again, k.Unknown)
+	})
+	if slices.ContainsFunc(r.catchup, func(c *catchupResult) bool { return c.Sink == sinkPrometheus }) {
+		row("scrapes Prometheus holds (samples of `streams_scrape_timestamp_seconds`)", "all published", func(c *catchupResult) string {
+			switch {
+			case c.PromErr != "":
+				return "query failed: " + c.PromErr
+			case math.IsNaN(c.PromSamples):
+				return "–"
+			}
+			return fmt.Sprintf("%.0f of %d", c.PromSamples, c.Published)
+		})
+	}
+	row("steady state before the outage: scrapes behind", "0", func(c *catchupResult) string { return fmt.Sprint(c.SteadyBehind) })
+	row("drain: received (redeliveries included) / delivered / retries / expired / superseded / rejected", "", func(c *catchupResult) string {
+		d := c.Drain
+		return fmt.Sprintf("%.0f / %.0f / %.0f / %.0f / %.0f / %.0f", d.Received, d.Delivered, d.Retries, d.Expired,
+			d.Superseded+d.SinkSuperseded, d.Rejected+d.SinkRejected)
+	})
+	row("requests answered 503 in the outage", "", func(c *catchupResult) string { return fmt.Sprint(c.Refused) })
+	row("others' CPU s/s over the run (load1 at start → end)", "", func(c *catchupResult) string {
+		return fmt.Sprintf("%.2f (%.1f → %.1f)", max(0, c.Others), c.Load[0], c.Load[1])
+	})
+	p("\n")
+	if top != nil && top.Window > 0 {
+		p("- The ceiling step ran with the rest of the machine using %.2f CPUs, the catch-ups with the figures above: rates measured minutes apart on a shared machine compare loosely, CPU per scrape better.\n",
+			max(0, top.Others/top.Window.Seconds()))
+	}
+	for _, c := range r.catchup {
+		if c.Err != "" {
+			continue
+		}
+		var per []string
+		for _, v := range c.Mem.PerMinute {
+			per = append(per, fmt.Sprintf("%.0f", float64(v)/(1<<20)))
+		}
+		p("- %s: drain RSS each minute from the first publish, MiB: %s.\n", sinkTitle(c.Sink), strings.Join(per, ", "))
+		for _, e := range c.Check.Examples {
+			p("  - %s\n", e)
+		}
+		for _, f := range c.Profiles {
+			p("  - profile of the drain: `%s` (`go tool pprof -top %s`)\n", f, f)
+		}
+	}
+	p("\n")
+}
+
+func perSecond(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f scrapes/s", v)
+}
+
+func ratio(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func capitalise(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 func (r *report) writeNotes(p func(string, ...any)) {

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,5 +166,208 @@ func TestBusyRate(t *testing.T) {
 	}
 	if got := busyRate(tl[:3]); got != 0 {
 		t.Errorf("busyRate over 2 s of work = %v, want 0 (too short to tell)", got)
+	}
+}
+
+// The catch-up check finds every way a history sink can fail a target: a scrape lost,
+// cut short, out of order, sent twice, or one nobody published.
+func TestArrivalsCheck(t *testing.T) {
+	const per = 10
+	t0 := time.Now()
+	published := func(insts ...string) []sentScrape {
+		var out []sentScrape
+		for r := range 3 {
+			for _, inst := range insts {
+				out = append(out, sentScrape{instance: inst, ts: int64(1000 * (r + 1)), at: t0.Add(time.Duration(r) * time.Minute)})
+			}
+		}
+		return out
+	}
+	type obs struct {
+		inst string
+		ts   int64
+		n    int
+	}
+	inOrder := []obs{{"a", 1000, per}, {"b", 1000, per}, {"a", 2000, per}, {"b", 2000, 4}, {"b", 2000, 6}, {"a", 3000, per}, {"b", 3000, per}}
+	for _, tc := range []struct {
+		name string
+		obs  []obs
+		want historyCheck
+	}{
+		{"every scrape once, in order, one split over two requests", inOrder,
+			historyCheck{Whole: 6}},
+		{"one lost", []obs{{"a", 1000, per}, {"a", 3000, per}, {"b", 1000, per}, {"b", 2000, per}, {"b", 3000, per}},
+			historyCheck{Whole: 5, Missing: 1}},
+		{"one cut short", []obs{{"a", 1000, per}, {"a", 2000, per - 1}, {"a", 3000, per}, {"b", 1000, per}, {"b", 2000, per}, {"b", 3000, per}},
+			historyCheck{Whole: 5, Partial: 1}},
+		{"two swapped", []obs{{"a", 2000, per}, {"a", 1000, per}, {"a", 3000, per}, {"b", 1000, per}, {"b", 2000, per}, {"b", 3000, per}},
+			historyCheck{Whole: 6, Reordered: 1}},
+		{"the newest sent twice", append(slices.Clone(inOrder), obs{"b", 3000, per}),
+			historyCheck{Whole: 6, Repeated: per}},
+		{"an older one again after a newer", append(slices.Clone(inOrder), obs{"b", 2000, per}),
+			historyCheck{Whole: 6, Repeated: per, Again: per}},
+		{"one never published", append(slices.Clone(inOrder), obs{"c", 500, per}),
+			historyCheck{Whole: 6, Unknown: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newArrivals(per)
+			for _, o := range tc.obs {
+				a.observe(o.inst, o.ts, o.n)
+			}
+			got := a.check(published("a", "b"))
+			examples := got.Examples
+			got.Examples = nil
+			tc.want.Targets, tc.want.Published = 2, 6
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("check = %+v\nwant    %+v", got, tc.want)
+			}
+			ok := reflect.DeepEqual(tc.want, historyCheck{Targets: 2, Published: 6, Whole: 6})
+			if got.ok() != ok || ok != (len(examples) == 0) {
+				t.Errorf("ok() = %v with examples %q, want %v", got.ok(), examples, ok)
+			}
+		})
+	}
+}
+
+// A scrape counts as arrived once whole; what was published after a moment is not
+// asked for yet.
+func TestBehind(t *testing.T) {
+	t0 := time.Now()
+	sent := []sentScrape{
+		{"a", 1000, t0}, {"b", 1000, t0.Add(time.Second)},
+		{"a", 2000, t0.Add(time.Minute)}, {"b", 2000, t0.Add(time.Minute + time.Second)},
+	}
+	a := newArrivals(10)
+	a.observe("a", 1000, 10)
+	a.observe("b", 1000, 9)
+	for _, tc := range []struct {
+		at   time.Time
+		want int
+	}{
+		{t0.Add(-time.Second), 0},
+		{t0, 0},
+		{t0.Add(time.Second), 1}, // b's first is one sample short
+		{t0.Add(2 * time.Minute), 3},
+	} {
+		if got := behind(a, sent, tc.at); got != tc.want {
+			t.Errorf("behind at %v = %d, want %d", tc.at.Sub(t0), got, tc.want)
+		}
+	}
+	a.observe("b", 1000, 1)
+	a.observe("a", 2000, 10)
+	a.observe("b", 2000, 10)
+	if got := behind(a, sent, t0.Add(2*time.Minute)); got != 0 {
+		t.Errorf("behind with everything arrived = %d, want 0", got)
+	}
+}
+
+// The counting receiver plays an outage with 503s, and keeps the order of what it takes
+// once back.
+func TestReceiverOutage(t *testing.T) {
+	c := testCapture(t)
+	reqs, per, err := c.writeRequests(2, 2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := startReceiver()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	r.keepHistory(c.samples)
+	client := floorClient(1)
+	headers := map[string]string{"Content-Encoding": "snappy", "X-Prometheus-Remote-Write-Version": "0.1.0"}
+	send := func(body []byte) error {
+		return post(t.Context(), client, "POST", r.URL(), "application/x-protobuf", headers, body)
+	}
+	r.setDown(true)
+	if err := send(reqs[0]); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("post while down: %v, want a 503", err)
+	}
+	r.setDown(false)
+	for _, body := range reqs {
+		if err := send(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.refused.Load() != 1 || r.requests.Load() != 2 || r.samples.Load() != int64(2*per*c.samples) {
+		t.Errorf("refused %d, took %d requests of %d samples; want 1, 2, %d", r.refused.Load(), r.requests.Load(), r.samples.Load(), 2*per*c.samples)
+	}
+	var sent []sentScrape
+	r.historyState(func(a *arrivals) {
+		for inst, ta := range a.targets {
+			for _, s := range ta.scrapes {
+				sent = append(sent, sentScrape{instance: inst, ts: s.ts})
+			}
+		}
+		if got := a.check(sent); !got.ok() || got.Published != 2*per {
+			t.Errorf("check = %+v, want %d scrapes whole, in order", got, 2*per)
+		}
+	})
+}
+
+// -quick scales the catch-up's outage and max_age with the interval, unless they are
+// set; -catchup-only measures the ceiling with one burst that keeps the drain busy.
+func TestCatchupOptions(t *testing.T) {
+	for _, tc := range []struct {
+		args           []string
+		outage, maxAge time.Duration
+		steps          []int
+		err            bool
+	}{
+		{args: []string{"-catchup-only"}, outage: 10 * time.Minute, maxAge: 15 * time.Minute, steps: []int{8000}},
+		{args: []string{"-catchup-only", "-quick"}, outage: 200 * time.Second, maxAge: 5 * time.Minute, steps: []int{24000}},
+		{args: []string{"-catchup-only", "-quick", "-catchup-outage", "1m"}, outage: time.Minute, maxAge: 5 * time.Minute, steps: []int{24000}},
+		{args: []string{"-catchup-outage", "20m"}, err: true}, // longer than max_age: scrapes would expire
+		{args: []string{"-catchup-sinks", "pushgateway"}, err: true},
+	} {
+		o, err := parseOptions(tc.args, io.Discard)
+		if tc.err {
+			if err == nil {
+				t.Errorf("%v: no error", tc.args)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%v: %v", tc.args, err)
+			continue
+		}
+		if o.CatchupOutage != tc.outage || o.CatchupMaxAge != tc.maxAge || !slices.Equal(o.Steps, tc.steps) ||
+			!o.Catchup || o.Backlog || !slices.Equal(o.Sinks, []string{sinkCounting}) {
+			t.Errorf("%v: outage %v, max_age %v, steps %v, catchup %v, backlog %v, sinks %v; want %v, %v, %v, true, false, [counting]",
+				tc.args, o.CatchupOutage, o.CatchupMaxAge, o.Steps, o.Catchup, o.Backlog, o.Sinks, tc.outage, tc.maxAge, tc.steps)
+		}
+	}
+}
+
+// The catch-up section sets each figure beside its aim, and says when one is missed.
+func TestCatchupReport(t *testing.T) {
+	o, err := parseOptions([]string{"-catchup-only"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := &catchupResult{Sink: sinkCounting, N60: 1000, N: 1000, Steady: 2 * time.Minute, Outage: 10 * time.Minute,
+		MaxAge: 15 * time.Minute, MaxInflight: 1024, Aim: catchupAim, Published: 3, Backlog: 2, CaughtUp: true,
+		CatchUp: 20 * time.Second, Delivered: 2, Mem: catchupMemory{Peak: 100 << 20},
+		Check: historyCheck{Targets: 1, Published: 3, Whole: 3}, PromSamples: math.NaN()}
+	slow := *ok
+	slow.Sink, slow.CatchUp, slow.Mem.Peak = sinkPrometheus, 3*time.Minute, 600<<20
+	slow.Check = historyCheck{Targets: 1, Published: 3, Whole: 2, Missing: 1, Examples: []string{"x: scrape at 12:00:00.000 never arrived"}}
+	slow.PromSamples = 2
+	r := &report{opts: o, catchup: []*catchupResult{ok, &slow}}
+	var b strings.Builder
+	r.writeCatchup(func(format string, a ...any) { fmt.Fprintf(&b, format, a...) })
+	out := b.String()
+	for _, want := range []string{
+		"| caught up, from the receiver's return | ≤ 2m0s | 20s **met** | 3m0s **missed** |",
+		"| drain peak RSS (VmHWM, whole run) | < 500 MiB | 100 MiB **met** | 600 MiB **missed** |",
+		"3 of 3 (1 targets) **met**",
+		"2 of 3 (1 targets) **missed**; missing 1",
+		"| scrapes Prometheus holds (samples of `streams_scrape_timestamp_seconds`) | all published | – | 2 of 3 |",
+		"x: scrape at 12:00:00.000 never arrived",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
 	}
 }
