@@ -578,6 +578,20 @@ func validRemoteWrite(ps *problems, rws []*RemoteWrite) {
 		if q.MinBackoff < 0 || q.MaxBackoff < 0 || q.MinBackoff > q.MaxBackoff {
 			ps.add(key+".queue_config", "min_backoff %s and max_backoff %s: want 0 < min_backoff <= max_backoff", q.MinBackoff, q.MaxBackoff)
 		}
+		if q.SampleAgeLimit < 0 {
+			ps.add(key+".queue_config.sample_age_limit", "must not be negative")
+		}
+		if q.Capacity != nil {
+			ps.add(key+".queue_config.capacity", "does not apply here: the scrapes wait in the stream, not in a buffer of the sink, until a sender takes them; remove it")
+		}
+		if q.MinShards != nil {
+			ps.add(key+".queue_config.min_shards", "does not apply here: the sink does not reshard, it runs max_shards senders; remove it")
+		}
+		if m := rw.MetadataConfig; m.SendInterval < 0 {
+			ps.add(key+".metadata_config.send_interval", "must be positive")
+		} else if m.MaxSamplesPerSend < 0 {
+			ps.add(key+".metadata_config.max_samples_per_send", "must be positive, got %d", m.MaxSamplesPerSend)
+		}
 		validHTTPClient(ps, key, &rw.HTTPClientConfig)
 	}
 }
