@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -204,5 +205,36 @@ func TestMetadataInterval(t *testing.T) {
 			t.Errorf("send %v: metadata entries per request %v, want some in the first only", !off, got)
 		}
 		mu.Unlock()
+	}
+}
+
+// TestFlushAtClose: a scrape waiting for its request to fill (batch_send_deadline) is
+// sent when the sink closes, as Prometheus flushes its queues at shutdown.
+func TestFlushAtClose(t *testing.T) {
+	got := make(chan struct{}, 1)
+	rw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+		got <- struct{}{}
+	}))
+	defer rw.Close()
+	snk, err := New(Options{Name: "test", URL: rw.URL, BatchSendDeadline: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- snk.Deliver(ctx, scrape(t, "j", "i", time.Now(), []byte("a 1\n"))) }()
+	select {
+	case <-got:
+		t.Fatal("sent before the deadline or a full request")
+	case <-time.After(300 * time.Millisecond):
+	}
+	cancel() // the drain stops
+	<-done
+	snk.Close()
+	select {
+	case <-got:
+	default:
+		t.Error("the waiting scrape was not sent at close")
 	}
 }

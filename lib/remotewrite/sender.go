@@ -236,6 +236,9 @@ func (s *sender) close() {
 	s.wg.Wait()
 }
 
+// flushGrace bounds the sending of what the senders hold when the sink closes.
+const flushGrace = 5 * time.Second
+
 // errClosed fails what is queued when the sink closes: the drain leaves it unacknowledged.
 var errClosed = errors.New("remote write: sink closed")
 
@@ -303,7 +306,16 @@ func (s *sender) run(ctx context.Context) {
 		if timer != nil {
 			timer.Stop()
 		}
-		s.send(ctx, batch)
+		if ctx.Err() != nil {
+			// Closing: what the sender holds goes out now, as Prometheus flushes its
+			// queues at shutdown, within a bounded grace. (The drain acknowledges none
+			// of it once stopping: a restart writes it again, harmlessly.)
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(s.o.Timeout, flushGrace))
+			s.send(fctx, batch)
+			cancel()
+		} else {
+			s.send(ctx, batch)
+		}
 		if ctx.Err() != nil {
 			if carry != nil {
 				carry.done <- errClosed
