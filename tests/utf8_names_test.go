@@ -49,9 +49,9 @@ remote_write:
 			prom.WaitFor(t, `streams_scrape_up{job="app"}`, func(v model.Vector) bool { return len(v) == 1 })
 			for sel, want := range map[string]float64{
 				`{"my.requests", "http.method"="GET", job="app"}`: 3,
-				`{"température_°C", job="app"}`:                    21.5,
-				`legacy_metric{"k8s.pod"="a", job="app"}`:          1,
-				`streams_scrape_up{job="app"}`:                     1,
+				`{"température_°C", job="app"}`:                   21.5,
+				`legacy_metric{"k8s.pod"="a", job="app"}`:         1,
+				`streams_scrape_up{job="app"}`:                    1,
 			} {
 				v, err := prom.Query(context.Background(), sel, time.Time{})
 				if err != nil || len(v) != 1 || v[0].Value != model.SampleValue(want) {
