@@ -427,7 +427,7 @@ func parse(b []byte, dir string) (*Config, error) {
 			key := fmt.Sprintf("remote_write[%d]", i)
 			setHTTPDefaults(idx, key, &rw.HTTPClientConfig)
 			if _, set := idx.lines[key+".queue_config.batch_send_deadline"]; !set {
-				rw.QueueConfig.BatchSendDeadline = DefaultBatchSendDeadline
+				rw.QueueConfig.BatchSendDeadline = c.defaultBatchSendDeadline()
 			}
 		}
 	}
@@ -810,6 +810,35 @@ func (c *Config) RequireCentral() error {
 // dialable turns a listen address into one a client on this host can dial: an
 // unspecified host means this host.
 // pointsAt reports whether s dials the embedded server listening on listen.
+// defaultBatchSendDeadline is Prometheus's 5s, or a quarter of the shortest ack_wait
+// of the receiver streams when that is shorter: a scrape waiting for its request to
+// fill must not be redelivered meanwhile.
+func (c *Config) defaultBatchSendDeadline() Duration {
+	d := DefaultBatchSendDeadline
+	if w := c.shortestAckWait(); w > 0 {
+		d = min(d, w/4)
+	}
+	return d
+}
+
+// shortestAckWait is the shortest ack_wait of the receiver streams, 0 without any.
+func (c *Config) shortestAckWait() Duration {
+	var w Duration
+	for _, s := range c.ReceiverStreams {
+		if s != nil && s.AckWait > 0 && (w == 0 || s.AckWait < w) {
+			w = s.AckWait
+		}
+	}
+	return w
+}
+
+// AtEmbedded reports whether s is a NATS Streaming channel of the embedded server,
+// reached there only: what the drain's own server holds of it is all there is.
+func (c *Config) AtEmbedded(s *Stream) bool {
+	es := c.EmbeddedStream
+	return es != nil && s.Transport == TransportSTAN && s.ClusterID == es.ClusterID && len(s.URLs) == 1 && pointsAt(s, es.Listen)
+}
+
 func pointsAt(s *Stream, listen string) bool {
 	want := "nats://" + dialable(listen)
 	for _, u := range s.URLs {

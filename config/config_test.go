@@ -702,6 +702,26 @@ remote_write:
 		t.Errorf("values: %+v %+v", b.QueueConfig, b.MetadataConfig)
 	}
 
+	// A short ack_wait: the default deadline stays well under it, a longer one is refused.
+	c, err = Parse([]byte(`receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1', ack_wait: 2s}
+remote_write:
+  - url: http://a:1/w
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c.RemoteWrite[0].QueueConfig.BatchSendDeadline; d != Duration(500*time.Millisecond) {
+		t.Errorf("batch_send_deadline with ack_wait 2s = %s, want 500ms", d)
+	}
+	_, err = Parse([]byte(`receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1', ack_wait: 2s}
+remote_write:
+  - url: http://a:1/w
+    queue_config: {batch_send_deadline: 5s}
+`))
+	if err == nil || !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), "ack_wait") {
+		t.Errorf("batch_send_deadline above ack_wait: %v, want it refused at line 4", err)
+	}
+
 	_, err = Parse([]byte(`receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1'}
 remote_write:
   - url: http://a:1/w
