@@ -78,7 +78,8 @@ func TestNotWritten(t *testing.T) {
 // TestBackoffUnderFailure: a receiver that answers 503 to everything, written to by
 // several targets at once (each scrape retried by the drain as soon as it fails), sees
 // one request at a time, at intervals that grow from min_backoff to max_backoff, as
-// Prometheus's shards retry: new scrapes do not slip in between the retries.
+// Prometheus's shards retry: new scrapes do not slip in between the retries, and no
+// batch_send_deadline adds to the backoff.
 func TestBackoffUnderFailure(t *testing.T) {
 	var mu sync.Mutex
 	var times []time.Time
@@ -99,8 +100,10 @@ func TestBackoffUnderFailure(t *testing.T) {
 	const minB, maxB = 20 * time.Millisecond, 320 * time.Millisecond
 	snk := newSink(t, rw.URL, remote.WriteV1MessageType, func(o *Options) {
 		o.MinBackoff, o.MaxBackoff, o.MaxShards = minB, maxB, 4
+		// While the receiver fails, a sender waits for the backoff, not for the deadline.
+		o.BatchSendDeadline = time.Second
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
 	for i := range 4 {

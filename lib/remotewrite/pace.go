@@ -61,6 +61,13 @@ func (p *pace) wait(ctx context.Context, held bool) (bool, error) {
 	return true, nil
 }
 
+// next reports whether the receiver fails and, if so, when the next attempt may go.
+func (p *pace) next() (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.until, p.delay > 0
+}
+
 // release gives the turn back if held.
 func (p *pace) release(held bool) {
 	if held {

@@ -275,8 +275,8 @@ func (s *sender) run(ctx context.Context) {
 		batch, n := []*entry{first}, len(first.series)
 		var deadline <-chan time.Time
 		var timer *time.Timer
-		if s.o.BatchSendDeadline > 0 {
-			timer = time.NewTimer(s.o.BatchSendDeadline)
+		if wait := s.fillTime(); wait > 0 {
+			timer = time.NewTimer(wait)
 			deadline = timer.C
 		}
 	fill:
@@ -323,6 +323,16 @@ func (s *sender) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// fillTime is how long a sender waits for its request to fill: batch_send_deadline, but
+// while the receiver fails only until the backoff lets the next request go (which then
+// takes what came meanwhile), not a deadline more.
+func (s *sender) fillTime() time.Duration {
+	if until, failing := s.pace.next(); failing {
+		return min(s.o.BatchSendDeadline, time.Until(until))
+	}
+	return s.o.BatchSendDeadline
 }
 
 // send writes a batch and tells each of its entries the outcome. A batch refused for
