@@ -107,7 +107,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 			HTTPClientConfig: rw.HTTPClientConfig, Headers: rw.Headers, Timeout: rw.RemoteTimeout.D(),
 			MaxSamplesPerSend: q.MaxSamplesPerSend, BatchSendDeadline: q.BatchSendDeadline.D(), MaxShards: q.MaxShards,
 			MinBackoff: q.MinBackoff.D(), MaxBackoff: q.MaxBackoff.D(), RetryOnRateLimit: *q.RetryOnRateLimit,
-			SampleAgeLimit: q.SampleAgeLimit.D(),
+			SampleAgeLimit: q.SampleAgeLimit.D(), Writers: drainWorkers(cfg),
 			Metadata: remotewrite.Metadata{
 				Off: !*rw.MetadataConfig.Send, Interval: rw.MetadataConfig.SendInterval.D(),
 				MaxPerSend: rw.MetadataConfig.MaxSamplesPerSend,

@@ -3,6 +3,7 @@ package remotewrite
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -239,5 +240,41 @@ func TestFlushAtClose(t *testing.T) {
 	case <-got:
 	default:
 		t.Error("the waiting scrape was not sent at close")
+	}
+}
+
+// TestFlushWhenEveryWriterWaits: with batch_send_deadline far off, a request that
+// cannot fill further (every scrape the drain can hand over at once waits in it) goes
+// at once: the drain waits for its outcome before it hands over more.
+func TestFlushWhenEveryWriterWaits(t *testing.T) {
+	var mu sync.Mutex
+	n := 0
+	rw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		n++
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer rw.Close()
+	snk := newSink(t, rw.URL, remote.WriteV1MessageType, func(o *Options) {
+		o.BatchSendDeadline, o.Writers, o.MaxShards = time.Hour, 3, 1
+	})
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			deliver(t, snk, scrape(t, "j", fmt.Sprint(i), time.Now(), []byte("a 1\n")))
+		}()
+	}
+	wg.Wait()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %v, want the request sent once every writer waits", took)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d requests, want the 3 scrapes in 1", n)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	remote "github.com/prometheus/client_golang/exp/api/remote"
@@ -52,6 +53,11 @@ type Options struct {
 	SampleAgeLimit time.Duration
 	// Metadata is how remote-write 1.0 requests carry the families' metadata.
 	Metadata Metadata
+	// Writers is how many scrapes the drain hands the sink at once at most (its
+	// workers): once that many wait in the senders no more can come before some are
+	// sent, so the senders send what they hold rather than wait out the deadline.
+	// 0: unknown.
+	Writers int
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
 }
@@ -72,7 +78,11 @@ type sender struct {
 	logger *slog.Logger
 	queue  chan *entry
 	pace   *pace
-	cancel context.CancelFunc
+	// waiting counts the entries queued or in a request being filled; flush tells the
+	// senders filling a request that every writer waits (see Options.Writers).
+	waiting atomic.Int64
+	flush   chan struct{}
+	cancel  context.CancelFunc
 
 	metaMu   sync.Mutex
 	metaSent map[string]time.Time // family name -> when its 1.0 metadata was last written
@@ -187,6 +197,7 @@ func newSender(o Options, logger *slog.Logger, reg prometheus.Registerer) (*send
 		o: o, api: api, logger: logger,
 		queue: make(chan *entry, o.MaxShards),
 		pace:  newPace(o.MinBackoff, o.MaxBackoff),
+		flush: make(chan struct{}, o.MaxShards),
 
 		metaSent: map[string]time.Time{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -251,6 +262,14 @@ func (s *sender) write(ctx context.Context, ss []series, metas []meta) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if n := s.waiting.Add(1); s.o.Writers > 0 && n >= int64(s.o.Writers) {
+		for range s.o.MaxShards {
+			select {
+			case s.flush <- struct{}{}:
+			default:
+			}
+		}
+	}
 	select {
 	case err := <-e.done:
 		return err
@@ -293,6 +312,8 @@ func (s *sender) run(ctx context.Context) {
 				case e = <-s.queue:
 				case <-deadline:
 					break fill
+				case <-s.flush:
+					break fill // every writer waits: nothing more can come
 				case <-ctx.Done():
 					break fill
 				}
@@ -306,6 +327,7 @@ func (s *sender) run(ctx context.Context) {
 		if timer != nil {
 			timer.Stop()
 		}
+		s.waiting.Add(-int64(len(batch)))
 		if ctx.Err() != nil {
 			// Closing: what the sender holds goes out now, as Prometheus flushes its
 			// queues at shutdown, within a bounded grace. (The drain acknowledges none
