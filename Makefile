@@ -11,7 +11,7 @@ LDFLAGS   := -s -w -X $(PKG)/lib/version.Version=$(VERSION) -X $(PKG)/lib/versio
 BINARIES  := scrape-once drain
 BENCHTIME ?= 1s
 
-.PHONY: all build test deps tools dashboards screenshot lint vet fmt bench bench-scale fuzz demo deb rpm clean
+.PHONY: all build test deps tools dashboards screenshot lint vet fmt bench bench-scale fuzz demo deb rpm clean compliance
 
 all: build
 
@@ -40,6 +40,14 @@ tools:
 	@systemd/tools.sh prometheus >/dev/null
 
 lint: vet fmt
+
+# Prometheus's remote-write sender compliance suite, against the project (a drain with an
+# embedded stream, scrape-once every second) and Prometheus $(COMPLIANCE_PROMETHEUS) from
+# the tools cache, in the same sitting: both counts side by side, then each one's failed
+# cases (tests/compliance/run.sh). Not part of make test: it takes minutes.
+COMPLIANCE_PROMETHEUS ?= v0.316.0
+compliance:
+	PROMETHEUS_VERSION=$(COMPLIANCE_PROMETHEUS) GO=$(GO) tests/compliance/run.sh
 
 vet:
 	$(GO) vet ./...

@@ -42,6 +42,11 @@ const (
 	DefaultRemoteMaxShards   = 4
 	DefaultRemoteMinBackoff  = Duration(30e6)
 	DefaultRemoteMaxBackoff  = Duration(5e9)
+	// DefaultBatchSendDeadline is Prometheus's: a lone scrape waits up to this long for
+	// others to share its request (an explicit 0 sends at once).
+	DefaultBatchSendDeadline         = Duration(5e9)
+	DefaultMetadataSendInterval      = Duration(60e9)
+	DefaultMetadataMaxSamplesPerSend = 500
 	// RemoteWriteV1 and RemoteWriteV2 are the protobuf_message values: remote-write 1.0,
 	// the default, and 2.0.
 	RemoteWriteV1            = "prometheus.WriteRequest"
@@ -284,27 +289,49 @@ type RemoteWrite struct {
 	// RemoteTimeout bounds one request.
 	RemoteTimeout Duration `yaml:"remote_timeout"`
 	// Headers are sent with every request; the protocol's own headers are refused.
-	Headers     map[string]string `yaml:"headers"`
-	QueueConfig QueueConfig       `yaml:"queue_config"`
+	Headers        map[string]string `yaml:"headers"`
+	QueueConfig    QueueConfig       `yaml:"queue_config"`
+	MetadataConfig MetadataConfig    `yaml:"metadata_config"`
 
 	HTTPClientConfig promcfg.HTTPClientConfig `yaml:",inline"`
 }
 
-// QueueConfig is how a remote-write sink batches, parallelises and retries.
+// MetadataConfig is how a remote-write sink sends the families' metadata (type, help,
+// unit) in remote-write 1.0, as Prometheus's metadata_config. Remote-write 2.0 carries
+// it on every series, as Prometheus does, whatever these say.
+type MetadataConfig struct {
+	// Send sends metadata (the default).
+	Send *bool `yaml:"send"`
+	// SendInterval is how often a family's metadata is sent again: it rides on the
+	// first request with the family's samples after the interval (1m by default).
+	SendInterval Duration `yaml:"send_interval"`
+	// MaxSamplesPerSend bounds the metadata entries of one request (500 by default);
+	// the rest ride on the next requests.
+	MaxSamplesPerSend int `yaml:"max_samples_per_send"`
+}
+
+// QueueConfig is how a remote-write sink batches, parallelises and retries: the keys of
+// Prometheus's queue_config, with their meaning, where they apply.
 type QueueConfig struct {
 	// MaxSamplesPerSend bounds one request; scrapes of several targets share a request.
 	MaxSamplesPerSend int `yaml:"max_samples_per_send"`
-	// BatchSendDeadline is how long a sender waits for a request to fill; 0 (the
-	// default) sends what is queued as soon as a sender is free.
+	// BatchSendDeadline is how long a sender waits for a request to fill before it
+	// sends it anyway (5s by default, as Prometheus); 0 sends at once.
 	BatchSendDeadline Duration `yaml:"batch_send_deadline"`
 	// MaxShards is how many requests are in flight at once.
 	MaxShards int `yaml:"max_shards"`
-	// MinBackoff and MaxBackoff bound the quick retries of one request on 5xx, 429 and
-	// network errors; after those the drain retries the scrapes with its own backoff.
+	// MinBackoff and MaxBackoff bound the wait before a retry on 5xx, 429 and network
+	// errors, doubling from one to the other while the receiver fails.
 	MinBackoff Duration `yaml:"min_backoff"`
 	MaxBackoff Duration `yaml:"max_backoff"`
 	// RetryOnRateLimit retries on 429 Too Many Requests (the default), as on a 5xx.
 	RetryOnRateLimit *bool `yaml:"retry_on_http_429"`
+	// SampleAgeLimit, when set, drops scrapes older than it rather than write them.
+	SampleAgeLimit Duration `yaml:"sample_age_limit"`
+
+	// Keys of Prometheus's queue_config that cannot apply here, refused with a reason.
+	Capacity  any `yaml:"capacity,omitempty"`
+	MinShards any `yaml:"min_shards,omitempty"`
 }
 
 // Job is a group of targets scraped alike, with the options a Prometheus user expects.
@@ -397,7 +424,11 @@ func parse(b []byte, dir string) (*Config, error) {
 	}
 	for i, rw := range c.RemoteWrite {
 		if rw != nil {
-			setHTTPDefaults(idx, fmt.Sprintf("remote_write[%d]", i), &rw.HTTPClientConfig)
+			key := fmt.Sprintf("remote_write[%d]", i)
+			setHTTPDefaults(idx, key, &rw.HTTPClientConfig)
+			if _, set := idx.lines[key+".queue_config.batch_send_deadline"]; !set {
+				rw.QueueConfig.BatchSendDeadline = c.defaultBatchSendDeadline()
+			}
 		}
 	}
 	for name, j := range c.Jobs {
@@ -604,6 +635,17 @@ func (c *Config) applyDefaults() {
 			yes := true
 			q.RetryOnRateLimit = &yes
 		}
+		m := &rw.MetadataConfig
+		if m.Send == nil {
+			yes := true
+			m.Send = &yes
+		}
+		if m.SendInterval == 0 {
+			m.SendInterval = DefaultMetadataSendInterval
+		}
+		if m.MaxSamplesPerSend == 0 {
+			m.MaxSamplesPerSend = DefaultMetadataMaxSamplesPerSend
+		}
 		if rw.Name == "" {
 			rw.Name = remoteWriteName(rw.URL)
 		}
@@ -768,6 +810,35 @@ func (c *Config) RequireCentral() error {
 // dialable turns a listen address into one a client on this host can dial: an
 // unspecified host means this host.
 // pointsAt reports whether s dials the embedded server listening on listen.
+// defaultBatchSendDeadline is Prometheus's 5s, or a quarter of the shortest ack_wait
+// of the receiver streams when that is shorter: a scrape waiting for its request to
+// fill must not be redelivered meanwhile.
+func (c *Config) defaultBatchSendDeadline() Duration {
+	d := DefaultBatchSendDeadline
+	if w := c.shortestAckWait(); w > 0 {
+		d = min(d, w/4)
+	}
+	return d
+}
+
+// shortestAckWait is the shortest ack_wait of the receiver streams, 0 without any.
+func (c *Config) shortestAckWait() Duration {
+	var w Duration
+	for _, s := range c.ReceiverStreams {
+		if s != nil && s.AckWait > 0 && (w == 0 || s.AckWait < w) {
+			w = s.AckWait
+		}
+	}
+	return w
+}
+
+// AtEmbedded reports whether s is a NATS Streaming channel of the embedded server,
+// reached there only: what the drain's own server holds of it is all there is.
+func (c *Config) AtEmbedded(s *Stream) bool {
+	es := c.EmbeddedStream
+	return es != nil && s.Transport == TransportSTAN && s.ClusterID == es.ClusterID && len(s.URLs) == 1 && pointsAt(s, es.Listen)
+}
+
 func pointsAt(s *Stream, listen string) bool {
 	want := "nats://" + dialable(listen)
 	for _, u := range s.URLs {

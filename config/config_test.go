@@ -676,3 +676,71 @@ func TestRedactedJobs(t *testing.T) {
 		t.Errorf("printed config read back: %d jobs", len(back.Jobs))
 	}
 }
+
+// TestQueueConfig: Prometheus's queue_config and metadata_config keys, with Prometheus's
+// defaults where they apply (batch_send_deadline 5s; an explicit 0 sends at once), and
+// the keys that cannot apply here refused with their line and a reason.
+func TestQueueConfig(t *testing.T) {
+	c, err := Parse([]byte(`receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1'}
+remote_write:
+  - url: http://a:1/w
+  - url: http://b:1/w
+    queue_config: {batch_send_deadline: 0, sample_age_limit: 10m}
+    metadata_config: {send: false, send_interval: 30s, max_samples_per_send: 100}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.RemoteWrite[0], c.RemoteWrite[1]
+	if a.QueueConfig.BatchSendDeadline != DefaultBatchSendDeadline || a.QueueConfig.SampleAgeLimit != 0 ||
+		!*a.MetadataConfig.Send || a.MetadataConfig.SendInterval != DefaultMetadataSendInterval ||
+		a.MetadataConfig.MaxSamplesPerSend != DefaultMetadataMaxSamplesPerSend {
+		t.Errorf("defaults: %+v %+v", a.QueueConfig, a.MetadataConfig)
+	}
+	if b.QueueConfig.BatchSendDeadline != 0 || b.QueueConfig.SampleAgeLimit != Duration(10*time.Minute) ||
+		*b.MetadataConfig.Send || b.MetadataConfig.SendInterval != Duration(30*time.Second) || b.MetadataConfig.MaxSamplesPerSend != 100 {
+		t.Errorf("values: %+v %+v", b.QueueConfig, b.MetadataConfig)
+	}
+
+	// A short ack_wait: the default deadline stays well under it, a longer one is refused.
+	c, err = Parse([]byte(`receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1', ack_wait: 2s}
+remote_write:
+  - url: http://a:1/w
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c.RemoteWrite[0].QueueConfig.BatchSendDeadline; d != Duration(500*time.Millisecond) {
+		t.Errorf("batch_send_deadline with ack_wait 2s = %s, want 500ms", d)
+	}
+	_, err = Parse([]byte(`receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1', ack_wait: 2s}
+remote_write:
+  - url: http://a:1/w
+    queue_config: {batch_send_deadline: 5s}
+`))
+	if err == nil || !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), "ack_wait") {
+		t.Errorf("batch_send_deadline above ack_wait: %v, want it refused at line 4", err)
+	}
+
+	_, err = Parse([]byte(`receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1'}
+remote_write:
+  - url: http://a:1/w
+    queue_config:
+      capacity: 10000
+      min_shards: 1
+      sample_age_limit: -1s
+`))
+	if err == nil {
+		t.Fatal("capacity and min_shards accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"line 5", "remote_write[0].queue_config.capacity", "in the stream",
+		"line 6", "remote_write[0].queue_config.min_shards", "reshard",
+		"line 7", "sample_age_limit",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q lacks %q", msg, want)
+		}
+	}
+}

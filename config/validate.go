@@ -115,7 +115,7 @@ func (c *Config) validate() []error {
 		}
 		validHTTPClient(&ps, "push_gateway", &pg.HTTPClientConfig)
 	}
-	validRemoteWrite(&ps, c.RemoteWrite)
+	validRemoteWrite(&ps, c, c.RemoteWrite)
 	if es := c.EmbeddedStream; es != nil && es.ServesJetStream() && !c.receiverDerived &&
 		!slices.ContainsFunc(c.ReceiverStreams, (*Stream).IsJetStream) {
 		ps.add("embedded_stream.jetstream", "the embedded server takes JetStream publishers, and no receiver_stream consumes them (receiver_stream points elsewhere): add a receiver_stream section with transport: jetstream, or set embedded_stream.jetstream: false")
@@ -531,7 +531,7 @@ var reservedHeaders = []string{
 	"Www-Authenticate", "Retry-After", "X-Prometheus-Remote-Write-Version",
 }
 
-func validRemoteWrite(ps *problems, rws []*RemoteWrite) {
+func validRemoteWrite(ps *problems, c *Config, rws []*RemoteWrite) {
 	names := map[string]int{}
 	for i, rw := range rws {
 		key := fmt.Sprintf("remote_write[%d]", i)
@@ -577,6 +577,23 @@ func validRemoteWrite(ps *problems, rws []*RemoteWrite) {
 		}
 		if q.MinBackoff < 0 || q.MaxBackoff < 0 || q.MinBackoff > q.MaxBackoff {
 			ps.add(key+".queue_config", "min_backoff %s and max_backoff %s: want 0 < min_backoff <= max_backoff", q.MinBackoff, q.MaxBackoff)
+		}
+		if w := c.shortestAckWait(); w > 0 && q.BatchSendDeadline >= w/2 {
+			ps.add(key+".queue_config.batch_send_deadline", "%s is not well below the receiver stream's ack_wait %s: scrapes waiting for their request to fill would be redelivered; keep it under half of ack_wait", q.BatchSendDeadline, w)
+		}
+		if q.SampleAgeLimit < 0 {
+			ps.add(key+".queue_config.sample_age_limit", "must not be negative")
+		}
+		if q.Capacity != nil {
+			ps.add(key+".queue_config.capacity", "does not apply here: the scrapes wait in the stream, not in a buffer of the sink, until a sender takes them; remove it")
+		}
+		if q.MinShards != nil {
+			ps.add(key+".queue_config.min_shards", "does not apply here: the sink does not reshard, it runs max_shards senders; remove it")
+		}
+		if m := rw.MetadataConfig; m.SendInterval < 0 {
+			ps.add(key+".metadata_config.send_interval", "must be positive")
+		} else if m.MaxSamplesPerSend < 0 {
+			ps.add(key+".metadata_config.max_samples_per_send", "must be positive, got %d", m.MaxSamplesPerSend)
 		}
 		validHTTPClient(ps, key, &rw.HTTPClientConfig)
 	}

@@ -41,6 +41,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 	}
 	defer codec.Close()
 
+	var embedded *stream.Embedded
 	if es := cfg.EmbeddedStream; es != nil {
 		storeDir := es.StoreDir
 		if storeDir == "memory" {
@@ -59,6 +60,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 			return err
 		}
 		defer srv.Shutdown()
+		embedded = srv
 		logger.Info("embedded stream started", "listen", es.Listen, "cluster_id", es.ClusterID, "store_dir", es.StoreDir, "max_age", es.MaxAge, "jetstream", es.ServesJetStream())
 	}
 
@@ -110,6 +112,11 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 			HTTPClientConfig: rw.HTTPClientConfig, Headers: rw.Headers, Timeout: rw.RemoteTimeout.D(),
 			MaxSamplesPerSend: q.MaxSamplesPerSend, BatchSendDeadline: q.BatchSendDeadline.D(), MaxShards: q.MaxShards,
 			MinBackoff: q.MinBackoff.D(), MaxBackoff: q.MaxBackoff.D(), RetryOnRateLimit: *q.RetryOnRateLimit,
+			SampleAgeLimit: q.SampleAgeLimit.D(), Writers: drainWorkers(cfg),
+			Metadata: remotewrite.Metadata{
+				Off: !*rw.MetadataConfig.Send, Interval: rw.MetadataConfig.SendInterval.D(),
+				MaxPerSend: rw.MetadataConfig.MaxSamplesPerSend,
+			},
 		}, logger, reg)
 		if err != nil {
 			return err
@@ -175,7 +182,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		restore(ctx, cfg, r, logger)
+		restore(ctx, cfg, embedded, r, logger)
 	}()
 
 	// One consumer per receiver stream (receiver_stream may be a list: a STAN channel
@@ -255,23 +262,36 @@ func streamName(rs *config.Stream) string {
 const restoreTimeout = 30 * time.Second
 
 // restore reads each receiver stream again for every target's newest scrape younger
-// than max_age, for /targets and the expose endpoint, before the drain consumes.
-func restore(ctx context.Context, cfg *config.Config, r *drain.Restore, logger *slog.Logger) {
+// than max_age, for /targets and the expose endpoint, before the drain consumes. The
+// streams are read at once, side by side; a channel of the embedded server says where
+// it ends, so that its replay need not wait for it to go quiet.
+func restore(ctx context.Context, cfg *config.Config, embedded *stream.Embedded, r *drain.Restore, logger *slog.Logger) {
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
 	defer cancel()
 	since := start.Add(-cfg.MaxAge.D())
+	var wg sync.WaitGroup
 	for _, rs := range cfg.ReceiverStreams {
-		var err error
-		if rs.IsJetStream() {
-			err = stream.ReplayJetStream(rctx, jetStreamOptions(cfg, rs, logger), rs.Topic, since, r.Add)
-		} else {
-			err = stream.ReplaySTAN(rctx, stanOptions(cfg, rs, logger), rs.Topic, since, r.Add)
-		}
-		if err != nil {
-			logger.Warn("could not read the stream again at start: /targets and the expose endpoint fill as scrapes arrive", "stream", rs.Describe(), "err", err)
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if rs.IsJetStream() {
+				err = stream.ReplayJetStream(rctx, jetStreamOptions(cfg, rs, logger), rs.Topic, since, r.Add)
+			} else {
+				var last func() (uint64, error)
+				if embedded != nil && cfg.AtEmbedded(rs) {
+					last = func() (uint64, error) { return embedded.LastSeq(rs.Topic) }
+				}
+				err = stream.ReplaySTAN(rctx, stanOptions(cfg, rs, logger), rs.Topic, since, last, r.Add)
+			}
+			if err != nil {
+				logger.Warn("could not read the stream again at start: /targets and the expose endpoint fill as scrapes arrive", "stream", rs.Describe(), "err", err)
+			}
+			logger.Debug("read the stream again", "stream", rs.Describe(), "took", time.Since(start).Round(time.Millisecond))
+		}()
 	}
+	wg.Wait()
 	targets, read := r.Apply(ctx)
 	logger.Info("restored each target's newest scrape from the stream", "targets", targets, "messages_read", read, "took", time.Since(start).Round(time.Millisecond))
 }

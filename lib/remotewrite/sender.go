@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	remote "github.com/prometheus/client_golang/exp/api/remote"
@@ -30,21 +31,44 @@ type Options struct {
 	Message          remote.WriteMessageType
 	HTTPClientConfig promcfg.HTTPClientConfig
 	Headers          map[string]string
-	// Timeout bounds one request with its quick retries.
+	// Timeout bounds one attempt of a request.
 	Timeout time.Duration
 	// MaxSamplesPerSend bounds one request.
 	MaxSamplesPerSend int
-	// BatchSendDeadline is how long a sender waits for a request to fill; 0 sends at once.
+	// BatchSendDeadline is how long a sender waits for a request to fill, as a
+	// Prometheus shard does; 0 sends at once.
 	BatchSendDeadline time.Duration
 	// MaxShards is how many requests are in flight at once.
 	MaxShards int
-	// MinBackoff and MaxBackoff bound the quick retries of a request on 5xx, 429 and
-	// network errors, of which there are MaxRetries (3 by default).
+	// MinBackoff and MaxBackoff bound the wait before a retry on 5xx, 429 and network
+	// errors, shared by all the senders of the receiver (see pace). A request is tried
+	// 1+MaxRetries times (3 retries by default) before the drain takes it back.
 	MinBackoff, MaxBackoff time.Duration
 	MaxRetries             int
-	RetryOnRateLimit       bool
+	// RetryOnRateLimit retries on 429 as on a 5xx; without it a 429 goes back to the
+	// drain at once, which retries the scrapes with its own backoff.
+	RetryOnRateLimit bool
+	// SampleAgeLimit, when positive, refuses for good the scrapes older than it rather
+	// than write them (Prometheus's sample_age_limit).
+	SampleAgeLimit time.Duration
+	// Metadata is how remote-write 1.0 requests carry the families' metadata.
+	Metadata Metadata
+	// Writers is how many scrapes the drain hands the sink at once at most (its
+	// workers): once that many wait in the senders no more can come before some are
+	// sent, so the senders send what they hold rather than wait out the deadline.
+	// 0: unknown.
+	Writers int
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
+}
+
+// Metadata is Prometheus's metadata_config, for remote-write 1.0: a family's metadata
+// rides on the first request with its samples, and again once Interval has passed,
+// at most MaxPerSend entries a request. Remote-write 2.0 carries it on every series.
+type Metadata struct {
+	Off        bool
+	Interval   time.Duration // 1m by default
+	MaxPerSend int           // 500 by default
 }
 
 // sender batches the scrapes of many targets into requests and sends them.
@@ -53,8 +77,16 @@ type sender struct {
 	api    *remote.API
 	logger *slog.Logger
 	queue  chan *entry
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	pace   *pace
+	// waiting counts the entries queued or in a request being filled; flush tells the
+	// senders filling a request that every writer waits (see Options.Writers).
+	waiting atomic.Int64
+	flush   chan struct{}
+	cancel  context.CancelFunc
+
+	metaMu   sync.Mutex
+	metaSent map[string]time.Time // family name -> when its 1.0 metadata was last written
+	wg       sync.WaitGroup
 
 	requests *prometheus.CounterVec
 	samples  prometheus.Counter
@@ -71,15 +103,28 @@ type entry struct {
 }
 
 // statusKey carries, in a request's context, where the transport records the status
-// code of the last response: the client reports a 4xx only as text.
+// code and Retry-After of the last response: the client reports a 4xx only as text.
 type statusKey struct{}
+
+type answer struct {
+	code       int
+	retryAfter time.Duration
+}
 
 type statusTransport struct{ next http.RoundTripper }
 
 func (t statusTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(r)
-	if p, ok := r.Context().Value(statusKey{}).(*int); ok && err == nil {
-		*p = resp.StatusCode
+	if p, ok := r.Context().Value(statusKey{}).(*answer); ok && err == nil {
+		p.code = resp.StatusCode
+		p.retryAfter = 0
+		if v := resp.Header.Get("Retry-After"); v != "" {
+			if secs, err := strconv.Atoi(v); err == nil && secs > 0 {
+				p.retryAfter = time.Duration(secs) * time.Second
+			} else if at, err := http.ParseTime(v); err == nil {
+				p.retryAfter = time.Until(at)
+			}
+		}
 	}
 	return resp, err
 }
@@ -122,6 +167,12 @@ func newSender(o Options, logger *slog.Logger, reg prometheus.Registerer) (*send
 	if o.MaxRetries <= 0 {
 		o.MaxRetries = 3
 	}
+	if o.Metadata.Interval <= 0 {
+		o.Metadata.Interval = time.Minute
+	}
+	if o.Metadata.MaxPerSend <= 0 {
+		o.Metadata.MaxPerSend = 500
+	}
 	hc, err := promcfg.NewClientFromConfig(o.HTTPClientConfig, "remote_write", promcfg.WithUserAgent(version.UserAgent()))
 	if err != nil {
 		return nil, fmt.Errorf("remote write %s: HTTP client: %w", o.Name, err)
@@ -131,15 +182,13 @@ func newSender(o Options, logger *slog.Logger, reg prometheus.Registerer) (*send
 		rt = headerTransport{rt, o.Headers}
 	}
 	hc.Transport = rt
-	opts := []remote.APIOption{
+	// The client's own retries never run (see attempt): the pace retries instead, shared
+	// by all senders of the receiver.
+	api, err := remote.NewAPI(o.URL,
 		remote.WithAPIHTTPClient(hc),
 		remote.WithAPIPath(""), // the URL is the whole endpoint, as in Prometheus's config
-		remote.WithAPIBackoff(remote.BackoffConfig{Min: o.MinBackoff, Max: o.MaxBackoff, MaxRetries: o.MaxRetries}),
-	}
-	if !o.RetryOnRateLimit {
-		opts = append(opts, remote.WithAPINoRetryOnRateLimit())
-	}
-	api, err := remote.NewAPI(o.URL, opts...)
+		remote.WithAPIBackoff(remote.BackoffConfig{Min: o.MinBackoff, Max: o.MaxBackoff, MaxRetries: 1}),
+	)
 	if err != nil {
 		return nil, fmt.Errorf("remote write %s: %w", o.Name, err)
 	}
@@ -147,6 +196,10 @@ func newSender(o Options, logger *slog.Logger, reg prometheus.Registerer) (*send
 	s := &sender{
 		o: o, api: api, logger: logger,
 		queue: make(chan *entry, o.MaxShards),
+		pace:  newPace(o.MinBackoff, o.MaxBackoff),
+		flush: make(chan struct{}, o.MaxShards),
+
+		metaSent: map[string]time.Time{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "prometheus_streams_remote_write_requests_total", ConstLabels: cl,
 			Help: "Remote-write requests, by HTTP status code (0: no answer), quick retries included.",
@@ -194,6 +247,9 @@ func (s *sender) close() {
 	s.wg.Wait()
 }
 
+// flushGrace bounds the sending of what the senders hold when the sink closes.
+const flushGrace = 5 * time.Second
+
 // errClosed fails what is queued when the sink closes: the drain leaves it unacknowledged.
 var errClosed = errors.New("remote write: sink closed")
 
@@ -205,6 +261,14 @@ func (s *sender) write(ctx context.Context, ss []series, metas []meta) error {
 	case s.queue <- e:
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	if n := s.waiting.Add(1); s.o.Writers > 0 && n >= int64(s.o.Writers) {
+		for range s.o.MaxShards {
+			select {
+			case s.flush <- struct{}{}:
+			default:
+			}
+		}
 	}
 	select {
 	case err := <-e.done:
@@ -230,8 +294,8 @@ func (s *sender) run(ctx context.Context) {
 		batch, n := []*entry{first}, len(first.series)
 		var deadline <-chan time.Time
 		var timer *time.Timer
-		if s.o.BatchSendDeadline > 0 {
-			timer = time.NewTimer(s.o.BatchSendDeadline)
+		if wait := s.fillTime(); wait > 0 {
+			timer = time.NewTimer(wait)
 			deadline = timer.C
 		}
 	fill:
@@ -248,6 +312,8 @@ func (s *sender) run(ctx context.Context) {
 				case e = <-s.queue:
 				case <-deadline:
 					break fill
+				case <-s.flush:
+					break fill // every writer waits: nothing more can come
 				case <-ctx.Done():
 					break fill
 				}
@@ -261,7 +327,17 @@ func (s *sender) run(ctx context.Context) {
 		if timer != nil {
 			timer.Stop()
 		}
-		s.send(ctx, batch)
+		s.waiting.Add(-int64(len(batch)))
+		if ctx.Err() != nil {
+			// Closing: what the sender holds goes out now, as Prometheus flushes its
+			// queues at shutdown, within a bounded grace. (The drain acknowledges none
+			// of it once stopping: a restart writes it again, harmlessly.)
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(s.o.Timeout, flushGrace))
+			s.send(fctx, batch)
+			cancel()
+		} else {
+			s.send(ctx, batch)
+		}
 		if ctx.Err() != nil {
 			if carry != nil {
 				carry.done <- errClosed
@@ -269,6 +345,16 @@ func (s *sender) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// fillTime is how long a sender waits for its request to fill: batch_send_deadline, but
+// while the receiver fails only until the backoff lets the next request go (which then
+// takes what came meanwhile), not a deadline more.
+func (s *sender) fillTime() time.Duration {
+	if until, failing := s.pace.next(); failing {
+		return min(s.o.BatchSendDeadline, time.Until(until))
+	}
+	return s.o.BatchSendDeadline
 }
 
 // send writes a batch and tells each of its entries the outcome. A batch refused for
@@ -285,6 +371,10 @@ func (s *sender) send(ctx context.Context, batch []*entry) {
 		e.done <- s.outcome(s.request(ctx, []*entry{e}))
 	}
 }
+
+// errLater marks an answer that asks to retry, not at once but later (a 429 without
+// retry_on_http_429).
+var errLater = errors.New("rate limited")
 
 // errFinal marks an answer that retrying the same request cannot change.
 var errFinal = errors.New("refused")
@@ -341,43 +431,138 @@ func (s *sender) request(ctx context.Context, batch []*entry) error {
 	return nil
 }
 
-// post sends one request.
+// post sends one request, retrying it under the pace while the receiver fails (5xx,
+// 429 with RetryOnRateLimit, no answer), up to MaxRetries times: then the drain takes
+// the scrapes back, to retry them later.
 func (s *sender) post(ctx context.Context, ss []series, metas []meta) error {
 	var msg any
+	var sent []string
 	if s.o.Message == remote.WriteV2MessageType {
 		msg = buildV2(ss, metas)
 	} else {
-		msg = buildV1(ss, metas)
+		req := buildV1(ss, metas)
+		req.Metadata, sent = s.dueMetadata(req.Metadata)
+		msg = req
 	}
-	code := 0
-	rctx, cancel := context.WithTimeout(context.WithValue(ctx, statusKey{}, &code), s.o.Timeout)
+	s.batch.Observe(float64(len(ss)))
+	held := false
+	defer func() { s.pace.release(held) }()
+	for retries := 0; ; retries++ {
+		var err error
+		if held, err = s.pace.wait(ctx, held); err != nil {
+			return err
+		}
+		retryAfter, err := s.attempt(ctx, msg)
+		if err == nil {
+			s.pace.answered()
+			s.samples.Add(float64(len(ss)))
+			s.metadataSent(sent)
+			return nil
+		}
+		var fe *finalError
+		if errors.As(err, &fe) || ctx.Err() != nil {
+			s.pace.answered() // it answers, if only to refuse
+			return err
+		}
+		if errors.Is(err, errLater) {
+			s.pace.answered()
+			return err
+		}
+		s.pace.failed(retryAfter)
+		if retries >= s.o.MaxRetries {
+			return err
+		}
+		// The next wait takes the turn: no other request of the receiver goes before
+		// this one's retries.
+	}
+}
+
+// dueMetadata keeps of ms the entries due: not sent within the interval, at most
+// MaxPerSend; it returns them and their names.
+func (s *sender) dueMetadata(ms []prompb.MetricMetadata) ([]prompb.MetricMetadata, []string) {
+	if s.o.Metadata.Off {
+		return nil, nil
+	}
+	now := time.Now()
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
+	out := ms[:0]
+	var names []string
+	for _, m := range ms {
+		if len(out) == s.o.Metadata.MaxPerSend {
+			break
+		}
+		if at, ok := s.metaSent[m.MetricFamilyName]; ok && now.Sub(at) < s.o.Metadata.Interval {
+			continue
+		}
+		out = append(out, m)
+		names = append(names, m.MetricFamilyName)
+	}
+	return out, names
+}
+
+// metadataSent records that the receiver has the metadata of names. Entries older than
+// the interval are forgotten, so that families gone do not pile up.
+func (s *sender) metadataSent(names []string) {
+	if len(names) == 0 {
+		return
+	}
+	now := time.Now()
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
+	for _, n := range names {
+		s.metaSent[n] = now
+	}
+	if len(s.metaSent) > 4*len(names)+1024 {
+		for n, at := range s.metaSent {
+			if now.Sub(at) >= s.o.Metadata.Interval {
+				delete(s.metaSent, n)
+			}
+		}
+	}
+}
+
+// attempt sends one request once. The client would retry a 5xx itself, with its own
+// backoff: its retry callback ends the attempt instead, so that the pace decides.
+func (s *sender) attempt(ctx context.Context, msg any) (time.Duration, error) {
+	var a answer
+	actx, cancel := context.WithTimeout(context.WithValue(ctx, statusKey{}, &a), s.o.Timeout)
 	defer cancel()
+	var again error
 	start := time.Now()
-	_, err := s.api.Write(rctx, s.o.Message, msg, remote.WithWriteRetryCallback(func(error) {
-		s.requests.WithLabelValues(strconv.Itoa(code)).Inc()
-		code = 0
+	_, err := s.api.Write(actx, s.o.Message, msg, remote.WithWriteRetryCallback(func(e error) {
+		again = e
+		cancel()
 	}))
 	s.duration.Observe(time.Since(start).Seconds())
-	s.requests.WithLabelValues(strconv.Itoa(code)).Inc()
-	s.batch.Observe(float64(len(ss)))
+	s.requests.WithLabelValues(strconv.Itoa(a.code)).Inc()
 	if err == nil {
-		s.samples.Add(float64(len(ss)))
-		return nil
+		return 0, nil
+	}
+	if again != nil && ctx.Err() == nil {
+		err = again
 	}
 	err = fmt.Errorf("remote write %s: %w", s.o.Name, err)
-	var retryable interface{ RetryAfter() time.Duration }
+	code := a.code
 	switch {
-	case errors.As(err, &retryable), ctx.Err() != nil:
-		return err
+	case ctx.Err() != nil:
+		return 0, err
 	case code == http.StatusTooManyRequests:
-		return err // without retry_on_http_429: no quick retry, but the drain's later one
-	case code >= 400 && code < 500:
-		return &finalError{reason: reason(code, err.Error()), err: err}
+		if s.o.RetryOnRateLimit {
+			return a.retryAfter, err
+		}
+		// No quick retry, but no refusal either: the drain retries the scrapes later,
+		// with its own backoff, and nothing is dropped.
+		return 0, fmt.Errorf("%w: %w", errLater, err)
+	case code >= 500:
+		return a.retryAfter, err
+	case code >= 400:
+		return 0, &finalError{reason: reason(code, err.Error()), err: err}
 	case code >= 200 && code < 300:
 		// A 2.0 request answered 2xx without saying what it wrote: a 1.0-only receiver.
-		return &finalError{reason: "not_written", err: err}
+		return 0, &finalError{reason: "not_written", err: err}
 	default:
-		return err // a timeout, or the client gave up: try again later
+		return 0, err // no answer, or a timeout: try again later
 	}
 }
 

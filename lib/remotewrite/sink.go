@@ -9,9 +9,10 @@
 // showing it at once rather than after the 5-minute lookback.
 //
 // Scrapes of different targets share requests (up to max_samples_per_send samples), sent
-// by a bounded set of senders as soon as one is free: under load requests fill up, when
-// idle a scrape goes at once. A request refused with a 4xx is sent again per target, so
-// one bad scrape never takes others down with it.
+// by a bounded set of senders, as Prometheus's shards send: when a request is full or
+// batch_send_deadline has passed since its first scrape came. A request refused with a
+// 4xx is sent again per target, so one bad scrape never takes others down with it.
+// While the receiver fails, one request goes at a time with a growing backoff (pace).
 package remotewrite
 
 import (
@@ -192,6 +193,10 @@ func (s *Sink) deliver(ctx context.Context, t *target, scs []*sink.Scrape, errs 
 			continue
 		case start.Equal(cur.start):
 			errs[i] = nil // a redelivery of what the receiver has
+			continue
+		case s.sender.o.SampleAgeLimit > 0 && s.now().Sub(start) > s.sender.o.SampleAgeLimit:
+			s.sender.rejected.WithLabelValues("too_old").Inc()
+			errs[i] = fmt.Errorf("%w: remote write %s: older than sample_age_limit %s", sink.ErrRejected, s.name, s.sender.o.SampleAgeLimit)
 			continue
 		}
 		o, m, next, gone, err := s.next(&cur, sc)

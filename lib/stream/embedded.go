@@ -1,9 +1,13 @@
 package stream
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -108,6 +112,26 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 
 // URL is the nats:// URL clients in this process use to reach the server.
 func (e *Embedded) URL() string { return e.url }
+
+// LastSeq is the sequence of the newest message of channel (0: none), asked of the
+// server in process, as its monitoring endpoint would answer: a replay of the channel
+// knows where it ends without waiting for it to go quiet.
+func (e *Embedded) LastSeq(channel string) (uint64, error) {
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/streaming/channelsz?channel="+url.QueryEscape(channel), nil)
+	e.s.HandleChannelsz(rec, req)
+	if rec.Code == http.StatusNotFound {
+		return 0, nil // no message was ever published on it
+	}
+	if rec.Code != http.StatusOK {
+		return 0, fmt.Errorf("embedded stream: channel %q: %d %s", channel, rec.Code, rec.Body.String())
+	}
+	var cz server.Channelz
+	if err := json.Unmarshal(rec.Body.Bytes(), &cz); err != nil {
+		return 0, fmt.Errorf("embedded stream: channel %q: %w", channel, err)
+	}
+	return cz.LastSeq, nil
+}
 
 // Shutdown stops the server; a file store keeps its channels for the next start.
 func (e *Embedded) Shutdown() {

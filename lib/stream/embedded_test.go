@@ -140,3 +140,37 @@ func TestEmbeddedPortInUse(t *testing.T) {
 		t.Errorf("failed after %s", d)
 	}
 }
+
+// TestReplayEmbeddedEnds: the embedded server tells a channel's newest sequence, so a
+// replay of it ends with its newest message, or at once when it is empty, without the
+// idle wait; and still sees every message published before it began.
+func TestReplayEmbeddedEnds(t *testing.T) {
+	e, err := StartEmbedded(EmbeddedOptions{Listen: freePort(t), ClusterID: "emb", MaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	o := STANOptions{URLs: []string{e.URL()}, ClusterID: "emb", ClientID: "drain"}
+	last := func() (uint64, error) { return e.LastSeq("prometheus") }
+	replay := func() ([]string, time.Duration) {
+		var got []string
+		start := time.Now()
+		if err := ReplaySTAN(context.Background(), o, "prometheus", time.Now().Add(-time.Hour), last, func(b []byte) { got = append(got, string(b)) }); err != nil {
+			t.Fatal(err)
+		}
+		return got, time.Since(start)
+	}
+	if seq, err := last(); err != nil || seq != 0 {
+		t.Errorf("LastSeq of a channel never published on = %d, %v; want 0", seq, err)
+	}
+	if got, took := replay(); len(got) != 0 || took >= replayIdle {
+		t.Errorf("empty channel: read %v in %v, want nothing at once", got, took)
+	}
+	publishN(t, e.URL(), 5, 0)
+	if seq, err := last(); err != nil || seq != 5 {
+		t.Errorf("LastSeq = %d, %v; want 5", seq, err)
+	}
+	if got, took := replay(); fmt.Sprint(got) != "[0 1 2 3 4]" || took >= replayIdle {
+		t.Errorf("read %v in %v, want all 5 before the idle wait", got, took)
+	}
+}

@@ -20,7 +20,21 @@ const replayIdle = 300 * time.Millisecond
 // durable, which acknowledge nothing and leave the durables' positions as they are. It
 // returns once fn has seen every message published before the call, once the channel is
 // idle for a moment, or when ctx ends.
-func ReplaySTAN(ctx context.Context, o STANOptions, subject string, since time.Time, fn func(data []byte)) error {
+//
+// last, when not nil, tells the sequence of the channel's newest message (0: none),
+// known without a subscription (the embedded server's): the replay then ends as soon
+// as it has that message, or at once for an empty channel, rather than after the idle
+// wait.
+func ReplaySTAN(ctx context.Context, o STANOptions, subject string, since time.Time, last func() (uint64, error), fn func(data []byte)) error {
+	var lastSeq uint64
+	if last != nil {
+		seq, err := last()
+		if err != nil {
+			last = nil // not known: go by the idle wait
+		} else if lastSeq = seq; seq == 0 {
+			return nil // empty: whatever comes now, the consumer has
+		}
+	}
 	o.ClientID = ClientID(o.ClientID+"-replay", "")
 	s, err := DialSTAN(ctx, o)
 	if err != nil {
@@ -48,6 +62,9 @@ func ReplaySTAN(ctx context.Context, o STANOptions, subject string, since time.T
 			if time.Unix(0, m.Timestamp).After(start) {
 				return nil // published after the replay began: the consumer has it
 			}
+			if last != nil && m.Sequence >= lastSeq {
+				return nil // the newest message when the replay began
+			}
 			idle.Reset(replayIdle)
 		case <-idle.C:
 			return nil
@@ -67,6 +84,9 @@ func ReplayJetStream(ctx context.Context, o JetStreamOptions, subjectPrefix stri
 		return err
 	}
 	defer j.Close()
+	if info, err := j.stream.Info(ctx); err == nil && info.State.Msgs == 0 {
+		return nil // empty: whatever comes now, the consumer has
+	}
 	cons, err := j.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subjectPrefix + ".>"},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
