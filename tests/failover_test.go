@@ -2,46 +2,13 @@ package tests
 
 import (
 	"fmt"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
 )
-
-// silentNATS accepts TCP connections and never answers, as a hung NATS server (or a
-// proxy in front of one that is down) does; it returns its nats:// URL.
-func silentNATS(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	return "nats://" + l.Addr().String()
-}
 
 // TestScrapeOnceFailover: with urls listing a server that accepts connections but never
 // answers and a healthy one, every run publishes through the healthy one well within
@@ -53,7 +20,7 @@ func TestScrapeOnceFailover(t *testing.T) {
 			srv := tr.start(t)
 			target := fixture.ServeCapture(t, fixture.PushGateway)
 			cfg := tr.edgeConfig(srv, fmt.Sprintf("  j:\n    targets: [{name: a, url: '%s'}]\n", target.URL))
-			cfg = strings.Replace(cfg, "urls: "+srv.URL(), "urls: "+silentNATS(t)+","+srv.URL(), 1)
+			cfg = strings.Replace(cfg, "urls: "+srv.URL(), "urls: "+stantest.Silent(t)+","+srv.URL(), 1)
 			cfg = strings.Replace(cfg, "connect_timeout: 2s", "connect_timeout: 5s", 1)
 			path := writeConfig(t, cfg)
 			const runs = 6
@@ -86,7 +53,7 @@ func TestDrainFailover(t *testing.T) {
 			srv := tr.start(t)
 			monitor := freeAddr(t)
 			cfg := tr.drainConfig(srv, closedURL(t, "http"), monitor, "")
-			cfg = strings.Replace(cfg, "urls: "+srv.URL(), "urls: "+silentNATS(t)+","+srv.URL()+"\n  connect_timeout: 5s", 1)
+			cfg = strings.Replace(cfg, "urls: "+srv.URL(), "urls: "+stantest.Silent(t)+","+srv.URL()+"\n  connect_timeout: 5s", 1)
 			path := writeConfig(t, cfg)
 			for i := range 4 {
 				d := launchDrain(t, path, monitor)

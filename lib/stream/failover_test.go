@@ -2,45 +2,11 @@ package stream
 
 import (
 	"context"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
 )
-
-// silentServer accepts TCP connections and never writes a byte, as a hung NATS server
-// (or a proxy in front of one that is down) does; it returns its nats:// URL.
-func silentServer(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	return "nats://" + l.Addr().String()
-}
 
 func TestServerTimeout(t *testing.T) {
 	for _, tt := range []struct {
@@ -65,7 +31,7 @@ func TestServerTimeout(t *testing.T) {
 // connect timeout, whichever order nats.go tries them in (it shuffles them).
 func TestDialFailover(t *testing.T) {
 	srv := stantest.Start(t, stantest.WithJetStream(t.TempDir()))
-	silent := silentServer(t)
+	silent := stantest.Silent(t)
 	const timeout = 3 * time.Second
 	for i := range 6 {
 		for _, urls := range [][]string{{silent, srv.URL()}, {srv.URL(), silent}} {
