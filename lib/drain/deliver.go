@@ -76,8 +76,8 @@ func (d *Drain) step(ctx context.Context, t *target) bool {
 	d.mu.Lock()
 	var expired []*delivery
 	for _, q := range t.queue {
-		if !q.working && now.Sub(q.env.Start) > d.opts.MaxAge && !q.final(d.all()) {
-			q.settle(d.all(), FateExpired, "", now)
+		if !q.working && now.Sub(q.env.Start) > d.opts.MaxAge && !q.final(d.every) {
+			q.settle(d.every, FateExpired, "", now)
 			expired = append(expired, q)
 		}
 	}
@@ -251,7 +251,7 @@ func (d *Drain) deliver(ctx context.Context, r *round) bool {
 			d.logger.Warn("message rejected", "job", q.env.Job, "instance", q.env.Instance, "publisher", q.env.Publisher, "reason", "invalid_body", "err", err)
 			d.mu.Lock()
 			q.poison = true // never to be redelivered
-			q.settle(d.all(), FateRejected, "invalid body: "+errorText(err), d.opts.Now())
+			q.settle(d.every, FateRejected, "invalid body: "+errorText(err), d.opts.Now())
 			d.mu.Unlock()
 		}
 		parsed[q] = s

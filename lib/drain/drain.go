@@ -134,6 +134,7 @@ type Drain struct {
 	sinkNames []string
 	state     []int // indexes of the state sinks in sinks
 	history   []int // and of the history sinks
+	every     []int // of every sink
 	logger    *slog.Logger
 	metrics   *metrics
 
@@ -195,6 +196,7 @@ func New(opts Options, codec *envelope.Codec, sinks []sink.Sink, logger *slog.Lo
 		skewed:    map[string]time.Time{},
 	}
 	for i, s := range sinks {
+		d.every = append(d.every, i)
 		d.sinkNames = append(d.sinkNames, s.Name())
 		if s.Kind() == sink.History {
 			d.history = append(d.history, i)

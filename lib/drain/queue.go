@@ -166,19 +166,8 @@ func (d *Drain) place(t *target, dl *delivery) bool {
 	for _, q := range t.queue[:i] {
 		q.settle(d.state, FateSuperseded, "", dl.received)
 	}
-	dl.redundant = dl.final(d.all())
+	dl.redundant = dl.final(d.every)
 	return !dl.redundant
-}
-
-// all is the indexes of every sink.
-func (d *Drain) all() []int {
-	if len(d.state) == 0 {
-		return d.history
-	}
-	if len(d.history) == 0 {
-		return d.state
-	}
-	return append(append(make([]int, 0, len(d.sinks)), d.state...), d.history...)
 }
 
 // finished takes out of t's queue the deliveries whose fate is final in every sink and
@@ -187,7 +176,7 @@ func (d *Drain) all() []int {
 func (d *Drain) finished(t *target) []*delivery {
 	var done []*delivery
 	t.queue = slices.DeleteFunc(t.queue, func(q *delivery) bool {
-		if q.working || !q.final(d.all()) {
+		if q.working || !q.final(d.every) {
 			return false
 		}
 		done = append(done, q)
