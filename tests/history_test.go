@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -93,7 +94,7 @@ func historyThroughOutage(t *testing.T, tr transport, binary promtest.Binary, ga
 	mon := freeAddr(t)
 	cfg := tr.drainConfig(srv, pgwURL, mon, fmt.Sprintf("remote_write:\n  - url: %s\n    protobuf_message: %s\n", prom.RemoteWriteURL(), message))
 	if !gateway {
-		cfg = removeSection(cfg, "push_gateway:\n  url: "+pgwURL+"\n")
+		cfg = strings.Replace(cfg, "push_gateway:\n  url: "+pgwURL+"\n", "", 1)
 	}
 	path := writeConfig(t, cfg)
 	d := startDrain(t, path, mon)
@@ -187,14 +188,4 @@ func historyThroughOutage(t *testing.T, tr transport, binary promtest.Binary, ga
 			return true
 		})
 	}
-}
-
-// removeSection returns cfg without section (its whole text).
-func removeSection(cfg, section string) string {
-	for i := 0; i+len(section) <= len(cfg); i++ {
-		if cfg[i:i+len(section)] == section {
-			return cfg[:i] + cfg[i+len(section):]
-		}
-	}
-	return cfg
 }
