@@ -141,6 +141,7 @@ type Drain struct {
 	subscribed atomic.Bool
 	restoring  atomic.Int32 // restores under way: not ready until they are applied
 	freed      atomic.Int64 // when memory was last returned to the system, in Unix ns
+	holding    atomic.Bool  // holds is not empty (read without the lock by every message)
 	smu        sync.Mutex
 	streams    map[string]bool       // each stream's subscription, by name
 	streamErr  map[string]error      // and why not

@@ -46,6 +46,7 @@ func (d *Drain) HoldHistory(stream string, upTo uint64, pending int, wait time.D
 	}
 	d.holds[stream] = h
 	d.metrics.historyHeld.Set(1)
+	d.holding.Store(true)
 	time.AfterFunc(wait, func() {
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -60,8 +61,8 @@ func (d *Drain) HoldHistory(stream string, upTo uint64, pending int, wait time.D
 
 // sawAtHold counts a message of stream toward its hold.
 func (d *Drain) sawAtHold(stream string, seq uint64) {
-	if len(d.history) == 0 {
-		return
+	if !d.holding.Load() {
+		return // no hold: every message would otherwise take the drain's lock twice
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -95,6 +96,7 @@ func (d *Drain) endHold(stream, why string) {
 		return
 	}
 	d.metrics.historyHeld.Set(0)
+	d.holding.Store(false)
 	for _, t := range d.targets {
 		d.schedule(t)
 	}
