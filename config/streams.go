@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"log/slog"
 	"net/url"
 	"reflect"
 	"slices"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/stream"
 )
 
 // Transports a stream section may name.
@@ -385,3 +388,35 @@ func (c *Config) validReceivers(ps *problems) {
 }
 
 func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
+
+// Security is the TLS and authentication of the section (its own tls, else the top-level
+// one, as applied at load), as both binaries hand it to lib/stream.
+func (s *Stream) Security() stream.Security {
+	sec := stream.Security{
+		User: s.User, PasswordFile: s.PasswordFile, TokenFile: s.TokenFile,
+		NKeySeedFile: s.NKeySeedFile, CredentialsFile: s.CredentialsFile,
+	}
+	if t := s.TLS; t != nil {
+		sec.CAFile, sec.CertFile, sec.KeyFile = t.CA, t.Cert, t.Key
+		sec.ServerName, sec.InsecureSkipVerify = t.ServerName, t.InsecureSkipVerify
+	}
+	return sec
+}
+
+// JetStreamOptions is how a client named name reaches the section's JetStream stream:
+// the one conversion the edge and the drain share (each adds what only it sets).
+func (c *Config) JetStreamOptions(s *Stream, name string, logger *slog.Logger) stream.JetStreamOptions {
+	return stream.JetStreamOptions{
+		URLs:            s.URLs,
+		Name:            name,
+		Stream:          s.StreamName,
+		Subject:         s.Topic, // the stream's subjects, and a consumer's filter: Topic+".>"
+		Create:          s.CreateStream.Enabled,
+		Replicas:        s.CreateStream.Replicas,
+		MaxAge:          c.MaxAge.D(),
+		DuplicateWindow: c.DuplicateWindow(),
+		ConnectTimeout:  s.ConnectTimeout.D(),
+		Security:        s.Security(),
+		Logger:          logger,
+	}
+}

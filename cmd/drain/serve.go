@@ -296,41 +296,16 @@ func restore(ctx context.Context, cfg *config.Config, embedded *stream.Embedded,
 	logger.Info("restored each target's newest scrape from the stream", "targets", targets, "messages_read", read, "took", time.Since(start).Round(time.Millisecond))
 }
 
-// security is the NATS security of a stream section.
-func security(rs *config.Stream) stream.Security {
-	sec := stream.Security{
-		User: rs.User, PasswordFile: rs.PasswordFile, TokenFile: rs.TokenFile,
-		NKeySeedFile: rs.NKeySeedFile, CredentialsFile: rs.CredentialsFile,
-	}
-	if t := rs.TLS; t != nil { // the top-level tls when the section sets none
-		sec.CAFile, sec.CertFile, sec.KeyFile = t.CA, t.Cert, t.Key
-		sec.ServerName, sec.InsecureSkipVerify = t.ServerName, t.InsecureSkipVerify
-	}
-	return sec
-}
-
 func stanOptions(cfg *config.Config, rs *config.Stream, logger *slog.Logger) stream.STANOptions {
 	return stream.STANOptions{
 		URLs: rs.URLs, ClusterID: rs.ClusterID, ClientID: rs.ClientID,
 		Name: "drain " + cfg.Identity, ConnectTimeout: rs.ConnectTimeout.D(), Logger: logger,
-		Security: security(rs),
+		Security: rs.Security(),
 	}
 }
 
 func jetStreamOptions(cfg *config.Config, rs *config.Stream, logger *slog.Logger) stream.JetStreamOptions {
-	return stream.JetStreamOptions{
-		URLs:            rs.URLs,
-		Name:            "drain " + cfg.Identity,
-		Stream:          rs.StreamName,
-		Subject:         rs.Topic, // the consumer filters on rs.Topic+".>" (rs.Subjects())
-		Create:          rs.CreateStream.Enabled,
-		Replicas:        rs.CreateStream.Replicas,
-		MaxAge:          cfg.MaxAge.D(),
-		DuplicateWindow: cfg.DuplicateWindow(),
-		ConnectTimeout:  rs.ConnectTimeout.D(),
-		Security:        security(rs),
-		Logger:          logger,
-	}
+	return cfg.JetStreamOptions(rs, "drain "+cfg.Identity, logger)
 }
 
 // drainWorkers is how many targets the drain delivers at once: the gateway's workers,

@@ -32,7 +32,7 @@ func Dial(cfg *config.Config, logger *slog.Logger) Dialer {
 				ClusterID: ps.ClusterID,
 				ClientID:  name,
 				Name:      "scrape-once " + cfg.Identity,
-				Security:  security(ps),
+				Security:  ps.Security(),
 				Logger:    logger,
 			})
 			if err != nil {
@@ -56,20 +56,9 @@ func Dial(cfg *config.Config, logger *slog.Logger) Dialer {
 // is created with create_stream: subjects <topic>.>, file storage, max_age, a
 // duplicate window of cfg.DuplicateWindow, and its replicas.
 func jetStreamOptions(cfg *config.Config, s *config.Stream, name string, logger *slog.Logger) stream.JetStreamOptions {
-	return stream.JetStreamOptions{
-		URLs:            s.URLs,
-		Name:            name,
-		Stream:          s.StreamName,
-		Subject:         s.Topic,
-		Create:          s.CreateStream.Enabled,
-		Replicas:        s.CreateStream.Replicas,
-		MaxAge:          cfg.MaxAge.D(),
-		DuplicateWindow: cfg.DuplicateWindow(),
-		ConnectTimeout:  s.ConnectTimeout.D(),
-		PubAckWait:      pubAckWait(cfg.RunTimeout.D()),
-		Security:        security(s),
-		Logger:          logger,
-	}
+	o := cfg.JetStreamOptions(s, name, logger)
+	o.PubAckWait = pubAckWait(cfg.RunTimeout.D())
+	return o
 }
 
 // pubAckWait is how long a JetStream publish waits for its ack before the run tries it
@@ -91,20 +80,6 @@ func warnStream(cfg *config.Config, duplicates, maxAge time.Duration, logger *sl
 		logger.Warn("the JetStream stream drops messages younger than max_age",
 			"stream", cfg.PollerStream.StreamName, "stream_max_age", maxAge, "max_age", cfg.MaxAge)
 	}
-}
-
-// security is the TLS and authentication of a stream section (its own tls, else the
-// top-level one), for either transport.
-func security(s *config.Stream) stream.Security {
-	sec := stream.Security{
-		User: s.User, PasswordFile: s.PasswordFile, TokenFile: s.TokenFile,
-		NKeySeedFile: s.NKeySeedFile, CredentialsFile: s.CredentialsFile,
-	}
-	if t := s.TLS; t != nil {
-		sec.CAFile, sec.CertFile, sec.KeyFile = t.CA, t.Cert, t.Key
-		sec.ServerName, sec.InsecureSkipVerify = t.ServerName, t.InsecureSkipVerify
-	}
-	return sec
 }
 
 // stanConn is a STAN session as a Conn: NATS Streaming has no message IDs.
