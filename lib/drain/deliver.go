@@ -298,7 +298,7 @@ func (d *Drain) deliver(ctx context.Context, r *round) bool {
 		} else {
 			for j, s := range ss {
 				errs[j] = d.deliverOne(ctx, i, s)
-				if retryable(errs[j]) {
+				if sink.Retryable(errs[j]) {
 					for j++; j < len(ss); j++ {
 						errs[j] = errEarlier
 					}
@@ -325,10 +325,6 @@ func (d *Drain) deliverOne(ctx context.Context, i int, s *sink.Scrape) error {
 	return err
 }
 
-func retryable(err error) bool {
-	return err != nil && !errors.Is(err, sink.ErrRejected) && !errors.Is(err, sink.ErrSuperseded)
-}
-
 // result records what sink i made of q, and reports whether it failed transiently.
 func (d *Drain) result(i int, q *delivery, err error) bool {
 	now := d.opts.Now()
@@ -336,7 +332,7 @@ func (d *Drain) result(i int, q *delivery, err error) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	r := &q.res[i]
-	if r.final() && (retryable(err) || errors.Is(err, errEarlier)) {
+	if r.final() && (sink.Retryable(err) || errors.Is(err, errEarlier)) {
 		return false // made final meanwhile: superseded by a newer scrape for a state sink
 	}
 	switch {

@@ -202,7 +202,7 @@ func newSender(o Options, logger *slog.Logger, reg prometheus.Registerer) (*send
 		metaSent: map[string]time.Time{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "prometheus_streams_remote_write_requests_total", ConstLabels: cl,
-			Help: "Remote-write requests, by HTTP status code (0: no answer), quick retries included.",
+			Help: "Remote-write requests, by HTTP status code (0: no answer): every attempt, retries included.",
 		}, []string{"code"}),
 		samples: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "prometheus_streams_remote_write_samples_total", ConstLabels: cl,
@@ -214,7 +214,7 @@ func newSender(o Options, logger *slog.Logger, reg prometheus.Registerer) (*send
 		}, []string{"reason"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "prometheus_streams_remote_write_request_duration_seconds", ConstLabels: cl,
-			Help:    "Time to send one request, quick retries included.",
+			Help:    "Time of one attempt of a request.",
 			Buckets: prometheus.ExponentialBuckets(0.002, 2, 14),
 		}),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{

@@ -221,11 +221,11 @@ func (s *Sink) deliver(ctx context.Context, t *target, scs []*sink.Scrape, errs 
 		return
 	}
 	err := s.sender.write(ctx, out, metas)
-	if err != nil && split && len(in) > 1 && !retryable(err) {
+	if err != nil && split && len(in) > 1 && !sink.Retryable(err) {
 		// Refused for good: find which scrape, writing them one by one in order.
 		for k, i := range in {
 			s.deliver(ctx, t, scs[i:i+1], errs[i:i+1], false)
-			if retryable(errs[i]) {
+			if sink.Retryable(errs[i]) {
 				for _, j := range in[k+1:] {
 					errs[j] = errs[i]
 				}
@@ -252,10 +252,6 @@ func (s *Sink) deliver(ctx context.Context, t *target, scs []*sink.Scrape, errs 
 	}
 	s.tracked.Add(float64(len(cur.hashes) - len(t.hashes)))
 	t.start, t.last, t.hashes, t.sets = cur.start, cur.last, cur.hashes, cur.sets
-}
-
-func retryable(err error) bool {
-	return err != nil && !errors.Is(err, sink.ErrRejected) && !errors.Is(err, sink.ErrSuperseded)
 }
 
 // next is what writing sc after cur takes: its samples and health at the scrape's time,
@@ -403,7 +399,7 @@ func (s *Sink) expire(ctx context.Context, t *target, now time.Time) error {
 	}
 	out, metas := appendStale(nil, nil, gone, max(now.UnixMilli(), t.last+1))
 	if len(out) > 0 {
-		if err := s.sender.write(ctx, out, metas); err != nil && !errors.Is(err, sink.ErrRejected) && !errors.Is(err, sink.ErrSuperseded) {
+		if err := s.sender.write(ctx, out, metas); sink.Retryable(err) {
 			return err // retried at the next sweep
 		}
 	}

@@ -86,6 +86,12 @@ var (
 	ErrSuperseded = errors.New("superseded by a newer scrape")
 )
 
+// Retryable reports whether err, from Deliver, is a transient failure: not nil, and no
+// final fate.
+func Retryable(err error) bool {
+	return err != nil && !errors.Is(err, ErrRejected) && !errors.Is(err, ErrSuperseded)
+}
+
 // Scrape is one target's scrape as the sinks receive it. Sinks share it: read only.
 type Scrape struct {
 	Envelope *envelope.Envelope

@@ -84,7 +84,7 @@ func ReplayJetStream(ctx context.Context, o JetStreamOptions, subjectPrefix stri
 		return err
 	}
 	defer j.Close()
-	if info, err := j.stream.Info(ctx); err == nil && info.State.Msgs == 0 {
+	if info := j.stream.CachedInfo(); info != nil && info.State.Msgs == 0 { // as the dial read it
 		return nil // empty: whatever comes now, the consumer has
 	}
 	cons, err := j.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
