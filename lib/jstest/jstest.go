@@ -11,8 +11,8 @@
 // Publish publishes as a test's publisher must through that: trying again, with a
 // message ID, whatever got no ack.
 //
-// The servers log nothing unless WithServerLog is given. StreamLeader and the other
-// look-ups ask the servers in-process: no monitoring port is opened.
+// The servers log nothing. StreamLeader and the other look-ups ask the servers
+// in-process: no monitoring port is opened.
 package jstest
 
 import (
@@ -47,26 +47,10 @@ const (
 	retryWait      = 50 * time.Millisecond // Publish: pause before another attempt
 )
 
-// Option configures StartCluster.
-type Option func(*config)
-
-type config struct {
-	log        bool
-	maxPayload int32
-}
-
-// WithServerLog sends the servers' notices, warnings and errors to tb.Logf, each line
-// prefixed with the server's name (until the test ends).
-func WithServerLog() Option { return func(c *config) { c.log = true } }
-
-// WithMaxPayload sets the servers' max_payload in bytes (NATS default: 1 MiB).
-func WithMaxPayload(n int32) Option { return func(c *config) { c.maxPayload = n } }
-
 // Cluster is a running JetStream cluster. Its methods are safe for concurrent use, but
 // Kill and Restart of one server must not race each other.
 type Cluster struct {
 	tb    testing.TB
-	log   *tbLogger
 	nodes []*node
 }
 
@@ -83,26 +67,19 @@ type node struct {
 // one) named n0, n1, …, waits until each accepts clients and the cluster has elected
 // its JetStream meta leader, and registers their shutdown with tb.Cleanup. It fails
 // the test if the cluster does not form.
-func StartCluster(tb testing.TB, n int, opts ...Option) *Cluster {
+func StartCluster(tb testing.TB, n int) *Cluster {
 	tb.Helper()
 	if n < 1 {
 		tb.Fatalf("jstest: a cluster of %d servers", n)
 	}
-	var cfg config
-	for _, o := range opts {
-		o(&cfg)
-	}
 	c := &Cluster{tb: tb}
-	if cfg.log {
-		c.log = &tbLogger{tb: tb}
-	}
 	// Cleanups run last registered first: the stores' directory is registered for
 	// removal before the shutdown, so that it is removed once no server writes to it.
 	dir := tb.TempDir()
 	tb.Cleanup(c.shutdown)
 	var err error
 	for try := 0; try < startTries; try++ {
-		if err = c.start(dir, n, cfg); err == nil {
+		if err = c.start(dir, n); err == nil {
 			break
 		}
 		c.shutdown()
@@ -117,7 +94,7 @@ func StartCluster(tb testing.TB, n int, opts ...Option) *Cluster {
 
 // start starts n servers on fresh ports, every server routed to every other, each
 // with a new store under dir.
-func (c *Cluster) start(dir string, n int, cfg config) error {
+func (c *Cluster) start(dir string, n int) error {
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return err
@@ -136,9 +113,8 @@ func (c *Cluster) start(dir string, n int, cfg config) error {
 			ServerName: name,
 			Host:       "127.0.0.1",
 			Port:       ports[i],
-			NoLog:      !cfg.log,
+			NoLog:      true,
 			NoSigs:     true,
-			MaxPayload: cfg.maxPayload,
 			JetStream:  true,
 			StoreDir:   store,
 			// Enough for tests, and no share of the machine's memory and disk.
@@ -166,7 +142,7 @@ func (c *Cluster) start(dir string, n int, cfg config) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = nd.start(c.log)
+			errs[i] = nd.start()
 		}()
 	}
 	wg.Wait()
@@ -187,15 +163,12 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func (nd *node) start(log *tbLogger) error {
+func (nd *node) start() error {
 	o := nd.opts // NewServer keeps (and amends) the options it is given
 	o.Routes = append([]*url.URL(nil), nd.opts.Routes...)
 	s, err := natsd.NewServer(&o)
 	if err != nil {
 		return fmt.Errorf("%s: %w", nd.name, err)
-	}
-	if log != nil {
-		s.SetLoggerV2(log.prefixed(nd.name), false, false, false)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(readyTimeout) {
@@ -258,7 +231,7 @@ func (c *Cluster) Restart(tb testing.TB, i int) {
 	// The port was ours a moment ago; another process may hold it briefly.
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		err := nd.start(c.log)
+		err := nd.start()
 		if err == nil {
 			return
 		}
@@ -278,9 +251,6 @@ func (c *Cluster) shutdown() {
 		}()
 	}
 	wg.Wait()
-	if c.log != nil {
-		c.log.stop()
-	}
 }
 
 // await polls cond until it holds, failing the test after waitTimeout.
@@ -527,39 +497,3 @@ func messages(ctx context.Context, js jetstream.JetStream, stream string) ([]*je
 	}
 	return out, nil
 }
-
-// tbLogger adapts testing.TB to the servers' logger; it goes quiet once the cluster is
-// shut down, since logging to a finished test panics.
-type tbLogger struct {
-	tb      testing.TB
-	mu      sync.Mutex
-	stopped bool
-}
-
-func (l *tbLogger) stop() {
-	l.mu.Lock()
-	l.stopped = true
-	l.mu.Unlock()
-}
-
-func (l *tbLogger) prefixed(name string) natsd.Logger { return prefixLogger{l, name} }
-
-type prefixLogger struct {
-	l    *tbLogger
-	name string
-}
-
-func (p prefixLogger) logf(level, format string, v ...any) {
-	p.l.mu.Lock()
-	defer p.l.mu.Unlock()
-	if !p.l.stopped {
-		p.l.tb.Logf("%s %s: %s", p.name, level, fmt.Sprintf(format, v...))
-	}
-}
-
-func (p prefixLogger) Noticef(format string, v ...any) { p.logf("INF", format, v...) }
-func (p prefixLogger) Warnf(format string, v ...any)   { p.logf("WRN", format, v...) }
-func (p prefixLogger) Fatalf(format string, v ...any)  { p.logf("FTL", format, v...) }
-func (p prefixLogger) Errorf(format string, v ...any)  { p.logf("ERR", format, v...) }
-func (p prefixLogger) Debugf(format string, v ...any)  {}
-func (p prefixLogger) Tracef(format string, v ...any)  {}
