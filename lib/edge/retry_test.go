@@ -117,6 +117,13 @@ func TestRetrierDeadline(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("done not called at the deadline")
 	}
+	// Once: a second call could only come from a try still under way, which ends
+	// within its own wait; none comes (an absence, so it is waited for a bounded time).
+	select {
+	case err := <-got:
+		t.Errorf("done called again: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
 	conn.mu.Lock()
 	tries := len(conn.tries)
 	conn.mu.Unlock()
