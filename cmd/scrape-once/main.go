@@ -123,7 +123,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer codec.Close()
-	runner := edge.New(cfg, codec, edge.Dial(cfg, logger), logger, version.UserAgent())
+	runner := edge.New(cfg, codec, edge.Dial(cfg, logger), logger, version.Version)
 
 	if opts.DryRun {
 		failed, err := runner.DryRun(ctx, sel, stdout, isTerminal(stdout))

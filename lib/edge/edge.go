@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/scrape"
 	"github.com/prometheus-streams/prometheus-streams/lib/stream"
+	"github.com/prometheus-streams/prometheus-streams/lib/version"
 )
 
 // Errors Run returns, for the caller to map onto exit codes.
@@ -54,12 +55,14 @@ type Runner struct {
 	codec  *envelope.Codec
 	dial   Dialer
 	logger *slog.Logger
+	ver    string // build version: in the User-Agent and in every envelope
 	ua     string
 }
 
-// New returns a Runner. dial may be nil for a dry run.
-func New(cfg *config.Config, codec *envelope.Codec, dial Dialer, logger *slog.Logger, userAgent string) *Runner {
-	return &Runner{cfg: cfg, codec: codec, dial: dial, logger: logger, ua: userAgent}
+// New returns a Runner. dial may be nil for a dry run. buildVersion is the binary's
+// version: the User-Agent names it and every envelope carries it.
+func New(cfg *config.Config, codec *envelope.Codec, dial Dialer, logger *slog.Logger, buildVersion string) *Runner {
+	return &Runner{cfg: cfg, codec: codec, dial: dial, logger: logger, ver: buildVersion, ua: version.UserAgentOf(buildVersion)}
 }
 
 // Summary describes one run, for its one log line.
@@ -136,6 +139,8 @@ func (r *Runner) Envelope(s Selected, res *scrape.Result) *envelope.Envelope {
 		ContentType: res.ContentType,
 		Body:        res.Body,
 		Series:      res.Series,
+
+		PublisherVersion: r.ver,
 	}
 	if res.Err != nil {
 		// The reason may quote what the target sent (a status line, a header): the

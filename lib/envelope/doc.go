@@ -46,6 +46,7 @@
 //	 17 scrape_key    bytes     parts only: SHA-256 of the whole compressed body, 32 bytes
 //	 18 part          uint32    0-based index of a part; 0 in a whole scrape
 //	 19 parts         uint32    2 to MaxParts in a part; 0 or 1 in a whole scrape
+//	 22 publisher_version string the publishing scrape-once's build version
 //	 99 signer        string    NKey user public key (U...) of the signing key
 //	100 signature     bytes     ed25519, 64 bytes, the last field: see Signatures
 //

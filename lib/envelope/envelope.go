@@ -77,6 +77,10 @@ type Envelope struct {
 	Body        []byte        // exposition, uncompressed; nil after Decode when empty
 	Series      int           // number of series in Body, as counted by the publisher
 
+	// PublisherVersion is the build version of the scrape-once that published the
+	// message ("" from builds before it was carried).
+	PublisherVersion string
+
 	// Signer is the NKey user public key (U...) whose signature over the message
 	// Decode verified; "" when the message is unsigned. Encode ignores it: a Codec
 	// made WithSigner signs with its own key.

@@ -61,6 +61,7 @@ func diff(want, got *Envelope) string {
 		d = append(d, fmt.Sprintf("Body: want %d bytes, got %d bytes (different)", len(want.Body), len(got.Body)))
 	}
 	cmp("Series", want.Series, got.Series)
+	cmp("PublisherVersion", want.PublisherVersion, got.PublisherVersion)
 	cmp("Part", want.Part, got.Part)
 	cmp("Parts", want.Parts, got.Parts)
 	if !bytes.Equal(want.Chunk, got.Chunk) {
@@ -102,6 +103,8 @@ func scrape(tb testing.TB, capture string) *Envelope {
 		Body:        body,
 		Series:      countSeries(body),
 		Parts:       1,
+
+		PublisherVersion: "1.4.0~git12.gabc1234",
 	}
 }
 
@@ -127,6 +130,8 @@ func TestRoundTrip(t *testing.T) {
 			Series:      100,
 			Part:        0,
 			Parts:       1,
+
+			PublisherVersion: "0.0.0~git59.gdd802b3",
 		}},
 		{"empty body", Envelope{
 			Job: "node", Instance: "h:9100", Start: time.Unix(1700000000, 0),

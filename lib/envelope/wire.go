@@ -44,6 +44,7 @@ const (
 	fieldScrapeKey   protowire.Number = 17  // bytes, parts only: SHA-256 of the whole compressed body
 	fieldPart        protowire.Number = 18  // uint32, 0-based part index
 	fieldParts       protowire.Number = 19  // uint32, part count; 0 or 1 in a whole scrape
+	fieldVersion     protowire.Number = 22  // string, the publisher's build version
 	fieldSigner      protowire.Number = 99  // string, NKey user public key of the signer
 	fieldSignature   protowire.Number = 100 // bytes, ed25519 signature, the last field
 )
@@ -94,6 +95,8 @@ func fieldName(num protowire.Number) string {
 		return "part"
 	case fieldParts:
 		return "parts"
+	case fieldVersion:
+		return "publisher_version"
 	case fieldSigner:
 		return "signer"
 	case fieldSignature:
@@ -208,6 +211,7 @@ func appendFields(b []byte, e *Envelope, bf bodyFields) []byte {
 	}
 	b = appendVarint(b, fieldPart, uint64(bf.part))
 	b = appendVarint(b, fieldParts, uint64(bf.parts))
+	b = appendString(b, fieldVersion, e.PublisherVersion)
 	return b
 }
 
@@ -241,6 +245,7 @@ func sizeFields(e *Envelope, bf bodyFields) int {
 		n += protowire.SizeTag(fieldScrapeKey) + protowire.SizeBytes(len(bf.key))
 	}
 	n += sizeVarint(fieldPart, uint64(bf.part)) + sizeVarint(fieldParts, uint64(bf.parts))
+	n += sizeString(fieldVersion, e.PublisherVersion)
 	return n
 }
 
@@ -338,6 +343,7 @@ const (
 	strInstance
 	strError
 	strContentType
+	strVersion
 	strSigner
 	numStrs
 )
@@ -379,7 +385,7 @@ func parseFields(b []byte, w *wireFields, labels [][2][]byte) ([][2][]byte, erro
 			return labels, fmt.Errorf("%w: field tag: %v", ErrCorrupt, protowire.ParseError(n))
 		}
 		b = b[n:]
-		if num <= fieldParts && num != fieldLabel {
+		if num <= fieldParts && num != fieldLabel || num == fieldVersion {
 			if w.seen&(1<<num) != 0 {
 				return labels, fmt.Errorf("%w: field %d (%s) appears twice", ErrCorrupt, num, fieldName(num))
 			}
@@ -435,6 +441,8 @@ func parseFields(b []byte, w *wireFields, labels [][2][]byte) ([][2][]byte, erro
 			w.part, n = consumeVarint(typ, b)
 		case fieldParts:
 			w.parts, n = consumeVarint(typ, b)
+		case fieldVersion:
+			w.strs[strVersion], n = consumeBytes(typ, b)
 		case fieldSigner:
 			if w.hasSigner {
 				return labels, fmt.Errorf("%w: field %d (%s) appears twice", ErrCorrupt, num, fieldName(num))
@@ -522,6 +530,7 @@ func (w *wireFields) envelope(e *Envelope, labels [][2][]byte) error {
 	e.Instance = take(w.strs[strInstance])
 	e.Error = take(w.strs[strError])
 	e.ContentType = take(w.strs[strContentType])
+	e.PublisherVersion = take(w.strs[strVersion])
 	// Set only when the signature verified: Decode calls verify first.
 	e.Signer = take(w.strs[strSigner])
 	if len(labels) > 0 {

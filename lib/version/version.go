@@ -23,7 +23,10 @@ func Info(program string) string {
 }
 
 // UserAgent is the User-Agent of every HTTP request the project makes.
-func UserAgent() string { return "prometheus-streams/" + Version }
+func UserAgent() string { return UserAgentOf(Version) }
+
+// UserAgentOf is the User-Agent of a build of version v.
+func UserAgentOf(v string) string { return "prometheus-streams/" + v }
 
 // NewCollector exports <namespace>_build_info as every Prometheus component does
 // (client_golang's version collector: goversion, goos, goarch, tags from the build),
