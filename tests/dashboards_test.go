@@ -48,6 +48,14 @@ func TestDashboardQueries(t *testing.T) {
 	if r := runBin(t, "scrape-once", "-c", edge); r.code != 0 {
 		t.Fatalf("scrape-once: exit %d\n%s", r.code, r.stderr)
 	}
+	// The drain names the version of scrape-once that published, as scrape-once names it.
+	f := strings.Fields(runBin(t, "scrape-once", "--version").stdout)
+	if len(f) != 4 {
+		t.Fatalf("scrape-once --version: %q", f)
+	}
+	waitFor(t, 10*time.Second, "the publisher's build_info", func() bool {
+		return d.metric("prometheus_streams_drain_publisher_build_info", "version", f[1]) == 1
+	})
 	// A message past max_age (30s), and an older scrape of a target arriving after a newer.
 	now := time.Now()
 	publishTo(t, embeddedServer(natsAddr),

@@ -160,6 +160,7 @@ const (
 func invalidUTF8(env *envelope.Envelope) string {
 	for _, f := range []struct{ name, v string }{
 		{"job", env.Job}, {"instance", env.Instance}, {"publisher", env.Publisher}, {"site", env.Site},
+		{"publisher_version", env.PublisherVersion},
 	} {
 		if !utf8.ValidString(f.v) {
 			return f.name

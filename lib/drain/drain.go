@@ -218,6 +218,7 @@ func New(opts Options, codec *envelope.Codec, sinks []sink.Sink, logger *slog.Lo
 				Help: "Bytes of parts held for split scrapes waiting for the rest."}, func() float64 { return float64(d.parts.Stats().Bytes) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "prometheus_streams_drain_scrapes_held",
 				Help: "Scrapes the drain holds unacknowledged: queued, being delivered, or waiting for a retry."}, func() float64 { return float64(d.held()) }),
+			newFleetCollector(d),
 		)
 	}
 	return d

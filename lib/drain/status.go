@@ -42,6 +42,7 @@ const (
 type TargetStatus struct {
 	Job, Instance string
 	Publisher     string // identity of the edge that published the scrape
+	Version       string // the publishing scrape-once's build version; "" from older builds
 	Site          string // "" when the envelope carries none
 	State         State
 
@@ -80,6 +81,7 @@ const maxErrorLen = 1024
 // recording a message's fate allocates nothing.
 type status struct {
 	job, instance, publisher, site, err string
+	version                             string // the publisher's build version
 
 	start    time.Time
 	duration time.Duration
@@ -121,6 +123,7 @@ func (st *status) observe(env *envelope.Envelope, seq uint64, now time.Time) {
 		return
 	}
 	st.job, st.instance, st.publisher, st.site, st.err = env.Job, env.Instance, env.Publisher, env.Site, env.Error
+	st.version = env.PublisherVersion
 	st.start, st.duration, st.series = env.Start, env.Duration, env.Series
 	st.received, st.seq = now, seq
 	for i := range st.sinks {
@@ -143,6 +146,7 @@ func (st *status) expired(env *envelope.Envelope, seq uint64, now time.Time) {
 // taking its start as the target's newest: the genuine scrapes that follow it show.
 func (st *status) refused(env *envelope.Envelope, seq uint64, now time.Time, why string) {
 	st.job, st.instance, st.publisher, st.site = env.Job, env.Instance, env.Publisher, env.Site
+	st.version = env.PublisherVersion
 	st.received, st.seq = now, seq
 	if st.start.IsZero() {
 		st.duration, st.series = env.Duration, env.Series
@@ -255,7 +259,7 @@ func (d *Drain) snapshot(out []TargetStatus, sinks []SinkStatus) ([]TargetStatus
 			sinks = append(sinks, SinkStatus{Fate: s.fate, Error: s.err, At: s.at, Attempts: s.attempts, LastSuccess: s.lastOK})
 		}
 		out = append(out, TargetStatus{
-			Job: st.job, Instance: st.instance, Publisher: st.publisher, Site: st.site,
+			Job: st.job, Instance: st.instance, Publisher: st.publisher, Version: st.version, Site: st.site,
 			State: st.state(now, d.opts.MaxAge), Start: st.start, Duration: st.duration, Error: st.err,
 			Series: st.series, Received: st.received, Seq: st.seq, Sinks: sinks[from:len(sinks):len(sinks)],
 		})

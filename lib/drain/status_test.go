@@ -59,7 +59,8 @@ func newStatusHarness(t *testing.T, opts Options, sinks ...sink.Sink) (*harness,
 			rec = r
 		}
 	}
-	d := New(opts, codec, sinks, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	d := New(opts, codec, sinks, slog.New(slog.DiscardHandler), reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -70,7 +71,7 @@ func newStatusHarness(t *testing.T, opts Options, sinks ...sink.Sink) (*harness,
 		cancel()
 		<-done
 	})
-	return &harness{t: t, d: d, rec: rec, acks: &acks{}, codec: codec, base: base}, clk
+	return &harness{t: t, d: d, rec: rec, acks: &acks{}, codec: codec, reg: reg, base: base}, clk
 }
 
 // sendEnv hands the drain e, with job "j", a small body and Start offset after base

@@ -235,6 +235,7 @@ type jsonTarget struct {
 	Job            string     `json:"job"`
 	Instance       string     `json:"instance"`
 	Publisher      string     `json:"publisher"`
+	Version        string     `json:"publisher_version"`
 	Site           string     `json:"site"`
 	State          string     `json:"state"`
 	Up             bool       `json:"up"`
@@ -263,7 +264,7 @@ func writeJSON(w io.Writer, all, shown []drain.TargetStatus, now time.Time) erro
 	for i := range shown {
 		t := &shown[i]
 		jt := jsonTarget{
-			Job: t.Job, Instance: t.Instance, Publisher: t.Publisher, Site: t.Site, State: string(t.State),
+			Job: t.Job, Instance: t.Instance, Publisher: t.Publisher, Version: t.Version, Site: t.Site, State: string(t.State),
 			Up: t.Error == "", ScrapeError: t.Error, ScrapeStart: jsonTime(t.Start), ScrapeDuration: t.Duration.Seconds(),
 			Series: t.Series, Received: jsonTime(t.Received), Lag: t.Lag().Seconds(), Age: t.Age.Seconds(), Seq: t.Seq,
 			Sinks: make([]jsonSink, len(t.Sinks)),

@@ -36,7 +36,7 @@ func fleet() []drain.TargetStatus {
 	retrying := sinks(drain.FateRetrying, drain.FateDelivered)
 	retrying[0].Error, retrying[0].Attempts = "503 unavailable", 7
 	return []drain.TargetStatus{
-		{Job: "node", Instance: "a:9100", Publisher: "edge1", Site: "dc1", State: drain.StateUp, Start: t0,
+		{Job: "node", Instance: "a:9100", Publisher: "edge1", Version: "1.2.0", Site: "dc1", State: drain.StateUp, Start: t0,
 			Duration: 120 * time.Millisecond, Series: 512, Received: t0.Add(800 * time.Millisecond), Seq: 41, Age: 12500 * time.Millisecond,
 			Sinks: sinks(drain.FateDelivered, drain.FateDelivered)},
 		{Job: "node", Instance: "b:9100", Publisher: "edge2", State: drain.StateDown, Start: t0,
@@ -95,7 +95,7 @@ func TestJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The documented shape: every field present, in a stable order.
-	want := `{"job":"node","instance":"a:9100","publisher":"edge1","site":"dc1","state":"up","up":true,"scrape_error":"",` +
+	want := `{"job":"node","instance":"a:9100","publisher":"edge1","publisher_version":"1.2.0","site":"dc1","state":"up","up":true,"scrape_error":"",` +
 		`"scrape_start":"2025-03-04T05:06:07.891Z","scrape_duration_seconds":0.12,"series":512,` +
 		`"received":"2025-03-04T05:06:08.691Z","lag_seconds":0.8,"age_seconds":12.5,"seq":41,` +
 		`"sinks":[{"sink":"pushgateway","fate":"delivered","error":"","at":"2025-03-04T05:06:08.891Z","attempts":1,"last_success":"2025-03-04T05:06:08.891Z"},` +
