@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
 	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
@@ -154,9 +155,9 @@ const largeBody = 8 << 20
 // returnMemory returns the memory of a round that parsed a large scrape to the system,
 // at most every 10 seconds.
 func (d *Drain) returnMemory(r *round) {
-	large := r.state != nil && len(r.state.env.Body) >= largeBody
+	large := r.state != nil && r.state.env.BodySize() >= largeBody
 	for _, q := range r.history {
-		large = large || len(q.env.Body) >= largeBody
+		large = large || q.env.BodySize() >= largeBody
 	}
 	if !large {
 		return
@@ -247,8 +248,12 @@ func (d *Drain) deliver(ctx context.Context, r *round) bool {
 		}
 		s, err := d.prepare(q)
 		if err != nil {
-			d.metrics.rejected.WithLabelValues("invalid_body").Inc()
-			d.logger.Warn("message rejected", "job", q.env.Job, "instance", q.env.Instance, "publisher", q.env.Publisher, "reason", "invalid_body", "err", err)
+			reason := "invalid_body"
+			if errors.Is(err, envelope.ErrCorrupt) {
+				reason = "corrupt" // a compressed body that does not decompress, as on arrival
+			}
+			d.metrics.rejected.WithLabelValues(reason).Inc()
+			d.logger.Warn("message rejected", "job", q.env.Job, "instance", q.env.Instance, "publisher", q.env.Publisher, "reason", reason, "err", err)
 			d.mu.Lock()
 			q.poison = true // never to be redelivered
 			q.settle(d.every, FateRejected, "invalid body: "+errorText(err), d.opts.Now())
@@ -407,7 +412,11 @@ func (d *Drain) backoff(attempt int) time.Duration {
 	return delay/2 + rand.N(delay/2+1)
 }
 
-// prepare parses and labels a scrape once for all sinks.
+// maxPooledBody bounds the buffers kept for decompressing bodies, so that one huge
+// scrape does not pin its buffer for the life of the drain.
+const maxPooledBody = 4 << 20
+
+// prepare decompresses, parses and labels a scrape once for all sinks.
 func (d *Drain) prepare(q *delivery) (*sink.Scrape, error) {
 	env := q.env
 	labels := make([]exposition.Label, len(env.Labels))
@@ -420,7 +429,19 @@ func (d *Drain) prepare(q *delivery) (*sink.Scrape, error) {
 	}
 	up := env.Error == ""
 	if up {
-		fams, err := exposition.Parse(env.Body, env.ContentType)
+		// Decompressed into a buffer the workers share: the families Parse returns
+		// hold no reference to the body.
+		buf := d.bodies.Get().(*[]byte)
+		body, err := d.codec.AppendBody((*buf)[:0], env)
+		if err != nil {
+			d.bodies.Put(buf)
+			return nil, fmt.Errorf("decompress body: %w", err)
+		}
+		fams, err := exposition.Parse(body, env.ContentType)
+		if cap(body) <= maxPooledBody {
+			*buf = body
+			d.bodies.Put(buf)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("parse body: %w", err)
 		}
