@@ -112,7 +112,7 @@ func mediaType(contentType string) (string, error) {
 func parseText(body []byte) ([]*dto.MetricFamily, error) {
 	a := omAssembler{
 		p:    textparse.NewPromParser(body, labels.NewSymbolTable(), false),
-		fams: map[string]*familyBuilder{},
+		fams: make(map[string]*familyBuilder, familiesHint(body)),
 	}
 	if err := a.run(); err != nil {
 		return nil, err

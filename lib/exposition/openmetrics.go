@@ -1,10 +1,12 @@
 package exposition
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +27,7 @@ import (
 func parseOpenMetrics(body []byte) ([]*dto.MetricFamily, error) {
 	a := omAssembler{
 		p:    textparse.NewOpenMetricsParser(body, labels.NewSymbolTable()),
-		fams: map[string]*familyBuilder{},
+		fams: make(map[string]*familyBuilder, familiesHint(body)),
 	}
 	if err := a.run(); err != nil {
 		return nil, err
@@ -131,8 +133,17 @@ type familyBuilder struct {
 	// byKey finds the metric of a label set (without the name and le or quantile)
 	// in families whose metrics have several samples: counters (_total, _created),
 	// histograms and summaries. Like expfmt's text parser, it does not require the
-	// samples of a metric to be adjacent.
-	byKey map[string]*dto.Metric
+	// samples of a metric to be adjacent. A counter family builds it only at its first
+	// sample that may add to an earlier metric (a _created one): until then each
+	// sample is a metric of its own, and most counters never have one.
+	byKey   map[string]*dto.Metric
+	indexed bool // byKey holds every metric of mf
+}
+
+// familiesHint guesses, from the TYPE lines of body, how many families it has: the
+// family map is made that large once rather than grown.
+func familiesHint(body []byte) int {
+	return min(bytes.Count(body, []byte("# TYPE ")), 1<<12)
 }
 
 // slab hands out zeroed values from chunks it allocates many at a time: a parse makes
@@ -150,8 +161,45 @@ func (s *slab[T]) new() *T {
 	return p
 }
 
+// grow returns s with room for at least one more element: a slice of a chunk of n
+// elements shared with other slices, each with its own part of the chunk (so appends
+// to one never reach another's). Like slab, it makes few allocations for many small
+// slices that grow.
+type chunk[T any] struct{ free []T }
+
+func (c *chunk[T]) grow(s []T, n int) []T {
+	want := max(2*cap(s), 4)
+	if want > n/4 {
+		return slices.Grow(s, 1) // a large slice: its own allocation
+	}
+	if len(c.free) < want {
+		c.free = make([]T, n)
+	}
+	out := append(c.free[:0:want], s...)
+	c.free = c.free[want:]
+	return out
+}
+
+// take returns an empty slice of capacity n from the chunk, with the same guarantee.
+func (c *chunk[T]) take(n, size int) []T {
+	if n > size/4 {
+		return make([]T, 0, n)
+	}
+	if len(c.free) < n {
+		c.free = make([]T, size)
+	}
+	out := c.free[:0:n]
+	c.free = c.free[n:]
+	return out
+}
+
 // allocs are the slabs of one parse.
 type allocs struct {
+	builders slab[familyBuilder]
+	mfs      slab[dto.MetricFamily]
+	types    slab[dto.MetricType]
+	labels   chunk[*dto.LabelPair]
+	list     chunk[*dto.Metric]
 	pairs    slab[dto.LabelPair]
 	strings  slab[string]
 	floats   slab[float64]
@@ -207,13 +255,13 @@ func (a *omAssembler) run() error {
 			a.meta(name).typ = t
 		case textparse.EntryHelp:
 			name, help := a.p.Help()
-			a.meta(name).help = proto.String(string(help))
+			a.meta(name).help = a.string(string(help))
 		case textparse.EntryUnit:
 			name, unit := a.p.Unit()
 			m := a.meta(name)
 			m.unit = nil
 			if len(unit) > 0 {
-				m.unit = proto.String(string(unit))
+				m.unit = a.string(string(unit))
 			}
 		case textparse.EntrySeries:
 			if err := a.sample(); err != nil {
@@ -301,7 +349,11 @@ func (a *omAssembler) resolve(sampleName string) error {
 	t := dtoType(c.typ)
 	fb := a.fams[name]
 	if fb == nil {
-		fb = &familyBuilder{mf: &dto.MetricFamily{Name: proto.String(name), Type: t.Enum(), Help: c.help, Unit: c.unit}}
+		fb = a.builders.new()
+		fb.mf = a.mfs.new()
+		typ := a.types.new()
+		*typ = t
+		fb.mf.Name, fb.mf.Type, fb.mf.Help, fb.mf.Unit = a.string(name), typ, c.help, c.unit
 		a.fams[name] = fb
 		c.fb = fb
 		return nil
@@ -323,11 +375,23 @@ func (a *omAssembler) resolve(sampleName string) error {
 }
 
 func (a *omAssembler) counterSample(fb *familyBuilder, r role, ts *int64, v float64) error {
-	var taken func(*dto.Metric) bool
-	if r == roleValue {
-		taken = func(m *dto.Metric) bool { return m.Counter.Value != nil }
+	var (
+		m   *dto.Metric
+		err error
+	)
+	if r == roleValue && !fb.indexed {
+		// Every metric so far has its value: this sample's is a new one.
+		m, err = a.newMetric(fb, "", ts)
+		if err == nil {
+			m.Counter = a.counters.new()
+		}
+	} else {
+		var taken func(*dto.Metric) bool
+		if r == roleValue {
+			taken = func(m *dto.Metric) bool { return m.Counter.Value != nil }
+		}
+		m, err = a.metric(fb, "", ts, r == roleValue, taken)
 	}
-	m, err := a.metric(fb, "", ts, r == roleValue, taken)
 	if err != nil {
 		return err
 	}
@@ -424,24 +488,32 @@ func (a *omAssembler) summarySample(fb *familyBuilder, r role, ts *int64, v floa
 // stamp says whether the sample's timestamp is the metric's (a _created sample's is
 // not).
 func (a *omAssembler) metric(fb *familyBuilder, skip string, ts *int64, stamp bool, taken func(*dto.Metric) bool) (*dto.Metric, error) {
+	if !fb.indexed {
+		// The metrics made before the index: a counter's, by their labels, which are
+		// the label sets they were made from without the name (newMetric). The
+		// latest of a label set is the one its key finds, as when indexed at once.
+		fb.indexed = true
+		fb.byKey = make(map[string]*dto.Metric, len(fb.mf.Metric))
+		for _, m := range fb.mf.Metric {
+			a.key = a.key[:0]
+			for _, p := range m.Label {
+				a.key = appendKey(a.key, p.GetName(), p.GetValue())
+			}
+			fb.byKey[string(a.key)] = m
+		}
+	}
 	a.key = a.key[:0]
 	a.lset.Range(func(l labels.Label) {
 		if l.Name == labels.MetricName || l.Name == skip {
 			return
 		}
-		a.key = append(a.key, l.Name...)
-		a.key = append(a.key, 0xff)
-		a.key = append(a.key, l.Value...)
-		a.key = append(a.key, 0xff)
+		a.key = appendKey(a.key, l.Name, l.Value)
 	})
 	m := fb.byKey[string(a.key)]
 	if m == nil || (taken != nil && taken(m)) {
 		var err error
 		if m, err = a.newMetric(fb, skip, nil); err != nil {
 			return nil, err
-		}
-		if fb.byKey == nil {
-			fb.byKey = map[string]*dto.Metric{}
 		}
 		fb.byKey[string(a.key)] = m
 	}
@@ -451,12 +523,20 @@ func (a *omAssembler) metric(fb *familyBuilder, skip string, ts *int64, stamp bo
 	return m, nil
 }
 
+// appendKey appends a label to a key of byKey.
+func appendKey(key []byte, name, value string) []byte {
+	key = append(key, name...)
+	key = append(key, 0xff)
+	key = append(key, value...)
+	return append(key, 0xff)
+}
+
 // newMetric appends a metric with the current sample's labels, except the name and
 // skip, to the family.
 func (a *omAssembler) newMetric(fb *familyBuilder, skip string, ts *int64) (*dto.Metric, error) {
 	m := a.metrics.new()
 	if n := a.lset.Len() - 1; n > 0 {
-		m.Label = make([]*dto.LabelPair, 0, n)
+		m.Label = a.labels.take(n, 1024)
 	}
 	var err error
 	a.lset.Range(func(l labels.Label) {
@@ -475,6 +555,9 @@ func (a *omAssembler) newMetric(fb *familyBuilder, skip string, ts *int64) (*dto
 	}
 	if ts != nil {
 		m.TimestampMs = proto.Int64(*ts)
+	}
+	if len(fb.mf.Metric) == cap(fb.mf.Metric) {
+		fb.mf.Metric = a.list.grow(fb.mf.Metric, 1024)
 	}
 	fb.mf.Metric = append(fb.mf.Metric, m)
 	return m, nil
