@@ -25,10 +25,7 @@ import (
 // (no exemplars, _created or units), and Prometheus's parser is the one the edge
 // validated the body with.
 func parseOpenMetrics(body []byte) ([]*dto.MetricFamily, error) {
-	a := omAssembler{
-		p:    textparse.NewOpenMetricsParser(body, labels.NewSymbolTable()),
-		fams: make(map[string]*familyBuilder, familiesHint(body)),
-	}
+	a := newAssembler(textparse.NewOpenMetricsParser(body, labels.NewSymbolTable()), body)
 	if err := a.run(); err != nil {
 		return nil, err
 	}
@@ -140,25 +137,43 @@ type familyBuilder struct {
 	indexed bool // byKey holds every metric of mf
 }
 
-// familiesHint guesses, from the TYPE lines of body, how many families it has: the
-// family map is made that large once rather than grown.
-func familiesHint(body []byte) int {
-	return min(bytes.Count(body, []byte("# TYPE ")), 1<<12)
+// newAssembler returns an assembler of what p reads of body. Its family map and its
+// slabs of metrics and values are sized from body's lines (counted, not parsed) rather
+// than grown: comment lines are about two a family (HELP and TYPE), the others a
+// sample each.
+func newAssembler(p textparse.Parser, body []byte) *omAssembler {
+	comments := bytes.Count(body, []byte{'#'})
+	samples := max(bytes.Count(body, []byte{'\n'})-comments, 0)
+	a := &omAssembler{p: p, fams: make(map[string]*familyBuilder, min(comments/2, 1<<12))}
+	a.metrics.expect(samples)
+	a.floats.expect(samples)
+	return a
 }
 
 // slab hands out zeroed values from chunks it allocates many at a time: a parse makes
 // a handful of small objects per sample, and allocating them one by one dominated
 // its cost. A chunk lives as long as any value from it; all belong to one parse
 // result. Chunks grow from 16 to 1024 values so that a small body stays small.
-type slab[T any] struct{ free []T }
+type slab[T any] struct {
+	free []T
+	size int // of the last chunk
+}
 
 func (s *slab[T]) new() *T {
 	if len(s.free) == 0 {
-		s.free = make([]T, min(max(2*cap(s.free), 16), 1024))
+		s.size = min(max(2*s.size, 16), 1024)
+		s.free = make([]T, s.size)
 	}
 	p := &s.free[0]
 	s.free = s.free[1:]
 	return p
+}
+
+// expect sizes the first chunk for n values (at most 1024).
+func (s *slab[T]) expect(n int) {
+	if s.size == 0 {
+		s.size = min(n, 1024) / 2
+	}
 }
 
 // grow returns s with room for at least one more element: a slice of a chunk of n
