@@ -144,7 +144,8 @@ type familyBuilder struct {
 func newAssembler(p textparse.Parser, body []byte) *omAssembler {
 	comments := bytes.Count(body, []byte{'#'})
 	samples := max(bytes.Count(body, []byte{'\n'})-comments, 0)
-	a := &omAssembler{p: p, fams: make(map[string]*familyBuilder, min(comments/2, 1<<12))}
+	n := min(comments/2, 1<<12)
+	a := &omAssembler{p: p, fams: make(map[string]*familyBuilder, n), order: make([]*familyBuilder, 0, n)}
 	a.metrics.expect(samples)
 	a.floats.expect(samples)
 	return a
@@ -247,7 +248,10 @@ type omAssembler struct {
 	p    textparse.Parser
 	line int // lines read; every OpenMetrics entry is one line
 	fams map[string]*familyBuilder
-	cur  omFamily
+	// order is fams in the order the families came: sorted by name already in most
+	// expositions, which then need no sorting.
+	order []*familyBuilder
+	cur   omFamily
 
 	lset labels.Labels
 	ex   exemplar.Exemplar
@@ -370,6 +374,7 @@ func (a *omAssembler) resolve(sampleName string) error {
 		*typ = t
 		fb.mf.Name, fb.mf.Type, fb.mf.Help, fb.mf.Unit = a.string(name), typ, c.help, c.unit
 		a.fams[name] = fb
+		a.order = append(a.order, fb)
 		c.fb = fb
 		return nil
 	}
@@ -600,8 +605,8 @@ func (a *omAssembler) exemplar() *dto.Exemplar {
 // sample alone) and families left without metrics, as expfmt drops families without
 // samples, and sorts them by name.
 func (a *omAssembler) families() []*dto.MetricFamily {
-	fams := make([]*dto.MetricFamily, 0, len(a.fams))
-	for _, fb := range a.fams {
+	fams := make([]*dto.MetricFamily, 0, len(a.order))
+	for _, fb := range a.order {
 		ms := fb.mf.Metric[:0]
 		for _, m := range fb.mf.Metric {
 			if hasValue(fb.mf.GetType(), m) {
