@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
@@ -412,6 +414,13 @@ func (d *Drain) backoff(attempt int) time.Duration {
 	return delay/2 + rand.N(delay/2+1)
 }
 
+// textual reports whether contentType is one of the text formats (an empty one means
+// the text format).
+func textual(contentType string) bool {
+	return contentType == "" || strings.HasPrefix(contentType, exposition.TextType+";") || contentType == exposition.TextType ||
+		strings.HasPrefix(contentType, exposition.OpenMetricsType+";") || contentType == exposition.OpenMetricsType
+}
+
 // maxPooledBody bounds the buffers kept for decompressing bodies, so that one huge
 // scrape does not pin its buffer for the life of the drain.
 const maxPooledBody = 4 << 20
@@ -438,6 +447,11 @@ func (d *Drain) prepare(q *delivery) (*sink.Scrape, error) {
 			return nil, fmt.Errorf("decompress body: %w", err)
 		}
 		fams, err := exposition.Parse(body, env.ContentType)
+		// A text body in valid UTF-8 yields only valid UTF-8: the parsers cut it at
+		// ASCII bytes and undo ASCII escapes. One pass over it is much cheaper than
+		// checking each string of the families. Not so a binary format, whose strings
+		// may be invalid in a body that happens to be valid.
+		check := err == nil && (!textual(env.ContentType) || !utf8.Valid(body))
 		if cap(body) <= maxPooledBody {
 			*buf = body
 			d.bodies.Put(buf)
@@ -445,8 +459,10 @@ func (d *Drain) prepare(q *delivery) (*sink.Scrape, error) {
 		if err != nil {
 			return nil, fmt.Errorf("parse body: %w", err)
 		}
-		if err := exposition.Valid(fams); err != nil {
-			return nil, fmt.Errorf("body: %w", err) // one bad byte would spoil every endpoint serving it
+		if check {
+			if err := exposition.Valid(fams); err != nil {
+				return nil, fmt.Errorf("body: %w", err) // one bad byte would spoil every endpoint serving it
+			}
 		}
 		exposition.Attach(fams, s.Target)
 		s.Families = fams
