@@ -145,7 +145,7 @@ func newAssembler(p textparse.Parser, body []byte) *omAssembler {
 	comments := bytes.Count(body, []byte{'#'})
 	samples := max(bytes.Count(body, []byte{'\n'})-comments, 0)
 	n := min(comments/2, 1<<12)
-	a := &omAssembler{p: p, fams: make(map[string]*familyBuilder, n), order: make([]*familyBuilder, 0, n)}
+	a := &omAssembler{p: p, order: make([]*familyBuilder, 0, n)}
 	a.metrics.expect(samples)
 	a.floats.expect(samples)
 	return a
@@ -247,8 +247,11 @@ type omAssembler struct {
 	allocs
 	p    textparse.Parser
 	line int // lines read; every OpenMetrics entry is one line
+	// fams finds a family by name. It is made only once a family's name is not
+	// greater than the last one's: while the names come sorted (as in most
+	// expositions), a name is new if it is greater than the last, with no map.
 	fams map[string]*familyBuilder
-	// order is fams in the order the families came: sorted by name already in most
+	// order is the families in the order they came: sorted by name already in most
 	// expositions, which then need no sorting.
 	order []*familyBuilder
 	cur   omFamily
@@ -366,14 +369,16 @@ func (a *omAssembler) resolve(sampleName string) error {
 		}
 	}
 	t := dtoType(c.typ)
-	fb := a.fams[name]
+	fb := a.family(name)
 	if fb == nil {
 		fb = a.builders.new()
 		fb.mf = a.mfs.new()
 		typ := a.types.new()
 		*typ = t
 		fb.mf.Name, fb.mf.Type, fb.mf.Help, fb.mf.Unit = a.string(name), typ, c.help, c.unit
-		a.fams[name] = fb
+		if a.fams != nil {
+			a.fams[name] = fb
+		}
 		a.order = append(a.order, fb)
 		c.fb = fb
 		return nil
@@ -392,6 +397,21 @@ func (a *omAssembler) resolve(sampleName string) error {
 	}
 	c.fb = fb
 	return nil
+}
+
+// family returns the family of name read so far, or nil.
+func (a *omAssembler) family(name string) *familyBuilder {
+	if a.fams == nil {
+		n := len(a.order)
+		if n == 0 || a.order[n-1].mf.GetName() < name {
+			return nil // sorted so far, and greater than every name so far
+		}
+		a.fams = make(map[string]*familyBuilder, 2*n)
+		for _, fb := range a.order {
+			a.fams[fb.mf.GetName()] = fb
+		}
+	}
+	return a.fams[name]
 }
 
 func (a *omAssembler) counterSample(fb *familyBuilder, r role, ts *int64, v float64) error {
