@@ -15,8 +15,8 @@
 //   - admit.go: decode, the earlier system's JSON, trust, shard, expiry on arrival;
 //   - parts.go: split scrapes wait there for their other parts;
 //   - queue.go: each target's queue of scrapes, in start order, and the ready list;
-//   - deliver.go: the workers, which parse a scrape once for all sinks, deliver it,
-//     retry, and acknowledge;
+//   - deliver.go: the workers, which decompress and parse a scrape once for all sinks
+//     (it waits compressed, as it came), deliver it, retry, and acknowledge;
 //   - sweep.go: targets whose scrapes stopped arriving;
 //   - stream.go: readiness, and the hold on history after a restart until the stream
 //     has redelivered what the previous drain left unacknowledged.
