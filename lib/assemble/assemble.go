@@ -63,6 +63,9 @@ type Options struct {
 	Timeout time.Duration
 	// Now is the clock Add records arrivals by; time.Now by default.
 	Now func() time.Time
+	// Packed leaves the body of a joined scrape compressed (envelope's JoinPacked),
+	// for the caller to decompress when it needs it.
+	Packed bool
 }
 
 // Outcome is what a part Add took completed or displaced. Every handle in it is the
@@ -239,7 +242,11 @@ func (r *Reassembler[H]) Add(part *envelope.Envelope, h H) (Outcome[H], error) {
 	r.mu.Unlock()
 
 	// Joined outside the lock: decompressing a large scrape takes milliseconds.
-	whole, err := r.codec.Join(s.parts)
+	join := r.codec.Join
+	if r.opts.Packed {
+		join = r.codec.JoinPacked
+	}
+	whole, err := join(s.parts)
 	if err != nil {
 		out.Dropped = append(out.Dropped, s.dropped(err))
 		return out, nil

@@ -32,7 +32,9 @@ func (d *Drain) HandleMessage(m Message) {
 			return
 		}
 	}
-	env, err := d.codec.Decode(data)
+	// The body stays compressed while the scrape waits for its sinks: a worker
+	// decompresses it when it delivers it (prepare).
+	env, err := d.codec.DecodePacked(data)
 	if errors.Is(err, envelope.ErrNotEnvelope) && len(data) > 0 && data[0] == '{' {
 		// The earlier system's JSON: read it too, so the central side can move first.
 		env, err = d.codec.DecodeLegacy(data)

@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
 	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
@@ -154,9 +157,9 @@ const largeBody = 8 << 20
 // returnMemory returns the memory of a round that parsed a large scrape to the system,
 // at most every 10 seconds.
 func (d *Drain) returnMemory(r *round) {
-	large := r.state != nil && len(r.state.env.Body) >= largeBody
+	large := r.state != nil && r.state.env.BodySize() >= largeBody
 	for _, q := range r.history {
-		large = large || len(q.env.Body) >= largeBody
+		large = large || q.env.BodySize() >= largeBody
 	}
 	if !large {
 		return
@@ -247,8 +250,12 @@ func (d *Drain) deliver(ctx context.Context, r *round) bool {
 		}
 		s, err := d.prepare(q)
 		if err != nil {
-			d.metrics.rejected.WithLabelValues("invalid_body").Inc()
-			d.logger.Warn("message rejected", "job", q.env.Job, "instance", q.env.Instance, "publisher", q.env.Publisher, "reason", "invalid_body", "err", err)
+			reason := "invalid_body"
+			if errors.Is(err, envelope.ErrCorrupt) {
+				reason = "corrupt" // a compressed body that does not decompress, as on arrival
+			}
+			d.metrics.rejected.WithLabelValues(reason).Inc()
+			d.logger.Warn("message rejected", "job", q.env.Job, "instance", q.env.Instance, "publisher", q.env.Publisher, "reason", reason, "err", err)
 			d.mu.Lock()
 			q.poison = true // never to be redelivered
 			q.settle(d.every, FateRejected, "invalid body: "+errorText(err), d.opts.Now())
@@ -407,7 +414,18 @@ func (d *Drain) backoff(attempt int) time.Duration {
 	return delay/2 + rand.N(delay/2+1)
 }
 
-// prepare parses and labels a scrape once for all sinks.
+// textual reports whether contentType is one of the text formats (an empty one means
+// the text format).
+func textual(contentType string) bool {
+	return contentType == "" || strings.HasPrefix(contentType, exposition.TextType+";") || contentType == exposition.TextType ||
+		strings.HasPrefix(contentType, exposition.OpenMetricsType+";") || contentType == exposition.OpenMetricsType
+}
+
+// maxPooledBody bounds the buffers kept for decompressing bodies, so that one huge
+// scrape does not pin its buffer for the life of the drain.
+const maxPooledBody = 4 << 20
+
+// prepare decompresses, parses and labels a scrape once for all sinks.
 func (d *Drain) prepare(q *delivery) (*sink.Scrape, error) {
 	env := q.env
 	labels := make([]exposition.Label, len(env.Labels))
@@ -420,12 +438,31 @@ func (d *Drain) prepare(q *delivery) (*sink.Scrape, error) {
 	}
 	up := env.Error == ""
 	if up {
-		fams, err := exposition.Parse(env.Body, env.ContentType)
+		// Decompressed into a buffer the workers share: the families Parse returns
+		// hold no reference to the body.
+		buf := d.bodies.Get().(*[]byte)
+		body, err := d.codec.AppendBody((*buf)[:0], env)
+		if err != nil {
+			d.bodies.Put(buf)
+			return nil, fmt.Errorf("decompress body: %w", err)
+		}
+		fams, err := exposition.Parse(body, env.ContentType)
+		// A text body in valid UTF-8 yields only valid UTF-8: the parsers cut it at
+		// ASCII bytes and undo ASCII escapes. One pass over it is much cheaper than
+		// checking each string of the families. Not so a binary format, whose strings
+		// may be invalid in a body that happens to be valid.
+		check := err == nil && (!textual(env.ContentType) || !utf8.Valid(body))
+		if cap(body) <= maxPooledBody {
+			*buf = body
+			d.bodies.Put(buf)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("parse body: %w", err)
 		}
-		if err := exposition.Valid(fams); err != nil {
-			return nil, fmt.Errorf("body: %w", err) // one bad byte would spoil every endpoint serving it
+		if check {
+			if err := exposition.Valid(fams); err != nil {
+				return nil, fmt.Errorf("body: %w", err) // one bad byte would spoil every endpoint serving it
+			}
 		}
 		exposition.Attach(fams, s.Target)
 		s.Families = fams

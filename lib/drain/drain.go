@@ -15,8 +15,8 @@
 //   - admit.go: decode, the earlier system's JSON, trust, shard, expiry on arrival;
 //   - parts.go: split scrapes wait there for their other parts;
 //   - queue.go: each target's queue of scrapes, in start order, and the ready list;
-//   - deliver.go: the workers, which parse a scrape once for all sinks, deliver it,
-//     retry, and acknowledge;
+//   - deliver.go: the workers, which decompress and parse a scrape once for all sinks
+//     (it waits compressed, as it came), deliver it, retry, and acknowledge;
 //   - sweep.go: targets whose scrapes stopped arriving;
 //   - stream.go: readiness, and the hold on history after a restart until the stream
 //     has redelivered what the previous drain left unacknowledged.
@@ -113,6 +113,8 @@ func (h Handle) term() func() error {
 
 // Message is one message from the stream, with what the drain may answer the server.
 type Message struct {
+	// Data is the message. The drain keeps the scrape's body in it, compressed, until
+	// the message is answered: the caller must not modify it.
 	Data []byte
 	Handle
 	// Stream names the receiver stream it came from, as in StreamState.
@@ -147,6 +149,7 @@ type Drain struct {
 	streamErr  map[string]error      // and why not
 	trust      atomic.Pointer[Trust] // nil: no trust configured
 	parts      *assemble.Reassembler[Handle]
+	bodies     sync.Pool // *[]byte: buffers bodies are decompressed into for a parse
 
 	mu        sync.Mutex
 	targets   map[string]*target
@@ -196,6 +199,7 @@ func New(opts Options, codec *envelope.Codec, sinks []sink.Sink, logger *slog.Lo
 		failures:  make([]int, len(sinks)),
 		skewed:    map[string]time.Time{},
 	}
+	d.bodies.New = func() any { return new([]byte) }
 	for i, s := range sinks {
 		d.every = append(d.every, i)
 		d.sinkNames = append(d.sinkNames, s.Name())
@@ -208,7 +212,7 @@ func New(opts Options, codec *envelope.Codec, sinks []sink.Sink, logger *slog.Lo
 	d.metrics = newMetrics(reg, d.sinkNames)
 	d.trust.Store(opts.Trust)
 	d.parts = assemble.New[Handle](codec, assemble.Options{
-		MaxBytes: cmp.Or(opts.ReassemblyBytes, DefaultReassemblyBytes), Timeout: opts.MaxAge, Now: opts.Now,
+		MaxBytes: cmp.Or(opts.ReassemblyBytes, DefaultReassemblyBytes), Timeout: opts.MaxAge, Now: opts.Now, Packed: true,
 	})
 	if reg != nil {
 		reg.MustRegister(

@@ -38,7 +38,7 @@ func (d *Drain) NewRestore() *Restore {
 func (r *Restore) Add(data []byte) {
 	d := r.d
 	now := d.opts.Now()
-	env, err := d.codec.Decode(data)
+	env, err := d.codec.DecodePacked(data)
 	if errors.Is(err, envelope.ErrNotEnvelope) && len(data) > 0 && data[0] == '{' {
 		env, err = d.codec.DecodeLegacy(data)
 	}

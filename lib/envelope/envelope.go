@@ -99,6 +99,39 @@ type Envelope struct {
 	// whole describes, in a part as Decode returns it, the body the parts make
 	// together: what Join needs and checks.
 	whole *wholeBody
+
+	// packed is, in a whole scrape from DecodePacked or JoinPacked, its body as it
+	// travelled, compressed; Body is then nil and AppendBody decompresses it.
+	packed *packedBody
+}
+
+// packedBody is a body checked against its declared size but not decompressed.
+type packedBody struct {
+	comp    Compression
+	rawSize int
+	data    []byte
+}
+
+// BodySize is the size of e's body decompressed: len(Body), or what a packed body
+// declares.
+func (e *Envelope) BodySize() int {
+	if e.packed != nil {
+		return e.packed.rawSize
+	}
+	return len(e.Body)
+}
+
+// Packed reports whether e's body is held compressed (DecodePacked, JoinPacked), for
+// AppendBody to decompress.
+func (e *Envelope) Packed() bool { return e.packed != nil }
+
+// PackedSize is how many bytes e's body takes as it is held: the compressed size of a
+// packed body, else len(Body).
+func (e *Envelope) PackedSize() int {
+	if e.packed != nil {
+		return len(e.packed.data)
+	}
+	return len(e.Body)
 }
 
 // wholeBody is what every part of a split scrape says about the whole body.
@@ -295,6 +328,20 @@ func (c *Codec) release(buf *[]byte) {
 // never retains b. Errors wrap one of ErrNotEnvelope, ErrUnknownVersion, ErrTruncated,
 // ErrCorrupt, ErrTooLarge, ErrUnsupported or ErrBadSignature (or are ErrClosed).
 func (c *Codec) Decode(b []byte) (*Envelope, error) {
+	return c.decode(b, false)
+}
+
+// DecodePacked is Decode but for the body of a whole scrape, which it checks as Decode
+// does (its declared size against the limit, its compression's frame header) but leaves
+// compressed: Body is nil and AppendBody decompresses it when it is needed. A scrape
+// that waits takes the few kilobytes it took on the wire rather than the tens it takes
+// decompressed. Unlike Decode, it retains b, which the caller must not modify while it
+// holds the envelope. A body that does not decompress is found by AppendBody.
+func (c *Codec) DecodePacked(b []byte) (*Envelope, error) {
+	return c.decode(b, true)
+}
+
+func (c *Codec) decode(b []byte, packed bool) (*Envelope, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -317,15 +364,32 @@ func (c *Codec) Decode(b []byte) (*Envelope, error) {
 	if err := w.envelope(e, labels); err != nil {
 		return nil, err
 	}
-	if e.Parts > 1 {
+	switch {
+	case e.Parts > 1:
 		err = c.decodeChunk(e, &w)
-	} else {
+	case packed:
+		err = c.packBody(e, &w)
+	default:
 		err = c.decodeBody(e, &w)
 	}
 	if err != nil {
 		return nil, err
 	}
 	return e, nil
+}
+
+// AppendBody appends e's body, decompressed, to dst and returns the extended slice: the
+// body DecodePacked or JoinPacked left compressed, else Body. It grows dst at most once,
+// so a caller that reuses dst decompresses without allocating. Errors wrap ErrCorrupt
+// (or are ErrClosed); dst is then returned unchanged.
+func (c *Codec) AppendBody(dst []byte, e *Envelope) ([]byte, error) {
+	if e.packed == nil {
+		return append(dst, e.Body...), nil
+	}
+	if c.closed.Load() {
+		return dst, ErrClosed
+	}
+	return c.unpack(dst, e.packed)
 }
 
 // Target reads a message's job and instance, checking its frame and checksum but neither
@@ -361,6 +425,9 @@ const (
 func (c *Codec) check(e *Envelope) error {
 	if e == nil {
 		return fmt.Errorf("%w: nil", ErrInvalid)
+	}
+	if e.packed != nil {
+		return fmt.Errorf("%w: body still packed: AppendBody it into Body first", ErrInvalid)
 	}
 	if err := checkLabels(e.Labels); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)

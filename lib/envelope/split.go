@@ -193,6 +193,17 @@ func SameScrape(a, b *Envelope) error {
 // parts. Errors wrap ErrInvalid (parts that do not make one scrape), ErrCorrupt (a body
 // that does not check or decompress) or ErrTooLarge (or are ErrClosed).
 func (c *Codec) Join(parts []*Envelope) (*Envelope, error) {
+	return c.join(parts, false)
+}
+
+// JoinPacked is Join but leaves the joined body compressed, as DecodePacked does: Body
+// is nil and AppendBody decompresses it. It checks the chunks against the scrape key
+// and the body's frame header, not whether the body decompresses.
+func (c *Codec) JoinPacked(parts []*Envelope) (*Envelope, error) {
+	return c.join(parts, true)
+}
+
+func (c *Codec) join(parts []*Envelope, packed bool) (*Envelope, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -257,7 +268,11 @@ func (c *Codec) Join(parts []*Envelope) (*Envelope, error) {
 		return &e, nil
 	}
 	w := wireFields{compression: uint64(wb.comp), rawSize: uint64(wb.rawSize), body: stream}
-	if err := c.decodeBody(&e, &w); err != nil {
+	decode := c.decodeBody
+	if packed {
+		decode = c.packBody
+	}
+	if err := decode(&e, &w); err != nil {
 		return nil, fmt.Errorf("join %s/%s: %w", e.Job, e.Instance, err)
 	}
 	return &e, nil

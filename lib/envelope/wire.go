@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -576,54 +577,92 @@ func (w *wireFields) envelope(e *Envelope, labels [][2][]byte) error {
 // decodeBody checks the body's declared size against the limit, then decompresses it
 // into a buffer of exactly that size, which the decompressor may not grow.
 func (c *Codec) decodeBody(e *Envelope, w *wireFields) error {
+	p, err := c.checkBody(w)
+	if err != nil {
+		return err
+	}
+	if p.rawSize == 0 {
+		return nil
+	}
+	if p.comp == CompressionNone {
+		e.Body = bytes.Clone(p.data)
+		return nil
+	}
+	e.Body, err = c.unpack(make([]byte, 0, p.rawSize), p)
+	return err
+}
+
+// packBody checks the body as decodeBody does and keeps it compressed in e, by
+// reference to the message: AppendBody decompresses it.
+func (c *Codec) packBody(e *Envelope, w *wireFields) error {
+	p, err := c.checkBody(w)
+	if err != nil {
+		return err
+	}
+	if p.rawSize > 0 {
+		e.packed = p
+	}
+	return nil
+}
+
+// checkBody checks what can be checked of a body without decompressing it: its
+// declared size against the limit, its compression, and the zstd frame header against
+// the declared size, so that decompressing it later never allocates more than that.
+func (c *Codec) checkBody(w *wireFields) (*packedBody, error) {
 	if w.rawSize > uint64(c.maxBody) {
-		return fmt.Errorf("%w: body declares %d bytes, limit %d", ErrTooLarge, w.rawSize, c.maxBody)
+		return nil, fmt.Errorf("%w: body declares %d bytes, limit %d", ErrTooLarge, w.rawSize, c.maxBody)
 	}
 	raw := int(w.rawSize)
 	switch w.compression {
 	case uint64(CompressionNone):
 		if len(w.body) != raw {
-			return fmt.Errorf("%w: body is %d bytes, raw size says %d", ErrCorrupt, len(w.body), raw)
+			return nil, fmt.Errorf("%w: body is %d bytes, raw size says %d", ErrCorrupt, len(w.body), raw)
 		}
-		if raw > 0 {
-			e.Body = bytes.Clone(w.body)
-		}
-		return nil
+		return &packedBody{comp: CompressionNone, rawSize: raw, data: w.body}, nil
 	case uint64(CompressionZstd):
 		if raw == 0 || len(w.body) == 0 {
 			if raw != len(w.body) {
-				return fmt.Errorf("%w: compressed body is %d bytes, raw size says %d", ErrCorrupt, len(w.body), raw)
+				return nil, fmt.Errorf("%w: compressed body is %d bytes, raw size says %d", ErrCorrupt, len(w.body), raw)
 			}
-			return nil
+			return &packedBody{comp: CompressionZstd}, nil
 		}
 		// The frame header declares the content size too; a mismatch is rejected
 		// before allocating the declared size.
 		var h zstd.Header
 		if err := h.Decode(w.body); err != nil {
-			return fmt.Errorf("%w: body: zstd frame header: %v", ErrCorrupt, err)
+			return nil, fmt.Errorf("%w: body: zstd frame header: %v", ErrCorrupt, err)
 		}
 		if h.Skippable {
-			return fmt.Errorf("%w: body: zstd skippable frame", ErrCorrupt)
+			return nil, fmt.Errorf("%w: body: zstd skippable frame", ErrCorrupt)
 		}
 		if !h.HasFCS || h.FrameContentSize != w.rawSize {
-			return fmt.Errorf("%w: body: zstd frame content size (%d, present %t) does not match raw size %d",
+			return nil, fmt.Errorf("%w: body: zstd frame content size (%d, present %t) does not match raw size %d",
 				ErrCorrupt, h.FrameContentSize, h.HasFCS, raw)
 		}
 		if h.DictionaryID != 0 {
-			return fmt.Errorf("%w: body: zstd dictionary %d", ErrUnsupported, h.DictionaryID)
+			return nil, fmt.Errorf("%w: body: zstd dictionary %d", ErrUnsupported, h.DictionaryID)
 		}
-		body, err := c.zdec.DecodeAll(w.body, make([]byte, 0, raw))
-		if err != nil {
-			return fmt.Errorf("%w: body: zstd: %v", ErrCorrupt, err)
-		}
-		if len(body) != raw {
-			return fmt.Errorf("%w: body decompressed to %d bytes, raw size says %d", ErrCorrupt, len(body), raw)
-		}
-		e.Body = body
-		return nil
+		return &packedBody{comp: CompressionZstd, rawSize: raw, data: w.body}, nil
 	}
-	return fmt.Errorf("%w: body compression %d; this build reads %v and %v, upgrade the drain",
+	return nil, fmt.Errorf("%w: body compression %d; this build reads %v and %v, upgrade the drain",
 		ErrUnsupported, w.compression, CompressionNone, CompressionZstd)
+}
+
+// unpack appends p's body, decompressed, to dst: exactly its declared size, which the
+// decompressor may not exceed.
+func (c *Codec) unpack(dst []byte, p *packedBody) ([]byte, error) {
+	if p.comp == CompressionNone {
+		return append(dst, p.data...), nil
+	}
+	n := len(dst)
+	out, err := c.zdec.DecodeAll(p.data, slices.Grow(dst, p.rawSize)[:n:n+p.rawSize])
+	if err != nil {
+		return dst, fmt.Errorf("%w: body: zstd: %v", ErrCorrupt, err)
+	}
+	if len(out)-n != p.rawSize {
+		return dst, fmt.Errorf("%w: body decompressed to %d bytes, raw size says %d", ErrCorrupt, len(out)-n, p.rawSize)
+	}
+	return out, nil
 }
 
 // The consume functions return protowire's negative codes, plus errCodeWireType when

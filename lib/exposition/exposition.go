@@ -110,20 +110,20 @@ func mediaType(contentType string) (string, error) {
 
 // parseText reads the text format (0.0.4) with Prometheus's parser.
 func parseText(body []byte) ([]*dto.MetricFamily, error) {
-	a := omAssembler{
-		p:    textparse.NewPromParser(body, labels.NewSymbolTable(), false),
-		fams: map[string]*familyBuilder{},
-	}
+	a := newAssembler(textparse.NewPromParser(body, labels.NewSymbolTable(), false), body)
 	if err := a.run(); err != nil {
 		return nil, err
 	}
 	return a.families(), nil
 }
 
+// sortFamilies sorts families by name; it checks first because an exposition nearly
+// always lists them sorted already (client_golang writes them so).
 func sortFamilies(fams []*dto.MetricFamily) {
-	slices.SortFunc(fams, func(a, b *dto.MetricFamily) int {
-		return strings.Compare(a.GetName(), b.GetName())
-	})
+	compare := func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) }
+	if !slices.IsSortedFunc(fams, compare) {
+		slices.SortFunc(fams, compare)
+	}
 }
 
 // sortLabels sorts label pairs by name in place; it checks first because they nearly

@@ -1,10 +1,12 @@
 package exposition
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,10 +25,7 @@ import (
 // (no exemplars, _created or units), and Prometheus's parser is the one the edge
 // validated the body with.
 func parseOpenMetrics(body []byte) ([]*dto.MetricFamily, error) {
-	a := omAssembler{
-		p:    textparse.NewOpenMetricsParser(body, labels.NewSymbolTable()),
-		fams: map[string]*familyBuilder{},
-	}
+	a := newAssembler(textparse.NewOpenMetricsParser(body, labels.NewSymbolTable()), body)
 	if err := a.run(); err != nil {
 		return nil, err
 	}
@@ -131,27 +130,92 @@ type familyBuilder struct {
 	// byKey finds the metric of a label set (without the name and le or quantile)
 	// in families whose metrics have several samples: counters (_total, _created),
 	// histograms and summaries. Like expfmt's text parser, it does not require the
-	// samples of a metric to be adjacent.
-	byKey map[string]*dto.Metric
+	// samples of a metric to be adjacent. A counter family builds it only at its first
+	// sample that may add to an earlier metric (a _created one): until then each
+	// sample is a metric of its own, and most counters never have one.
+	byKey   map[string]*dto.Metric
+	indexed bool // byKey holds every metric of mf
+}
+
+// newAssembler returns an assembler of what p reads of body. Its family map and its
+// slabs of metrics and values are sized from body's lines (counted, not parsed) rather
+// than grown: comment lines are about two a family (HELP and TYPE), the others a
+// sample each.
+func newAssembler(p textparse.Parser, body []byte) *omAssembler {
+	comments := bytes.Count(body, []byte{'#'})
+	samples := max(bytes.Count(body, []byte{'\n'})-comments, 0)
+	n := min(comments/2, 1<<12)
+	a := &omAssembler{p: p, order: make([]*familyBuilder, 0, n)}
+	a.metrics.expect(samples)
+	a.floats.expect(samples)
+	return a
 }
 
 // slab hands out zeroed values from chunks it allocates many at a time: a parse makes
 // a handful of small objects per sample, and allocating them one by one dominated
 // its cost. A chunk lives as long as any value from it; all belong to one parse
 // result. Chunks grow from 16 to 1024 values so that a small body stays small.
-type slab[T any] struct{ free []T }
+type slab[T any] struct {
+	free []T
+	size int // of the last chunk
+}
 
 func (s *slab[T]) new() *T {
 	if len(s.free) == 0 {
-		s.free = make([]T, min(max(2*cap(s.free), 16), 1024))
+		s.size = min(max(2*s.size, 16), 1024)
+		s.free = make([]T, s.size)
 	}
 	p := &s.free[0]
 	s.free = s.free[1:]
 	return p
 }
 
+// expect sizes the first chunk for n values (at most 1024).
+func (s *slab[T]) expect(n int) {
+	if s.size == 0 {
+		s.size = min(n, 1024) / 2
+	}
+}
+
+// grow returns s with room for at least one more element: a slice of a chunk of n
+// elements shared with other slices, each with its own part of the chunk (so appends
+// to one never reach another's). Like slab, it makes few allocations for many small
+// slices that grow.
+type chunk[T any] struct{ free []T }
+
+func (c *chunk[T]) grow(s []T, n int) []T {
+	want := max(2*cap(s), 4)
+	if want > n/4 {
+		return slices.Grow(s, 1) // a large slice: its own allocation
+	}
+	if len(c.free) < want {
+		c.free = make([]T, n)
+	}
+	out := append(c.free[:0:want], s...)
+	c.free = c.free[want:]
+	return out
+}
+
+// take returns an empty slice of capacity n from the chunk, with the same guarantee.
+func (c *chunk[T]) take(n, size int) []T {
+	if n > size/4 {
+		return make([]T, 0, n)
+	}
+	if len(c.free) < n {
+		c.free = make([]T, size)
+	}
+	out := c.free[:0:n]
+	c.free = c.free[n:]
+	return out
+}
+
 // allocs are the slabs of one parse.
 type allocs struct {
+	builders slab[familyBuilder]
+	mfs      slab[dto.MetricFamily]
+	types    slab[dto.MetricType]
+	labels   chunk[*dto.LabelPair]
+	list     chunk[*dto.Metric]
 	pairs    slab[dto.LabelPair]
 	strings  slab[string]
 	floats   slab[float64]
@@ -183,8 +247,14 @@ type omAssembler struct {
 	allocs
 	p    textparse.Parser
 	line int // lines read; every OpenMetrics entry is one line
+	// fams finds a family by name. It is made only once a family's name is not
+	// greater than the last one's: while the names come sorted (as in most
+	// expositions), a name is new if it is greater than the last, with no map.
 	fams map[string]*familyBuilder
-	cur  omFamily
+	// order is the families in the order they came: sorted by name already in most
+	// expositions, which then need no sorting.
+	order []*familyBuilder
+	cur   omFamily
 
 	lset labels.Labels
 	ex   exemplar.Exemplar
@@ -207,13 +277,13 @@ func (a *omAssembler) run() error {
 			a.meta(name).typ = t
 		case textparse.EntryHelp:
 			name, help := a.p.Help()
-			a.meta(name).help = proto.String(string(help))
+			a.meta(name).help = a.string(string(help))
 		case textparse.EntryUnit:
 			name, unit := a.p.Unit()
 			m := a.meta(name)
 			m.unit = nil
 			if len(unit) > 0 {
-				m.unit = proto.String(string(unit))
+				m.unit = a.string(string(unit))
 			}
 		case textparse.EntrySeries:
 			if err := a.sample(); err != nil {
@@ -299,10 +369,17 @@ func (a *omAssembler) resolve(sampleName string) error {
 		}
 	}
 	t := dtoType(c.typ)
-	fb := a.fams[name]
+	fb := a.family(name)
 	if fb == nil {
-		fb = &familyBuilder{mf: &dto.MetricFamily{Name: proto.String(name), Type: t.Enum(), Help: c.help, Unit: c.unit}}
-		a.fams[name] = fb
+		fb = a.builders.new()
+		fb.mf = a.mfs.new()
+		typ := a.types.new()
+		*typ = t
+		fb.mf.Name, fb.mf.Type, fb.mf.Help, fb.mf.Unit = a.string(name), typ, c.help, c.unit
+		if a.fams != nil {
+			a.fams[name] = fb
+		}
+		a.order = append(a.order, fb)
 		c.fb = fb
 		return nil
 	}
@@ -322,12 +399,39 @@ func (a *omAssembler) resolve(sampleName string) error {
 	return nil
 }
 
-func (a *omAssembler) counterSample(fb *familyBuilder, r role, ts *int64, v float64) error {
-	var taken func(*dto.Metric) bool
-	if r == roleValue {
-		taken = func(m *dto.Metric) bool { return m.Counter.Value != nil }
+// family returns the family of name read so far, or nil.
+func (a *omAssembler) family(name string) *familyBuilder {
+	if a.fams == nil {
+		n := len(a.order)
+		if n == 0 || a.order[n-1].mf.GetName() < name {
+			return nil // sorted so far, and greater than every name so far
+		}
+		a.fams = make(map[string]*familyBuilder, 2*n)
+		for _, fb := range a.order {
+			a.fams[fb.mf.GetName()] = fb
+		}
 	}
-	m, err := a.metric(fb, "", ts, r == roleValue, taken)
+	return a.fams[name]
+}
+
+func (a *omAssembler) counterSample(fb *familyBuilder, r role, ts *int64, v float64) error {
+	var (
+		m   *dto.Metric
+		err error
+	)
+	if r == roleValue && !fb.indexed {
+		// Every metric so far has its value: this sample's is a new one.
+		m, err = a.newMetric(fb, "", ts)
+		if err == nil {
+			m.Counter = a.counters.new()
+		}
+	} else {
+		var taken func(*dto.Metric) bool
+		if r == roleValue {
+			taken = func(m *dto.Metric) bool { return m.Counter.Value != nil }
+		}
+		m, err = a.metric(fb, "", ts, r == roleValue, taken)
+	}
 	if err != nil {
 		return err
 	}
@@ -424,24 +528,32 @@ func (a *omAssembler) summarySample(fb *familyBuilder, r role, ts *int64, v floa
 // stamp says whether the sample's timestamp is the metric's (a _created sample's is
 // not).
 func (a *omAssembler) metric(fb *familyBuilder, skip string, ts *int64, stamp bool, taken func(*dto.Metric) bool) (*dto.Metric, error) {
+	if !fb.indexed {
+		// The metrics made before the index: a counter's, by their labels, which are
+		// the label sets they were made from without the name (newMetric). The
+		// latest of a label set is the one its key finds, as when indexed at once.
+		fb.indexed = true
+		fb.byKey = make(map[string]*dto.Metric, len(fb.mf.Metric))
+		for _, m := range fb.mf.Metric {
+			a.key = a.key[:0]
+			for _, p := range m.Label {
+				a.key = appendKey(a.key, p.GetName(), p.GetValue())
+			}
+			fb.byKey[string(a.key)] = m
+		}
+	}
 	a.key = a.key[:0]
 	a.lset.Range(func(l labels.Label) {
 		if l.Name == labels.MetricName || l.Name == skip {
 			return
 		}
-		a.key = append(a.key, l.Name...)
-		a.key = append(a.key, 0xff)
-		a.key = append(a.key, l.Value...)
-		a.key = append(a.key, 0xff)
+		a.key = appendKey(a.key, l.Name, l.Value)
 	})
 	m := fb.byKey[string(a.key)]
 	if m == nil || (taken != nil && taken(m)) {
 		var err error
 		if m, err = a.newMetric(fb, skip, nil); err != nil {
 			return nil, err
-		}
-		if fb.byKey == nil {
-			fb.byKey = map[string]*dto.Metric{}
 		}
 		fb.byKey[string(a.key)] = m
 	}
@@ -451,12 +563,20 @@ func (a *omAssembler) metric(fb *familyBuilder, skip string, ts *int64, stamp bo
 	return m, nil
 }
 
+// appendKey appends a label to a key of byKey.
+func appendKey(key []byte, name, value string) []byte {
+	key = append(key, name...)
+	key = append(key, 0xff)
+	key = append(key, value...)
+	return append(key, 0xff)
+}
+
 // newMetric appends a metric with the current sample's labels, except the name and
 // skip, to the family.
 func (a *omAssembler) newMetric(fb *familyBuilder, skip string, ts *int64) (*dto.Metric, error) {
 	m := a.metrics.new()
 	if n := a.lset.Len() - 1; n > 0 {
-		m.Label = make([]*dto.LabelPair, 0, n)
+		m.Label = a.labels.take(n, 1024)
 	}
 	var err error
 	a.lset.Range(func(l labels.Label) {
@@ -475,6 +595,9 @@ func (a *omAssembler) newMetric(fb *familyBuilder, skip string, ts *int64) (*dto
 	}
 	if ts != nil {
 		m.TimestampMs = proto.Int64(*ts)
+	}
+	if len(fb.mf.Metric) == cap(fb.mf.Metric) {
+		fb.mf.Metric = a.list.grow(fb.mf.Metric, 1024)
 	}
 	fb.mf.Metric = append(fb.mf.Metric, m)
 	return m, nil
@@ -502,8 +625,8 @@ func (a *omAssembler) exemplar() *dto.Exemplar {
 // sample alone) and families left without metrics, as expfmt drops families without
 // samples, and sorts them by name.
 func (a *omAssembler) families() []*dto.MetricFamily {
-	fams := make([]*dto.MetricFamily, 0, len(a.fams))
-	for _, fb := range a.fams {
+	fams := make([]*dto.MetricFamily, 0, len(a.order))
+	for _, fb := range a.order {
 		ms := fb.mf.Metric[:0]
 		for _, m := range fb.mf.Metric {
 			if hasValue(fb.mf.GetType(), m) {

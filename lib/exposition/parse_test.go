@@ -530,3 +530,26 @@ func TestEncodeRoundTrip(t *testing.T) {
 		t.Error("unknown format encoded")
 	}
 }
+
+// TestParseUnsortedFamilies checks that families out of order, or repeated further on,
+// come out sorted and merged, as from a sorted body.
+func TestParseUnsortedFamilies(t *testing.T) {
+	sorted := "# TYPE a gauge\na{x=\"1\"} 1\na{x=\"2\"} 2\n# TYPE b counter\nb_total 3\n# TYPE c untyped\nc 4\n"
+	for _, body := range []string{
+		"# TYPE b counter\nb_total 3\n# TYPE a gauge\na{x=\"1\"} 1\n# TYPE c untyped\nc 4\n# TYPE a gauge\na{x=\"2\"} 2\n",
+		"# TYPE c untyped\nc 4\n# TYPE b counter\nb_total 3\n# TYPE a gauge\na{x=\"1\"} 1\na{x=\"2\"} 2\n",
+		"# TYPE a gauge\na{x=\"1\"} 1\n# TYPE b counter\nb_total 3\n# TYPE a gauge\na{x=\"2\"} 2\n# TYPE c untyped\nc 4\n",
+	} {
+		want, err := Parse([]byte(sorted), fixture.TextContentType)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Parse([]byte(body), fixture.TextContentType)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, w := asText(t, got), asText(t, want); g != w {
+			t.Errorf("body\n%s\nparsed as\n%s", body, diff(g, w))
+		}
+	}
+}
