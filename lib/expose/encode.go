@@ -89,12 +89,17 @@ func (e *encoder) encode(src []*dto.MetricFamily, stamp bool, start time.Time, o
 	blocks := make([]block, len(e.spans))
 	text := pack(e.text.Bytes(), len(e.spans), func(i int) ([2]int, bool) { return e.spans[i].text, true })
 	om := pack(e.om.Bytes(), len(e.spans), func(i int) ([2]int, bool) { return e.spans[i].om, e.spans[i].omState == omEncoded })
-	pb := pack(e.pb.Bytes(), len(e.spans), func(i int) ([2]int, bool) { return e.spans[i].pb, e.spans[i].pbState == omEncoded })
+	var pb [][]byte
+	if e.pb.Len() > 0 {
+		pb = pack(e.pb.Bytes(), len(e.spans), func(i int) ([2]int, bool) { return e.spans[i].pb, e.spans[i].pbState == omEncoded })
+	}
 	for i, sp := range e.spans {
 		b := &blocks[i]
 		b.text = text[i]
 		if sp.pbState == omEncoded {
-			b.pb = pb[i]
+			if pb != nil {
+				b.pb = pb[i]
+			}
 			if b.pb == nil {
 				b.pb = []byte{} // encoded, and empty: pack leaves a nil for that
 			}
