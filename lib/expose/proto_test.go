@@ -162,6 +162,13 @@ func TestProtobuf(t *testing.T) {
 				t.Errorf("health families not served")
 			}
 
+			// OpenMetrics carries the exemplars, and no _created lines: promhttp
+			// writes none unless its handler enables them.
+			om, _ := h.get(t, acceptOpenMetrics)
+			if !bytes.Contains(om, []byte(`# {trace_id="abc"} 3`)) || bytes.Contains(om, []byte("_created")) {
+				t.Errorf("OpenMetrics: exemplar missing or _created lines written:\n%s", om)
+			}
+
 			// Without escaping=allow-utf-8, as promhttp, the names are escaped.
 			body, ct = h.get(t, acceptProto)
 			if want := "escaping=underscores"; !bytes.HasSuffix([]byte(ct), []byte(want)) {
