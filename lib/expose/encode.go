@@ -79,7 +79,9 @@ func (e *encoder) encode(src []*dto.MetricFamily, stamp bool, start time.Time, o
 		if protobuf || needsProtobuf(mf) {
 			sp.pbState = omEncoded
 			if sp.pb, err = encodeSamples(&e.pb, f, expfmt.TypeProtoDelim); err != nil {
-				return nil, fmt.Errorf("family %q in protobuf: %w", mf.GetName(), err)
+				// Not expected of a family expfmt could write as text; should it
+				// happen, the family is left out of protobuf responses only.
+				sp.pbState = omUnavailable
 			}
 		}
 		sp.escape = labelsNeedEscaping(mf)
@@ -96,13 +98,16 @@ func (e *encoder) encode(src []*dto.MetricFamily, stamp bool, start time.Time, o
 	for i, sp := range e.spans {
 		b := &blocks[i]
 		b.text = text[i]
-		if sp.pbState == omEncoded {
+		switch sp.pbState {
+		case omEncoded:
 			if pb != nil {
 				b.pb = pb[i]
 			}
 			if b.pb == nil {
 				b.pb = []byte{} // encoded, and empty: pack leaves a nil for that
 			}
+		case omUnavailable:
+			b.pb = []byte{}
 		}
 		switch sp.omState {
 		case omEncoded:
