@@ -247,32 +247,44 @@ func (s *Sink) writeEscaped(w *bufio.Writer, snaps []*snapshot, names []*family,
 }
 
 // writeProtoEscaped writes family f of the snapshots as one delimited MetricFamily,
-// its names escaped by scheme if they need it.
+// its names escaped by scheme if they need it: decoded, escaped and marshalled again.
+// A family that needs no escaping is written as writeProto writes it.
 func (s *Sink) writeProtoEscaped(w *bufio.Writer, snaps []*snapshot, f *family, scheme model.EscapingScheme) {
-	msg := slices.Clone(f.pbHeader)
+	var parts [][]byte
+	size := len(f.pbHeader)
 	escape := f.escape
-	empty := true
 	for _, sn := range snaps {
 		if i, ok := sn.find(f); ok && len(sn.blocks[i].pb) > 0 {
-			msg = append(msg, sn.blocks[i].pb...)
+			parts = append(parts, sn.blocks[i].pb)
+			size += len(sn.blocks[i].pb)
 			escape = escape || sn.blocks[i].escape
-			empty = false
 		}
 	}
-	if empty {
+	if len(parts) == 0 {
 		return
 	}
-	if escape {
-		var mf dto.MetricFamily
-		if err := proto.Unmarshal(msg, &mf); err != nil {
-			s.logger.Debug("family left out of an escaped response", "family", f.name, "err", err)
-			return
+	if !escape {
+		_, _ = w.Write(protowire.AppendVarint(nil, uint64(size)))
+		_, _ = w.Write(f.pbHeader)
+		for _, b := range parts {
+			_, _ = w.Write(b)
 		}
-		var err error
-		if msg, err = proto.Marshal(model.EscapeMetricFamily(&mf, scheme)); err != nil {
-			s.logger.Debug("family left out of an escaped response", "family", f.name, "err", err)
-			return
-		}
+		return
+	}
+	msg := make([]byte, 0, size)
+	msg = append(msg, f.pbHeader...)
+	for _, b := range parts {
+		msg = append(msg, b...)
+	}
+	var mf dto.MetricFamily
+	if err := proto.Unmarshal(msg, &mf); err != nil {
+		s.logger.Debug("family left out of an escaped response", "family", f.name, "err", err)
+		return
+	}
+	msg, err := proto.Marshal(model.EscapeMetricFamily(&mf, scheme))
+	if err != nil {
+		s.logger.Debug("family left out of an escaped response", "family", f.name, "err", err)
+		return
 	}
 	_, _ = w.Write(protowire.AppendVarint(nil, uint64(len(msg))))
 	_, _ = w.Write(msg)
