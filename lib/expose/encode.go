@@ -10,13 +10,15 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
 
 // encoder is the scratch space of one delivery's encoding. Sinks pool them: a delivery
 // encodes a thousand series or so, and the buffers are worth keeping between them.
 type encoder struct {
-	text, om bytes.Buffer
-	spans    []span
+	text, om, pb bytes.Buffer
+	spans        []span
 	// fam, metrics and ptrs are the family handed to expfmt: the delivered family with
 	// its metrics copied where they need a timestamp, as the Scrape is read-only.
 	fam     dto.MetricFamily
@@ -27,12 +29,13 @@ type encoder struct {
 
 // span locates one family's encodings in the encoder's buffers.
 type span struct {
-	text, om [2]int // [start, end) of the sample lines
-	omState  int8
-	escape   bool
+	text, om, pb [2]int // [start, end) of the sample lines, or of the protobuf metrics
+	omState      int8
+	pbState      int8
+	escape       bool
 }
 
-// OpenMetrics states of a span.
+// OpenMetrics (and protobuf) states of a span.
 const (
 	omLater       int8 = iota // encode when first asked for
 	omEncoded                 // span.om holds it
@@ -44,14 +47,17 @@ const (
 var errNoMetrics = errors.New("family has no metrics")
 
 // encode returns one block per family of src, in the same order, holding the text
-// format's sample lines and, if openMetrics or the family carries exemplars, the
-// OpenMetrics ones. All the bytes of the blocks are in one allocation per format: a
+// format's sample lines; if openMetrics or the family carries exemplars, the
+// OpenMetrics ones; and if protobuf or the family carries what the text format
+// cannot give back (native histograms, exemplars, created timestamps), its metrics
+// in protobuf. All the bytes of the blocks are in one allocation per format: a
 // snapshot lives for a scrape interval, and a thousand small slices would cost the
 // collector more than one large one. With stamp, samples without a timestamp get
 // start's.
-func (e *encoder) encode(src []*dto.MetricFamily, stamp bool, start time.Time, openMetrics bool) ([]block, error) {
+func (e *encoder) encode(src []*dto.MetricFamily, stamp bool, start time.Time, openMetrics, protobuf bool) ([]block, error) {
 	e.text.Reset()
 	e.om.Reset()
+	e.pb.Reset()
 	e.spans = e.spans[:0]
 	e.ts = start.UnixMilli()
 	defer e.forget()
@@ -70,6 +76,14 @@ func (e *encoder) encode(src []*dto.MetricFamily, stamp bool, start time.Time, o
 				sp.omState = omUnavailable
 			}
 		}
+		if protobuf || needsProtobuf(mf) {
+			sp.pbState = omEncoded
+			if sp.pb, err = encodeSamples(&e.pb, f, expfmt.TypeProtoDelim); err != nil {
+				// Not expected of a family expfmt could write as text; should it
+				// happen, the family is left out of protobuf responses only.
+				sp.pbState = omUnavailable
+			}
+		}
 		sp.escape = labelsNeedEscaping(mf)
 		e.spans = append(e.spans, sp)
 	}
@@ -77,9 +91,24 @@ func (e *encoder) encode(src []*dto.MetricFamily, stamp bool, start time.Time, o
 	blocks := make([]block, len(e.spans))
 	text := pack(e.text.Bytes(), len(e.spans), func(i int) ([2]int, bool) { return e.spans[i].text, true })
 	om := pack(e.om.Bytes(), len(e.spans), func(i int) ([2]int, bool) { return e.spans[i].om, e.spans[i].omState == omEncoded })
+	var pb [][]byte
+	if e.pb.Len() > 0 {
+		pb = pack(e.pb.Bytes(), len(e.spans), func(i int) ([2]int, bool) { return e.spans[i].pb, e.spans[i].pbState == omEncoded })
+	}
 	for i, sp := range e.spans {
 		b := &blocks[i]
 		b.text = text[i]
+		switch sp.pbState {
+		case omEncoded:
+			if pb != nil {
+				b.pb = pb[i]
+			}
+			if b.pb == nil {
+				b.pb = []byte{} // encoded, and empty: pack leaves a nil for that
+			}
+		case omUnavailable:
+			b.pb = []byte{}
+		}
 		switch sp.omState {
 		case omEncoded:
 			b.om = om[i]
@@ -156,9 +185,19 @@ func (e *encoder) family(mf *dto.MetricFamily, stamp bool) *dto.MetricFamily {
 
 // encodeSamples appends f, which has no HELP or UNIT, to buf in the given format with
 // expfmt's encoder, and returns where its sample lines are: all it wrote but the TYPE
-// line. On error buf is as it was.
+// line. In protobuf it appends the family's metric fields alone, which a request
+// concatenates after the family's header fields into one MetricFamily message. On
+// error buf is as it was.
 func encodeSamples(buf *bytes.Buffer, f *dto.MetricFamily, format expfmt.FormatType) ([2]int, error) {
 	start := buf.Len()
+	if format == expfmt.TypeProtoDelim {
+		out, err := appendMetrics(buf.AvailableBuffer(), f.Metric)
+		if err != nil {
+			return [2]int{}, err
+		}
+		buf.Write(out)
+		return [2]int{start, buf.Len()}, nil
+	}
 	var err error
 	if format == expfmt.TypeOpenMetrics {
 		_, err = expfmt.MetricFamilyToOpenMetrics(buf, f)
@@ -174,6 +213,40 @@ func encodeSamples(buf *bytes.Buffer, f *dto.MetricFamily, format expfmt.FormatT
 	return [2]int{start + nl + 1, buf.Len()}, nil
 }
 
+// metricField is the field number of MetricFamily.metric in client_model's
+// metrics.proto.
+const metricField protowire.Number = 4
+
+// appendMetrics appends ms to b as MetricFamily.metric fields.
+func appendMetrics(b []byte, ms []*dto.Metric) ([]byte, error) {
+	opts := proto.MarshalOptions{UseCachedSize: true}
+	for _, m := range ms {
+		b = protowire.AppendTag(b, metricField, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(proto.Size(m)))
+		var err error
+		if b, err = opts.MarshalAppend(b, m); err != nil {
+			return b, fmt.Errorf("marshal metric: %w", err)
+		}
+	}
+	return b, nil
+}
+
+// needsProtobuf reports whether mf carries what the protobuf format serves and the
+// text format cannot give back, so that its protobuf encoding must be made from it
+// at delivery: native histograms, exemplars, created timestamps.
+func needsProtobuf(mf *dto.MetricFamily) bool {
+	for _, m := range mf.GetMetric() {
+		if m.GetCounter().GetCreatedTimestamp() != nil || m.GetSummary().GetCreatedTimestamp() != nil {
+			return true
+		}
+		if h := m.GetHistogram(); h != nil && (h.CreatedTimestamp != nil || h.Schema != nil || h.ZeroThreshold != nil ||
+			h.ZeroCount != nil || h.ZeroCountFloat != nil || len(h.PositiveSpan) > 0 || len(h.NegativeSpan) > 0) {
+			return true
+		}
+	}
+	return hasExemplars(mf)
+}
+
 // hasExemplars reports whether mf carries exemplars, which only OpenMetrics can serve
 // and which the text encoding therefore cannot give back.
 func hasExemplars(mf *dto.MetricFamily) bool {
@@ -185,6 +258,9 @@ func hasExemplars(mf *dto.MetricFamily) bool {
 			if b.GetExemplar() != nil {
 				return true
 			}
+		}
+		if len(m.GetHistogram().GetExemplars()) > 0 {
+			return true
 		}
 	}
 	return false
@@ -229,6 +305,9 @@ func newFamily(mf *dto.MetricFamily, by string) (*family, error) {
 		return nil, err
 	}
 	f.textType = f.textHeader[len(f.textHeader)-typeLineLen(f.textHeader):]
+	if f.pbHeader, err = proto.Marshal(&dto.MetricFamily{Name: &f.name, Help: f.help, Type: mf.Type, Unit: f.unit}); err != nil {
+		return nil, fmt.Errorf("marshal family %q: %w", f.name, err)
+	}
 	return f, nil
 }
 

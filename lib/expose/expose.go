@@ -56,6 +56,20 @@
 // the text format only. _created lines are not written, as client_golang does not by
 // default.
 //
+// The delimited protobuf format, which a Prometheus asks for first when it scrapes
+// native histograms, is encoded per target too, as each family's MetricFamily.metric
+// fields: a request writes one MetricFamily per name, its header fields then every
+// target's metric fields, which is the message the merged family marshals to. Families
+// carrying what the text format cannot give back (native histograms, exemplars,
+// created timestamps) are always encoded at delivery; the others are encoded at
+// delivery for ten minutes after a protobuf request and otherwise, like OpenMetrics,
+// from the text encoding at the first request that needs them.
+//
+// Negotiation is expfmt.NegotiateAccept's over the text format 0.0.4 and 1.0.0,
+// OpenMetrics 1.0.0 and 0.0.1 and the protobuf format, as client_golang's promhttp
+// does (which has no text 1.0.0), and Content-Type names the format and escaping
+// chosen.
+//
 // Names outside the legacy character set are stored unescaped. A request whose Accept
 // header asks for another escaping (or none: model.NameEscapingScheme applies) gets
 // the families and labels that need it re-encoded, escaped, on the fly; a family whose
@@ -112,8 +126,9 @@ type Sink struct {
 	writers  sync.Pool       // *responseWriter
 
 	// omWanted is when (opts.Now, Unix nanoseconds) OpenMetrics was last asked for,
-	// or the sink started.
+	// or the sink started; pbWanted when the protobuf format was (zero: never).
 	omWanted atomic.Int64
+	pbWanted atomic.Int64
 
 	mu      sync.Mutex
 	targets map[string]*target // by sink.Scrape.Key
@@ -152,6 +167,9 @@ type snapshot struct {
 	// not; omReady tells requests they need not wait for it.
 	omOnce  sync.Once
 	omReady atomic.Bool
+	// pbOnce and pbReady are the same for the protobuf format.
+	pbOnce  sync.Once
+	pbReady atomic.Bool
 	// released is set, under Sink.mu, once the snapshot is no longer served.
 	released bool
 }
@@ -163,6 +181,9 @@ type block struct {
 	// om is the OpenMetrics sample lines: encoded at delivery, or nil until omOnce
 	// has run; empty (not nil) when the family cannot be written in OpenMetrics.
 	om []byte
+	// pb is the protobuf encoding of the family's metrics (MetricFamily.metric
+	// fields), nil until it is encoded.
+	pb []byte
 	// escape says whether a label name is outside the legacy character set.
 	escape bool
 }
@@ -176,6 +197,7 @@ type family struct {
 	textHeader []byte // HELP and TYPE lines as expfmt writes them
 	textType   []byte // the TYPE line alone, the tail of textHeader
 	omHeader   []byte // HELP, TYPE and UNIT lines as expfmt writes them
+	pbHeader   []byte // a MetricFamily's name, help, type and unit fields, marshalled
 	escape     bool   // the name is outside the legacy character set
 	holders    int    // snapshots holding the family; guarded by Sink.mu
 	// by names the target that established the family, for the conflict log.
@@ -253,7 +275,7 @@ func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
 	// The expensive part, outside the lock: deliveries of different targets encode
 	// in parallel.
 	e := s.encoders.Get().(*encoder)
-	blocks, err := e.encode(src, s.opts.Timestamps, start, s.omHot())
+	blocks, err := e.encode(src, s.opts.Timestamps, start, s.omHot(), s.pbHot())
 	s.encoders.Put(e)
 	if err != nil {
 		return fmt.Errorf("%w: expose %s: %w", sink.ErrRejected, key, err)
@@ -287,11 +309,12 @@ func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
 		b.fam = f
 		snap.blocks = append(snap.blocks, b)
 		snap.series += lines(b.text)
-		snap.bytes += len(b.text) + len(b.om)
+		snap.bytes += len(b.text) + len(b.om) + len(b.pb)
 		snap.escape = snap.escape || b.escape || f.escape
 	}
 	clear(blocks[len(snap.blocks):]) // unreferenced bytes of left-out families
 	snap.omReady.Store(!slices.ContainsFunc(snap.blocks, func(b block) bool { return b.om == nil }))
+	snap.pbReady.Store(!slices.ContainsFunc(snap.blocks, func(b block) bool { return b.pb == nil }))
 	if old != nil {
 		s.release(old)
 	}
@@ -459,6 +482,12 @@ func compareTargets(a, b *target) int {
 // delivery.
 func (s *Sink) omHot() bool {
 	return s.opts.Now().UnixNano()-s.omWanted.Load() < int64(openMetricsDemand)
+}
+
+// pbHot reports whether the protobuf format was asked for recently enough to be
+// encoded at delivery.
+func (s *Sink) pbHot() bool {
+	return s.opts.Now().UnixNano()-s.pbWanted.Load() < int64(openMetricsDemand)
 }
 
 func typeName(t dto.MetricType) string { return strings.ToLower(t.String()) }

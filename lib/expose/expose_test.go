@@ -730,7 +730,11 @@ temp 21.5
 		`application/openmetrics-text;version=0.0.1`: "application/openmetrics-text; version=0.0.1",
 		``:    "text/plain; version=0.0.4",
 		`*/*`: "text/plain; version=0.0.4",
-		`application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3`: "text/plain; version=0.0.4",
+		// As promhttp: the protobuf format, and UTF-8 names only when asked for.
+		`application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3`: "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; escaping=underscores",
+		`text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2`:                                              "text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8",
+		`text/plain;version=0.0.4`:                                 "text/plain; version=0.0.4; charset=utf-8; escaping=underscores",
+		`application/openmetrics-text;version=1.0.0;escaping=dots`: "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=dots",
 	} {
 		if _, ct := h.get(t, accept); !strings.HasPrefix(ct, want) {
 			t.Errorf("Accept %q: Content-Type %q, want %s", accept, ct, want)

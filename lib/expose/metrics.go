@@ -20,7 +20,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		series: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "series", Help: "Sample lines the exposition holds, all targets."}),
 		bytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "encoded_bytes", Help: "Bytes of encoded samples the exposition holds, text and OpenMetrics."}),
+			Name: "encoded_bytes", Help: "Bytes of encoded samples the exposition holds, text, OpenMetrics and protobuf."}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "conflicts_total", Help: "Families left out of a delivered scrape because another target serves the name with another type, or the name is a scrape-health family's."}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,

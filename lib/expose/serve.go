@@ -18,13 +18,29 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
+
+// fmtText1 is the text format 1.0.0, which Prometheus 3 asks for: the text format
+// whose names may be UTF-8, quoted, as expfmt writes them for every version. expfmt
+// has no Format for it.
+const fmtText1 expfmt.Format = `text/plain; version=1.0.0; charset=utf-8`
 
 // acceptedFormats returns the formats served, in the order of preference that decides
 // a wildcard Accept: the text format first, as it is the default and the cheapest to
-// serve. OpenMetrics 0.0.1 and 1.0.0 are written alike by expfmt.
+// serve. OpenMetrics 0.0.1 and 1.0.0 are written alike by expfmt. The protobuf
+// format is the delimited one, the only one Prometheus reads.
 func acceptedFormats() []expfmt.Format {
-	return []expfmt.Format{expfmt.FmtText, expfmt.FmtOpenMetrics_1_0_0, expfmt.FmtOpenMetrics_0_0_1}
+	return []expfmt.Format{expfmt.FmtText, fmtText1, expfmt.FmtOpenMetrics_1_0_0, expfmt.FmtOpenMetrics_0_0_1, expfmt.FmtProtoDelim}
+}
+
+// formatType is format.FormatType, which knows no text format but 0.0.4.
+func formatType(format expfmt.Format) expfmt.FormatType {
+	if strings.HasPrefix(string(format), string(fmtText1)) {
+		return expfmt.TypeTextPlain
+	}
+	return format.FormatType()
 }
 
 // gzipLevel trades ratio for speed: the response of a large drain is a hundred MB and
@@ -39,8 +55,10 @@ const bufferSize = 64 << 10
 const eof = "# EOF\n"
 
 // Handler serves the merged exposition of every target the sink holds, in the text
-// format or OpenMetrics as the request's Accept header negotiates (the text format by
-// default), gzipped if its Accept-Encoding allows.
+// format (0.0.4 or 1.0.0), OpenMetrics or the delimited protobuf format as the
+// request's Accept header negotiates (the text format by default), with the name
+// escaping it asks for, gzipped if its Accept-Encoding allows. Negotiation and
+// Content-Type are those of expfmt.NegotiateAccept, as in client_golang's promhttp.
 func (s *Sink) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 func (s *Sink) serveHTTP(w http.ResponseWriter, r *http.Request) {
@@ -54,12 +72,16 @@ func (s *Sink) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// model.NameEscapingScheme when it did not: a scraper that does not say it
 	// reads UTF-8 names gets them escaped.
 	format := expfmt.NegotiateAccept(r.Header, s.formats...)
-	kind := format.FormatType()
+	kind := formatType(format)
 	label := "text"
 	now := s.opts.Now()
-	if kind == expfmt.TypeOpenMetrics {
+	switch kind {
+	case expfmt.TypeOpenMetrics:
 		label = "openmetrics"
 		s.omWanted.Store(now.UnixNano())
+	case expfmt.TypeProtoDelim:
+		label = "protobuf"
+		s.pbWanted.Store(now.UnixNano())
 	}
 
 	h := w.Header()
@@ -80,15 +102,18 @@ func (s *Sink) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		// out here.
 		snaps = slices.DeleteFunc(snaps, func(sn *snapshot) bool { return now.Sub(sn.start) > s.opts.MaxAge })
 	}
-	if kind == expfmt.TypeOpenMetrics {
-		s.prepareOpenMetrics(snaps)
+	if kind != expfmt.TypeTextPlain {
+		s.prepare(snaps, kind)
 	}
 
 	rw := s.responseWriter(w, gz)
 	scheme := format.ToEscapingScheme()
-	if scheme != model.NoEscaping && needsEscaping(snaps, names) {
+	switch {
+	case scheme != model.NoEscaping && needsEscaping(snaps, names):
 		s.writeEscaped(rw.buf, snaps, names, kind, scheme)
-	} else {
+	case kind == expfmt.TypeProtoDelim:
+		writeProto(rw.buf, snaps, names)
+	default:
 		writeMerged(rw.buf, snaps, names, kind)
 	}
 	if kind == expfmt.TypeOpenMetrics {
@@ -129,6 +154,39 @@ func writeMerged(w *bufio.Writer, snaps []*snapshot, names []*family, kind expfm
 	}
 }
 
+// writeProto is writeMerged in the delimited protobuf format: one MetricFamily
+// message per name, its header fields followed by the metric fields of every
+// snapshot's block, which is what marshalling the merged family would write.
+func writeProto(w *bufio.Writer, snaps []*snapshot, names []*family) {
+	cur := make([]int, len(snaps))
+	var parts [][]byte
+	var prefix []byte
+	for _, f := range names {
+		parts = parts[:0]
+		size := len(f.pbHeader)
+		for i, sn := range snaps {
+			c := cur[i]
+			if c == len(sn.blocks) || sn.blocks[c].fam != f {
+				continue
+			}
+			cur[i] = c + 1
+			if b := sn.blocks[c].pb; len(b) > 0 {
+				parts = append(parts, b)
+				size += len(b)
+			}
+		}
+		if len(parts) == 0 {
+			continue
+		}
+		prefix = protowire.AppendVarint(prefix[:0], uint64(size))
+		_, _ = w.Write(prefix)
+		_, _ = w.Write(f.pbHeader)
+		for _, b := range parts {
+			_, _ = w.Write(b)
+		}
+	}
+}
+
 // writeEscaped is writeMerged for a request whose escaping changes some names: those
 // families and blocks are re-encoded, escaped, and the families are merged by their
 // escaped names. Of families whose escaped names collide, one is served: the one
@@ -152,6 +210,12 @@ func (s *Sink) writeEscaped(w *bufio.Writer, snaps []*snapshot, names []*family,
 		if j, ok := slices.BinarySearchFunc(names, order[i].name, func(f *family, name string) int { return strings.Compare(f.name, name) }); ok {
 			order[i].f = names[j]
 		}
+	}
+	if kind == expfmt.TypeProtoDelim {
+		for _, o := range order {
+			s.writeProtoEscaped(w, snaps, o.f, scheme)
+		}
+		return
 	}
 	for _, o := range order {
 		f := o.f
@@ -182,6 +246,50 @@ func (s *Sink) writeEscaped(w *bufio.Writer, snaps []*snapshot, names []*family,
 	}
 }
 
+// writeProtoEscaped writes family f of the snapshots as one delimited MetricFamily,
+// its names escaped by scheme if they need it: decoded, escaped and marshalled again.
+// A family that needs no escaping is written as writeProto writes it.
+func (s *Sink) writeProtoEscaped(w *bufio.Writer, snaps []*snapshot, f *family, scheme model.EscapingScheme) {
+	var parts [][]byte
+	size := len(f.pbHeader)
+	escape := f.escape
+	for _, sn := range snaps {
+		if i, ok := sn.find(f); ok && len(sn.blocks[i].pb) > 0 {
+			parts = append(parts, sn.blocks[i].pb)
+			size += len(sn.blocks[i].pb)
+			escape = escape || sn.blocks[i].escape
+		}
+	}
+	if len(parts) == 0 {
+		return
+	}
+	if !escape {
+		_, _ = w.Write(protowire.AppendVarint(nil, uint64(size)))
+		_, _ = w.Write(f.pbHeader)
+		for _, b := range parts {
+			_, _ = w.Write(b)
+		}
+		return
+	}
+	msg := make([]byte, 0, size)
+	msg = append(msg, f.pbHeader...)
+	for _, b := range parts {
+		msg = append(msg, b...)
+	}
+	var mf dto.MetricFamily
+	if err := proto.Unmarshal(msg, &mf); err != nil {
+		s.logger.Debug("family left out of an escaped response", "family", f.name, "err", err)
+		return
+	}
+	msg, err := proto.Marshal(model.EscapeMetricFamily(&mf, scheme))
+	if err != nil {
+		s.logger.Debug("family left out of an escaped response", "family", f.name, "err", err)
+		return
+	}
+	_, _ = w.Write(protowire.AppendVarint(nil, uint64(len(msg))))
+	_, _ = w.Write(msg)
+}
+
 // needsEscaping reports whether some family or label name served would change under
 // an escaping scheme.
 func needsEscaping(snaps []*snapshot, names []*family) bool {
@@ -196,10 +304,30 @@ func (sn *snapshot) find(f *family) (int, bool) {
 }
 
 func (b *block) samples(kind expfmt.FormatType) []byte {
-	if kind == expfmt.TypeOpenMetrics {
+	switch kind {
+	case expfmt.TypeOpenMetrics:
 		return b.om
+	case expfmt.TypeProtoDelim:
+		return b.pb
 	}
 	return b.text
+}
+
+// later returns, for a format encoded at delivery only on demand, where a block
+// holds it (nil until encoded).
+func later(kind expfmt.FormatType) func(b *block) *[]byte {
+	if kind == expfmt.TypeProtoDelim {
+		return func(b *block) *[]byte { return &b.pb }
+	}
+	return func(b *block) *[]byte { return &b.om }
+}
+
+// ready returns the once and the flag of the snapshot's encoding in kind.
+func (sn *snapshot) ready(kind expfmt.FormatType) (*sync.Once, *atomic.Bool) {
+	if kind == expfmt.TypeProtoDelim {
+		return &sn.pbOnce, &sn.pbReady
+	}
+	return &sn.omOnce, &sn.omReady
 }
 
 func (f *family) header(kind expfmt.FormatType) []byte {
@@ -209,12 +337,12 @@ func (f *family) header(kind expfmt.FormatType) []byte {
 	return f.textHeader
 }
 
-// prepareOpenMetrics makes sure every snapshot has its OpenMetrics encoding, encoding
-// those that lack it in parallel.
-func (s *Sink) prepareOpenMetrics(snaps []*snapshot) {
+// prepare makes sure every snapshot has its encoding in kind (OpenMetrics or
+// protobuf), encoding those that lack it in parallel.
+func (s *Sink) prepare(snaps []*snapshot, kind expfmt.FormatType) {
 	var todo []*snapshot
 	for _, sn := range snaps {
-		if !sn.omReady.Load() {
+		if _, ready := sn.ready(kind); !ready.Load() {
 			todo = append(todo, sn)
 		}
 	}
@@ -230,47 +358,51 @@ func (s *Sink) prepareOpenMetrics(snaps []*snapshot) {
 				if i >= len(todo) {
 					return
 				}
-				s.openMetrics(todo[i])
+				s.encodeLater(todo[i], kind)
 			}
 		})
 	}
 	wg.Wait()
 }
 
-// openMetrics encodes, once, the blocks of a snapshot that delivery left without an
-// OpenMetrics encoding, from their text encoding.
-func (s *Sink) openMetrics(sn *snapshot) {
-	sn.omOnce.Do(func() {
+// encodeLater encodes, once, the blocks of a snapshot that delivery left without an
+// encoding in kind (OpenMetrics or protobuf), from their text encoding. What the
+// text format does not carry (exemplars, native histograms, created timestamps) was
+// encoded at delivery.
+func (s *Sink) encodeLater(sn *snapshot, kind expfmt.FormatType) {
+	once, ready := sn.ready(kind)
+	field := later(kind)
+	once.Do(func() {
 		var buf bytes.Buffer
 		spans := make([][2]int, len(sn.blocks))
 		ok := make([]bool, len(sn.blocks))
-		fams := s.reparseAll(sn)
+		fams := s.reparseAll(sn, field)
 		for i := range sn.blocks {
 			b := &sn.blocks[i]
-			if b.om != nil {
+			if *field(b) != nil {
 				continue
 			}
 			if mf := fams[b.fam.name]; mf != nil {
 				mf.Type = b.fam.typ.Enum() // the text format writes a gauge histogram as a histogram
 				var err error
-				spans[i], err = encodeSamples(&buf, mf, expfmt.TypeOpenMetrics)
+				spans[i], err = encodeSamples(&buf, mf, kind)
 				ok[i] = err == nil
 			}
 		}
-		om := pack(buf.Bytes(), len(sn.blocks), func(i int) ([2]int, bool) { return spans[i], ok[i] })
+		enc := pack(buf.Bytes(), len(sn.blocks), func(i int) ([2]int, bool) { return spans[i], ok[i] })
 		added := 0
 		for i := range sn.blocks {
 			b := &sn.blocks[i]
-			switch {
-			case b.om != nil:
-			case ok[i]:
-				b.om = om[i]
-				added += len(b.om)
+			switch p := field(b); {
+			case *p != nil:
+			case ok[i] && enc[i] != nil:
+				*p = enc[i]
+				added += len(*p)
 			default:
-				b.om = []byte{}
+				*p = []byte{}
 			}
 		}
-		sn.omReady.Store(true)
+		ready.Store(true)
 
 		s.mu.Lock()
 		if !sn.released {
@@ -282,12 +414,13 @@ func (s *Sink) openMetrics(sn *snapshot) {
 	})
 }
 
-// reparseAll reads back the text encoding of the blocks of sn that lack OpenMetrics,
-// in one parse: parsing them one by one costs a parser and its buffer each.
-func (s *Sink) reparseAll(sn *snapshot) map[string]*dto.MetricFamily {
+// reparseAll reads back the text encoding of the blocks of sn that lack an encoding
+// (field nil), in one parse: parsing them one by one costs a parser and its buffer
+// each.
+func (s *Sink) reparseAll(sn *snapshot, field func(*block) *[]byte) map[string]*dto.MetricFamily {
 	var doc bytes.Buffer
 	for i := range sn.blocks {
-		if b := &sn.blocks[i]; b.om == nil {
+		if b := &sn.blocks[i]; *field(b) == nil {
 			doc.Write(b.fam.textType)
 			doc.Write(b.text)
 		}
@@ -301,7 +434,7 @@ func (s *Sink) reparseAll(sn *snapshot) map[string]*dto.MetricFamily {
 	s.logger.Debug("reparsing a snapshot failed; reparsing family by family", "err", err)
 	fams = map[string]*dto.MetricFamily{}
 	for i := range sn.blocks {
-		if b := &sn.blocks[i]; b.om == nil {
+		if b := &sn.blocks[i]; *field(b) == nil {
 			if mf, err := reparse(b.fam, b.text); err == nil {
 				fams[b.fam.name] = mf
 			}

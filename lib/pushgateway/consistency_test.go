@@ -365,6 +365,34 @@ var gatewayCases = []gatewayCase{
 		}
 		return fams
 	}}}, []bool{true}, pushgateway.ReasonNameCollision},
+	// Native histograms, which the gateway takes in a protobuf push, are histograms to
+	// its check.
+	{"native histogram, then its _count", []casePush{nativePush("a", false), {instance: "b", text: "# TYPE foo_count gauge\nfoo_count 1\n"}}, []bool{false, true}, pushgateway.ReasonNameCollision},
+	{"a _bucket, then the native histogram", []casePush{{instance: "a", text: "# TYPE foo_bucket gauge\nfoo_bucket 1\n"}, nativePush("b", false)}, []bool{false, true}, pushgateway.ReasonNameCollision},
+	{"native histogram, then a gauge of its name", []casePush{nativePush("a", false), {instance: "b", text: "# TYPE foo gauge\nfoo 1\n"}}, []bool{false, true}, pushgateway.ReasonTypeConflict},
+	{"native beside classic histogram", []casePush{nativePush("a", false), {instance: "b", text: hist}}, []bool{false, false}, ""},
+	{"float native beside integer native", []casePush{nativePush("a", true), nativePush("b", false)}, []bool{false, false}, ""},
+	{"a native histogram series twice", []casePush{{instance: "a", fams: func() []*dto.MetricFamily {
+		f := nativeFoo(false)
+		f.Metric = append(f.Metric, proto.Clone(f.Metric[0]).(*dto.Metric))
+		return []*dto.MetricFamily{f}
+	}}}, []bool{true}, pushgateway.ReasonDuplicateSeries},
+}
+
+// nativeFoo is a native histogram family foo, with integer or float counts.
+func nativeFoo(float bool) *dto.MetricFamily {
+	h := &dto.Histogram{SampleSum: proto.Float64(3), Schema: proto.Int32(3), ZeroThreshold: proto.Float64(1e-128),
+		PositiveSpan: []*dto.BucketSpan{{Offset: proto.Int32(2), Length: proto.Uint32(3)}}}
+	if float {
+		h.SampleCountFloat, h.ZeroCountFloat, h.PositiveCount = proto.Float64(10), proto.Float64(1), []float64{2, 3, 4}
+	} else {
+		h.SampleCount, h.ZeroCount, h.PositiveDelta = proto.Uint64(10), proto.Uint64(1), []int64{2, 1, 1}
+	}
+	return &dto.MetricFamily{Name: proto.String("foo"), Type: dto.MetricType_HISTOGRAM.Enum(), Metric: []*dto.Metric{{Histogram: h}}}
+}
+
+func nativePush(instance string, float bool) casePush {
+	return casePush{instance: instance, fams: func() []*dto.MetricFamily { return []*dto.MetricFamily{nativeFoo(float)} }}
 }
 
 // TestSinkMatchesGatewayCheck pushes every case to a gateway with its consistency check

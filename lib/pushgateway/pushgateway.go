@@ -15,6 +15,9 @@
 // tests check with the real binary: a successful PUT answers 200 with the
 // consistency check on and 202 with it off, DELETE answers 202 even for a group
 // that does not exist, and a push is refused with 400 and a plain-text reason.
+// Pushes are in the delimited protobuf format, in which 1.5 takes native
+// histograms, exemplars and created timestamps, keeps them, and serves them whole
+// to a protobuf scrape of its /metrics.
 package pushgateway
 
 import (

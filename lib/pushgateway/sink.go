@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,7 @@ type Sink struct {
 	logger         *slog.Logger
 	deleted        prometheus.Counter
 	refused        *prometheus.CounterVec
+	dropped        *prometheus.CounterVec
 	index          *index
 
 	// The claims of families (claims.go).
@@ -102,6 +104,9 @@ type group struct {
 	// newest is the start of the newest scrape the gateway holds for the group, from this
 	// sink's pushes or from the gateway's own API.
 	newest time.Time
+	// dropped are the families left out of the group's last push, logged when they
+	// first were.
+	dropped map[drop]bool
 }
 
 // NewSink returns a Sink pushing through c. publisherLabel, when not empty, adds the
@@ -137,6 +142,11 @@ func NewSink(c *Client, publisherLabel string, logger *slog.Logger, reg promethe
 			Help: "Pushes to the Push Gateway refused as inconsistent with what it holds or invalid, by reason: " +
 				"by the sink's own check before sending, or by the gateway itself (reason gateway).",
 		}, []string{"reason"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "prometheus_streams", Subsystem: "drain", Name: "pushgateway_families_dropped_total",
+			Help: "Metric families of a scrape left out of its push to the Push Gateway, which cannot serve them, by reason; " +
+				"the scrape's other families are pushed.",
+		}, []string{"reason"}),
 	}
 	for _, o := range opts {
 		o(s)
@@ -148,9 +158,12 @@ func NewSink(c *Client, publisherLabel string, logger *slog.Logger, reg promethe
 			Help: "Restarts of the Push Gateway the drain noticed (its start time changed).",
 		}),
 	}
-	reg.MustRegister(s.deleted, s.refused, s.claimed, s.roundDuration, s.watch.restarts)
+	reg.MustRegister(s.deleted, s.refused, s.dropped, s.claimed, s.roundDuration, s.watch.restarts)
 	for _, r := range []string{ReasonTypeConflict, ReasonHelpConflict, ReasonNameCollision, ReasonDuplicateSeries, ReasonInvalidSeries, ReasonGateway} {
 		s.refused.WithLabelValues(r)
+	}
+	for _, r := range []string{DropEscapedNameCollision, DropEscapedLabelCollision} {
+		s.dropped.WithLabelValues(r)
 	}
 	return s
 }
@@ -338,8 +351,10 @@ func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
 		return sink.ErrSuperseded
 	}
 	fams := make([]*dto.MetricFamily, 0, len(sc.Families)+len(sc.Health))
-	fams = append(fams, forGateway(sc.Families)...)
+	own, drops := forGateway(sc.Families)
+	fams = append(fams, own...)
 	fams = append(fams, sc.Health...)
+	s.noteDrops(gk, g, drops)
 
 	res, err := s.check(gk, path, fams)
 	if err != nil {
@@ -424,6 +439,25 @@ func (s *Sink) check(gk Grouping, path string, fams []*dto.MetricFamily) (*shape
 		s.noteRefusal(gk, ie)
 	}
 	return res, err
+}
+
+// noteDrops counts the families left out of a push of group g, and logs those that
+// were not left out of its previous push: a family that cannot be pushed comes back
+// with every scrape. The caller holds g.mu.
+func (s *Sink) noteDrops(gk Grouping, g *group, drops []drop) {
+	var now map[drop]bool
+	for _, d := range drops {
+		s.dropped.WithLabelValues(d.reason).Inc()
+		if now == nil {
+			now = make(map[drop]bool, len(drops))
+		}
+		now[d] = true
+		if !g.dropped[d] {
+			s.logger.Warn("metric family left out of the push: the push gateway cannot serve it (logged once per target)",
+				"group", gk.String(), "family", d.family, "reason", d.reason)
+		}
+	}
+	g.dropped = now
 }
 
 // noteRefusal counts a push refused as inconsistent, and logs it once per cause: the
@@ -566,15 +600,43 @@ func scrapeTime(gr Group) (time.Time, bool) {
 	return time.Unix(int64(sec), int64(frac*1e9)), true
 }
 
+// Reasons a family of a scrape is left out of its push, counted in
+// prometheus_streams_drain_pushgateway_families_dropped_total. The rest of the
+// scrape's families are pushed.
+const (
+	// DropEscapedNameCollision: the family's name is outside the legacy character set
+	// and, escaped, is the name of another family of the scrape.
+	DropEscapedNameCollision = "escaped_name_collision"
+	// DropEscapedLabelCollision: two label names of one of the family's series escape
+	// to the same name.
+	DropEscapedLabelCollision = "escaped_label_collision"
+)
+
+// drop is a family left out of a push, and why.
+type drop struct{ family, reason string }
+
 // forGateway returns fams as Push Gateway 1.5 takes them, copying only the families that
 // need a change (the originals are shared with other sinks): sample timestamps removed,
 // since the gateway refuses them, and names outside the legacy character set escaped
 // with underscores, since the gateway would accept them but then serve an exposition no
-// scraper can parse.
-func forGateway(fams []*dto.MetricFamily) []*dto.MetricFamily {
+// scraper can parse. A family that escaping would make clash with another, or whose
+// series it would give two labels of one name, is left out, and returned in drops:
+// pushed, it would make the gateway (or the sink's own check) refuse the whole push.
+// Of two families whose names escape alike, the one whose name needs no escaping is
+// kept, else the first.
+func forGateway(fams []*dto.MetricFamily) (out []*dto.MetricFamily, drops []drop) {
 	out, copied := fams, false
+	var names map[string]bool // the names pushed, once some family needs escaping
 	for i, f := range fams {
 		stamped, utf8 := needsChange(f)
+		if utf8 && names == nil {
+			names = make(map[string]bool, len(fams))
+			for _, g := range fams {
+				if model.LegacyValidation.IsValidMetricName(g.GetName()) {
+					names[g.GetName()] = true
+				}
+			}
+		}
 		if !stamped && !utf8 {
 			continue
 		}
@@ -586,11 +648,40 @@ func forGateway(fams []*dto.MetricFamily) []*dto.MetricFamily {
 		c := proto.Clone(f).(*dto.MetricFamily)
 		if utf8 {
 			c = model.EscapeMetricFamily(c, model.UnderscoreEscaping)
+			switch {
+			case c.GetName() != f.GetName() && names[c.GetName()]:
+				drops = append(drops, drop{f.GetName(), DropEscapedNameCollision})
+				out[i] = nil
+				continue
+			case duplicateLabels(c):
+				drops = append(drops, drop{f.GetName(), DropEscapedLabelCollision})
+				out[i] = nil
+				continue
+			}
+			names[c.GetName()] = true
 		}
 		exposition.StripTimestamps([]*dto.MetricFamily{c})
 		out[i] = c
 	}
-	return out
+	if len(drops) > 0 {
+		out = slices.DeleteFunc(out, func(f *dto.MetricFamily) bool { return f == nil })
+	}
+	return out, drops
+}
+
+// duplicateLabels reports whether a series of f has two labels of one name.
+func duplicateLabels(f *dto.MetricFamily) bool {
+	for _, m := range f.GetMetric() {
+		ls := m.GetLabel()
+		for i := range ls {
+			for j := range i {
+				if ls[i].GetName() == ls[j].GetName() {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func needsChange(f *dto.MetricFamily) (stamped, utf8 bool) {

@@ -20,7 +20,10 @@ func TestForGatewayLeavesSharedFamiliesAlone(t *testing.T) {
 			{Gauge: &dto.Gauge{Value: proto.Float64(2)}, TimestampMs: proto.Int64(1700000000000)},
 		}},
 	}
-	out := forGateway(shared)
+	out, drops := forGateway(shared)
+	if len(drops) > 0 {
+		t.Errorf("dropped %v", drops)
+	}
 	if out[0].GetName() != "my_metric" || out[1].GetName() != "plain" {
 		t.Errorf("names %q %q", out[0].GetName(), out[1].GetName())
 	}
