@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/lib/edge"
+	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/lib/proctest"
+)
+
+// result is what one sitting measured.
+type result struct {
+	fetch, scrape []usage // run i of each, alternated
+	storedBytes   uint64  // the stream's growth over the measured runs
+	storedMsgs    uint64
+	agentCPU      time.Duration // per scrape cycle; zero when not measured
+	agentCycles   float64
+	profile       string // scrape-once's CPU profile summary, "" when not taken
+}
+
+// measure runs the whole sitting: builds, servers, a warm-up run of each, o.runs
+// alternated runs, the agent, the profile.
+func measure(ctx context.Context, o options, body []byte) (*result, error) {
+	dir, err := os.MkdirTemp("", "bench-edge-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	scrapeOnce, err := build(ctx, dir, "cmd/scrape-once")
+	if err != nil {
+		return nil, err
+	}
+	fetch, err := build(ctx, dir, "bench/edge/fetch")
+	if err != nil {
+		return nil, err
+	}
+	tg, err := serveTargets(body, o.targets)
+	if err != nil {
+		return nil, err
+	}
+	defer tg.close()
+	ns, err := startNATS(filepath.Join(dir, "jetstream"))
+	if err != nil {
+		return nil, err
+	}
+	defer ns.close()
+	cfgText := edgeConfig(ns.url(), tg.urls())
+	cfgPath := filepath.Join(dir, "scrape-once.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
+		return nil, fmt.Errorf("write config: %w", err)
+	}
+
+	fetchOnce := func() (usage, error) {
+		before := tg.requests.Load()
+		u, _, err := runChild(ctx, fetch, tg.urls()...)
+		if err != nil {
+			return u, err
+		}
+		if got := tg.requests.Load() - before; got != int64(o.targets) {
+			return u, fmt.Errorf("bare fetch: %d requests for %d targets", got, o.targets)
+		}
+		return u, nil
+	}
+	var res result
+	scrapeOnceRun := func() (usage, error) {
+		before := tg.requests.Load()
+		b0, m0, err := ns.stored(ctx)
+		if err != nil {
+			return usage{}, err
+		}
+		u, log, err := runChild(ctx, scrapeOnce, "--config", cfgPath)
+		if err != nil {
+			return u, err
+		}
+		if err := checkSummary(log, o.targets); err != nil {
+			return u, err
+		}
+		if got := tg.requests.Load() - before; got != int64(o.targets) {
+			return u, fmt.Errorf("scrape-once: %d requests for %d targets", got, o.targets)
+		}
+		b1, m1, err := ns.stored(ctx)
+		if err != nil {
+			return u, err
+		}
+		if m1-m0 != uint64(o.targets) {
+			return u, fmt.Errorf("scrape-once: the stream grew by %d messages for %d targets", m1-m0, o.targets)
+		}
+		res.storedBytes += b1 - b0
+		res.storedMsgs += m1 - m0
+		return u, nil
+	}
+
+	// Warm-up: the page cache, and the stream's creation, are not measured.
+	if _, err := fetchOnce(); err != nil {
+		return nil, err
+	}
+	if _, err := scrapeOnceRun(); err != nil {
+		return nil, err
+	}
+	res.storedBytes, res.storedMsgs = 0, 0
+	for i := range o.runs {
+		// Alternate which goes first, so that neither always follows the other.
+		order := []bool{true, false}
+		if i%2 == 1 {
+			order = []bool{false, true}
+		}
+		for _, isFetch := range order {
+			if isFetch {
+				u, err := fetchOnce()
+				if err != nil {
+					return nil, err
+				}
+				res.fetch = append(res.fetch, u)
+				continue
+			}
+			u, err := scrapeOnceRun()
+			if err != nil {
+				return nil, err
+			}
+			res.scrape = append(res.scrape, u)
+		}
+	}
+
+	if o.agent != "" {
+		if res.agentCPU, res.agentCycles, err = measureAgent(ctx, o, dir, tg); err != nil {
+			return nil, err
+		}
+	}
+	if o.profileDir != "" {
+		if res.profile, err = profile(ctx, o.profileDir, cfgText); err != nil {
+			return nil, err
+		}
+	}
+	return &res, nil
+}
+
+// edgeConfig is scrape-once's config: one job of the targets, published to the
+// stream, which scrape-once creates.
+func edgeConfig(natsURL string, urls []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "scrape_interval: 60s\npoller_stream: {transport: jetstream, stream: %s, create_stream: true, urls: '%s'}\n", streamName, natsURL)
+	b.WriteString("jobs:\n  node:\n    targets:\n")
+	for i, u := range urls {
+		fmt.Fprintf(&b, "      - {name: t%d, url: '%s'}\n", i, u)
+	}
+	return b.String()
+}
+
+// measureAgent runs Prometheus as an agent scraping the targets every o.interval, and
+// returns its CPU time per scrape cycle over o.agentFor, after two cycles of warm-up.
+// A cycle is counted from the targets' requests: o.targets of them.
+func measureAgent(ctx context.Context, o options, dir string, tg *targets) (time.Duration, float64, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, fmt.Errorf("remote-write receiver: %w", err)
+	}
+	rw := &http.Server{Handler: receiver(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = rw.Serve(l) }()
+	defer rw.Close()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfg, []byte(agentConfig(tg.urls(), o.interval, "http://"+l.Addr().String()+"/api/v1/write")), 0o600); err != nil {
+		return 0, 0, fmt.Errorf("agent config: %w", err)
+	}
+	addr, err := proctest.FreeAddr()
+	if err != nil {
+		return 0, 0, err
+	}
+	var plog proctest.Log
+	client := &http.Client{Timeout: 5 * time.Second}
+	p, err := proctest.Start("prometheus", o.agent, []string{
+		"--enable-feature=agent", "--config.file=" + cfg, "--storage.agent.path=" + filepath.Join(dir, "agent"),
+		"--web.listen-address=" + addr, "--log.level=warn",
+	}, &plog, client, "http://"+addr+"/-/ready", 30*time.Second, 2*time.Second)
+	if err != nil {
+		return 0, 0, fmt.Errorf("prometheus agent: %w", err)
+	}
+	defer p.Stop(10 * time.Second)
+
+	metrics := "http://" + addr + "/metrics"
+	if err := awaitRequests(ctx, tg, tg.requests.Load()+2*int64(o.targets), 30*time.Second); err != nil {
+		return 0, 0, fmt.Errorf("prometheus agent warm-up: %w\n%s", err, plog.String())
+	}
+	cpu0, err := processCPU(ctx, client, metrics)
+	if err != nil {
+		return 0, 0, err
+	}
+	r0 := tg.requests.Load()
+	select {
+	case <-time.After(o.agentFor):
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
+	cpu1, err := processCPU(ctx, client, metrics)
+	if err != nil {
+		return 0, 0, err
+	}
+	cycles := float64(tg.requests.Load()-r0) / float64(o.targets)
+	if want := 0.8 * float64(o.agentFor) / float64(o.interval); cycles < want {
+		return 0, 0, fmt.Errorf("prometheus agent: %.1f scrape cycles in %v, expected about %.0f\n%s", cycles, o.agentFor, want/0.8, plog.String())
+	}
+	return time.Duration((cpu1 - cpu0) / cycles * float64(time.Second)), cycles, nil
+}
+
+// awaitRequests waits until the targets have served n requests in all.
+func awaitRequests(ctx context.Context, tg *targets, n int64, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for tg.requests.Load() < n {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d requests: %w", tg.requests.Load(), n, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// profileRuns is how many runs the CPU profile covers.
+const profileRuns = 20
+
+// profile runs scrape-once's code (lib/edge, as cmd/scrape-once wires it) in this
+// process profileRuns times under the CPU profiler, writes the profile to dir, and
+// returns go tool pprof's summary of it by cumulative share, the samples of the
+// in-process NATS server and target server left out.
+func profile(ctx context.Context, dir, cfgText string) (string, error) {
+	cfg, err := config.Parse([]byte(cfgText))
+	if err != nil {
+		return "", fmt.Errorf("profile: config: %w", err)
+	}
+	sel, err := edge.Select(cfg, nil, nil)
+	if err != nil {
+		return "", fmt.Errorf("profile: %w", err)
+	}
+	codec, err := envelope.NewCodec()
+	if err != nil {
+		return "", fmt.Errorf("profile: %w", err)
+	}
+	defer codec.Close()
+	logger := slog.New(slog.DiscardHandler)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("profile: %w", err)
+	}
+	path := filepath.Join(dir, "edge-cpu.pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		return "", fmt.Errorf("profile: %w", err)
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return "", fmt.Errorf("profile: %w", err)
+	}
+	for range profileRuns {
+		// A Runner per run, as a process per run builds one.
+		sum, err := edge.New(cfg, codec, edge.Dial(cfg, logger), logger, "bench").Run(ctx, sel)
+		if err == nil && sum.Acked != len(sel) {
+			err = fmt.Errorf("acked %d of %d", sum.Acked, len(sel))
+		}
+		if err != nil {
+			pprof.StopCPUProfile()
+			return "", fmt.Errorf("profile run: %w", err)
+		}
+	}
+	pprof.StopCPUProfile()
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("profile: %w", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("profile: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, goCommand(), "tool", "pprof", "-top", "-cum", "-nodecount=25",
+		"-ignore", profileIgnore, exe, path)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go tool pprof: %w\n%s", err, out)
+	}
+	summary := string(out)
+	if err := os.WriteFile(filepath.Join(dir, "edge-cpu.txt"), out, 0o644); err != nil {
+		return "", fmt.Errorf("profile: %w", err)
+	}
+	return summary, nil
+}
+
+// profileIgnore drops the samples of the servers this process runs for scrape-once:
+// the NATS server and the targets' HTTP server.
+const profileIgnore = `nats-server|net/http\.\(\*conn\)\.serve|main\.serveTargets`
+
+// median of ds; ds is not empty.
+func median(ds []float64) float64 {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// report prints the table.
+func (r *result) report(w io.Writer, o options, rawBytes int) {
+	if len(r.scrape) == 0 || len(r.scrape) != len(r.fetch) {
+		fmt.Fprintln(w, "no runs")
+		return
+	}
+	var sw, sc, fw, fc, wallRatio, cpuRatio []float64
+	for i := range r.scrape {
+		s, f := r.scrape[i], r.fetch[i]
+		sw, sc, fw, fc = append(sw, ms(s.wall)), append(sc, ms(s.cpu)), append(fw, ms(f.wall)), append(fc, ms(f.cpu))
+		wallRatio = append(wallRatio, float64(s.wall)/float64(f.wall))
+		cpuRatio = append(cpuRatio, float64(s.cpu)/float64(f.cpu))
+	}
+	fmt.Fprintf(w, "%d loopback targets serving %s (%d bytes), gzip when accepted; JetStream file store in-process; %d runs of each, alternated; medians, and the range of the run-by-run ratios.\n\n",
+		o.targets, "tests/testdata/node_exporter.prom", rawBytes, len(r.scrape))
+	fmt.Fprintln(w, "| row | scrape-once | floor | ratio (range) | goal |")
+	fmt.Fprintln(w, "|---|---|---|---|---|")
+	fmt.Fprintf(w, "| wall per run ÷ bare concurrent fetch | %.0f ms | %.0f ms | %.2f (%.2f–%.2f) | ≤ 2 |\n",
+		median(sw), median(fw), median(wallRatio), slices.Min(wallRatio), slices.Max(wallRatio))
+	fmt.Fprintf(w, "| CPU per run ÷ bare fetch's CPU | %.0f ms | %.0f ms | %.2f (%.2f–%.2f) | ≤ 2.5 |\n",
+		median(sc), median(fc), median(cpuRatio), slices.Min(cpuRatio), slices.Max(cpuRatio))
+	if r.agentCPU > 0 {
+		fmt.Fprintf(w, "| CPU per run ÷ Prometheus agent's CPU per scrape cycle¹ | %.0f ms | %.0f ms | %.2f | ≤ 0.3 |\n",
+			median(sc), ms(r.agentCPU), median(sc)/ms(r.agentCPU))
+	}
+	perRun := float64(r.storedBytes) / float64(len(r.scrape))
+	raw := float64(o.targets * rawBytes)
+	fmt.Fprintf(w, "| bytes stored in the stream ÷ raw exposition bytes | %.0f B/run | %.0f B/run | %.3f | ≤ 0.12 |\n",
+		perRun, raw, perRun/raw)
+	if r.agentCPU > 0 {
+		fmt.Fprintf(w, "\n¹ The agent's CPU includes its remote-write sending (to a loopback receiver answering 204 at once) and its WAL; %.0f scrape cycles at %v measured from its process_cpu_seconds_total.\n",
+			r.agentCycles, o.interval)
+	}
+	if r.profile != "" {
+		fmt.Fprintf(w, "\nWhere scrape-once's CPU goes: lib/edge run in-process %d times under the CPU profiler (the in-process NATS and target servers left out; GC is the whole process's), top by cumulative share:\n\n```\n%s```\n",
+			profileRuns, trimProfile(r.profile))
+	}
+}
+
+// trimProfile keeps pprof's header lines and table, without its build-id lines.
+func trimProfile(s string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if l == "" || strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Build ID:") || strings.HasPrefix(l, "Type:") || strings.HasPrefix(l, "Time:") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "\n") + "\n"
+}
