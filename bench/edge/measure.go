@@ -62,9 +62,10 @@ func runChild(ctx context.Context, bin string, args ...string) (usage, string, e
 // checkSummary fails unless scrape-once's summary line says that every one of n
 // targets was scraped, published and acked.
 func checkSummary(log string, n int) error {
+	// Each key with the space before it: "failed=0" is also the end of "ack_failed=0".
 	for _, want := range []string{
-		fmt.Sprintf("targets=%d ", n), fmt.Sprintf("ok=%d ", n), "failed=0 ",
-		fmt.Sprintf("published=%d ", n), fmt.Sprintf("acked=%d ", n), "ack_failed=0 ", "pending=0 ",
+		fmt.Sprintf(" targets=%d ", n), fmt.Sprintf(" ok=%d ", n), " failed=0 ",
+		fmt.Sprintf(" published=%d ", n), fmt.Sprintf(" acked=%d ", n), " ack_failed=0 ", " pending=0 ",
 	} {
 		if !strings.Contains(log, want) {
 			return fmt.Errorf("scrape-once's summary lacks %q:\n%s", strings.TrimSpace(want), log)
