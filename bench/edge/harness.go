@@ -139,8 +139,12 @@ func measure(ctx context.Context, o options, body []byte) (*result, error) {
 			return nil, err
 		}
 	}
-	if o.profileDir != "" {
-		if res.profile, err = profile(ctx, o.profileDir, cfgText); err != nil {
+	if o.profile {
+		pdir := o.profileDir
+		if pdir == "" {
+			pdir = dir
+		}
+		if res.profile, err = profile(ctx, pdir, cfgText); err != nil {
 			return nil, err
 		}
 	}

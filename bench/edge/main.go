@@ -18,7 +18,7 @@
 // acks are not all there fails the harness rather than give a figure.
 //
 //	go run ./bench/edge                         # 100 targets, 10 runs each, 15 s of agent
-//	go run ./bench/edge -out bench/results/edge.md -profile bench/results
+//	go run ./bench/edge -out bench/results/edge.md -profile-dir /tmp/edge
 package main
 
 import (
@@ -30,6 +30,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,7 +43,8 @@ type options struct {
 	agent      string        // Prometheus binary; "" skips the agent's row
 	agentFor   time.Duration // the agent's measured window
 	interval   time.Duration // the agent's scrape interval
-	profileDir string        // where scrape-once's CPU profile goes; "" for none
+	profile    bool          // profile lib/edge in-process and summarise where the CPU goes
+	profileDir string        // where to keep the profile; "" for a temp dir
 }
 
 func main() {
@@ -53,7 +55,8 @@ func main() {
 	flag.StringVar(&o.agent, "prometheus", "/usr/bin/prometheus", "Prometheus 2 binary run as agent; empty to skip that row")
 	flag.DurationVar(&o.agentFor, "agent-window", 15*time.Second, "how long the agent's CPU is measured")
 	flag.DurationVar(&o.interval, "agent-interval", time.Second, "the agent's scrape interval")
-	flag.StringVar(&o.profileDir, "profile", "", "write scrape-once's CPU profile (edge-cpu.pprof) and its summary (edge-cpu.txt) here")
+	flag.BoolVar(&o.profile, "profile", true, "profile scrape-once's code in-process and print where its CPU goes")
+	flag.StringVar(&o.profileDir, "profile-dir", "", "keep that CPU profile (edge-cpu.pprof) and its summary (edge-cpu.txt) here")
 	flag.StringVar(&out, "out", "", "also write the report to this file")
 	flag.Parse()
 
@@ -70,6 +73,7 @@ func run(ctx context.Context, o options, out string) error {
 	if err != nil {
 		return fmt.Errorf("read the exposition: %w", err)
 	}
+	load := loadAverage()
 	res, err := measure(ctx, o, body)
 	if err != nil {
 		return err
@@ -84,8 +88,35 @@ func run(ctx context.Context, o options, out string) error {
 		defer f.Close()
 		w = io.MultiWriter(os.Stdout, f)
 	}
-	fmt.Fprintf(w, "# scrape-once against its floors\n\n%s, %s/%s, %d CPUs, %s, %s\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), host, runtime.Version())
+	fmt.Fprintf(w, "# scrape-once against its floors\n\n%s, %s/%s, %d CPUs (%s), host %s, %s, load average before: %s\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel(), host, runtime.Version(), load)
 	res.report(w, o, len(body))
 	return nil
+}
+
+// cpuModel is the first model name in /proc/cpuinfo, "unknown" elsewhere.
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+// loadAverage is /proc/loadavg's 1, 5 and 15 minute figures: the machine may be shared.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
