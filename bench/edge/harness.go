@@ -95,8 +95,8 @@ func measure(ctx context.Context, o options, body []byte) (*result, error) {
 		if err != nil {
 			return u, err
 		}
-		if m1-m0 != uint64(o.targets) {
-			return u, fmt.Errorf("scrape-once: the stream grew by %d messages for %d targets", m1-m0, o.targets)
+		if m1 != m0+uint64(o.targets) || b1 < b0 {
+			return u, fmt.Errorf("scrape-once: the stream went from %d to %d messages (%d to %d bytes) for %d targets", m0, m1, b0, b1, o.targets)
 		}
 		res.storedBytes += b1 - b0
 		res.storedMsgs += m1 - m0
@@ -152,10 +152,11 @@ func measure(ctx context.Context, o options, body []byte) (*result, error) {
 }
 
 // edgeConfig is scrape-once's config: one job of the targets, published to the
-// stream, which scrape-once creates.
+// stream, which scrape-once creates. The stream keeps messages for max_age: an hour,
+// so that none expires during a sitting, which would spoil the count of each run's.
 func edgeConfig(natsURL string, urls []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "scrape_interval: 60s\npoller_stream: {transport: jetstream, stream: %s, create_stream: true, urls: '%s'}\n", streamName, natsURL)
+	fmt.Fprintf(&b, "scrape_interval: 60s\nmax_age: 1h\npoller_stream: {transport: jetstream, stream: %s, create_stream: true, urls: '%s'}\n", streamName, natsURL)
 	b.WriteString("jobs:\n  node:\n    targets:\n")
 	for i, u := range urls {
 		fmt.Fprintf(&b, "      - {name: t%d, url: '%s'}\n", i, u)
