@@ -13,6 +13,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
@@ -26,9 +27,8 @@ type result struct {
 	fetch, scrape []usage // run i of each, alternated
 	storedBytes   uint64  // the stream's growth over the measured runs
 	storedMsgs    uint64
-	agentCPU      time.Duration // per scrape cycle; zero when not measured
-	agentCycles   float64
-	profile       string // scrape-once's CPU profile summary, "" when not taken
+	agent         []agentWindow // one per block of runs; none when not measured
+	profile       string        // scrape-once's CPU profile summary, "" when not taken
 }
 
 // measure runs the whole sitting: builds, servers, a warm-up run of each, o.runs
@@ -111,32 +111,49 @@ func measure(ctx context.Context, o options, body []byte) (*result, error) {
 		return nil, err
 	}
 	res.storedBytes, res.storedMsgs = 0, 0
-	for i := range o.runs {
-		// Alternate which goes first, so that neither always follows the other.
-		order := []bool{true, false}
-		if i%2 == 1 {
-			order = []bool{false, true}
+
+	// The agent, when measured, runs paused (SIGSTOP) while the binaries run; after each
+	// block of runs it is resumed for a window of its own, so that its figure and
+	// scrape-once's see the machine's load of the same minutes.
+	var ag *agent
+	blocks := 1
+	if o.agent != "" {
+		if ag, err = startAgent(ctx, o, dir, tg); err != nil {
+			return nil, err
 		}
-		for _, isFetch := range order {
-			if isFetch {
-				u, err := fetchOnce()
+		defer ag.stop()
+		blocks = min(agentBlocks, o.runs)
+	}
+	for b := range blocks {
+		for i := b * o.runs / blocks; i < (b+1)*o.runs/blocks; i++ {
+			// Alternate which goes first, so that neither always follows the other.
+			order := []bool{true, false}
+			if i%2 == 1 {
+				order = []bool{false, true}
+			}
+			for _, isFetch := range order {
+				if isFetch {
+					u, err := fetchOnce()
+					if err != nil {
+						return nil, err
+					}
+					res.fetch = append(res.fetch, u)
+					continue
+				}
+				u, err := scrapeOnceRun()
 				if err != nil {
 					return nil, err
 				}
-				res.fetch = append(res.fetch, u)
-				continue
+				res.scrape = append(res.scrape, u)
 			}
-			u, err := scrapeOnceRun()
+		}
+		if ag != nil {
+			w, err := ag.window(ctx, o.agentFor/time.Duration(blocks))
 			if err != nil {
 				return nil, err
 			}
-			res.scrape = append(res.scrape, u)
-		}
-	}
-
-	if o.agent != "" {
-		if res.agentCPU, res.agentCycles, err = measureAgent(ctx, o, dir, tg); err != nil {
-			return nil, err
+			w.scrapeFrom, w.scrapeTo = b*o.runs/blocks, (b+1)*o.runs/blocks
+			res.agent = append(res.agent, w)
 		}
 	}
 	if o.profile {
@@ -164,59 +181,116 @@ func edgeConfig(natsURL string, urls []string) string {
 	return b.String()
 }
 
-// measureAgent runs Prometheus as an agent scraping the targets every o.interval, and
-// returns its CPU time per scrape cycle over o.agentFor, after two cycles of warm-up.
-// A cycle is counted from the targets' requests: o.targets of them.
-func measureAgent(ctx context.Context, o options, dir string, tg *targets) (time.Duration, float64, error) {
+// agentBlocks is how many windows the agent's measurement is split into, each after a
+// block of the binaries' runs.
+const agentBlocks = 3
+
+// agent is Prometheus running as an agent, scraping the targets every o.interval and
+// remote-writing to a receiver that answers at once.
+type agent struct {
+	p        *proctest.Process
+	log      *proctest.Log
+	client   *http.Client
+	metrics  string // its /metrics URL
+	rw       *http.Server
+	tg       *targets
+	interval time.Duration
+}
+
+// agentWindow is the agent's CPU per scrape cycle over one window, and the block of
+// scrape-once runs (indices scrapeFrom to scrapeTo) before it.
+type agentWindow struct {
+	cpu                  time.Duration // per cycle
+	cycles               float64
+	scrapeFrom, scrapeTo int
+}
+
+// startAgent starts the agent and pauses it once it has scraped every target twice.
+func startAgent(ctx context.Context, o options, dir string, tg *targets) (*agent, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, 0, fmt.Errorf("remote-write receiver: %w", err)
+		return nil, fmt.Errorf("remote-write receiver: %w", err)
 	}
-	rw := &http.Server{Handler: receiver(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = rw.Serve(l) }()
-	defer rw.Close()
+	a := &agent{
+		log: &proctest.Log{}, client: &http.Client{Timeout: 5 * time.Second}, tg: tg, interval: o.interval,
+		rw: &http.Server{Handler: receiver(), ReadHeaderTimeout: 10 * time.Second},
+	}
+	go func() { _ = a.rw.Serve(l) }()
 	cfg := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfg, []byte(agentConfig(tg.urls(), o.interval, "http://"+l.Addr().String()+"/api/v1/write")), 0o600); err != nil {
-		return 0, 0, fmt.Errorf("agent config: %w", err)
+		_ = a.rw.Close()
+		return nil, fmt.Errorf("agent config: %w", err)
 	}
-	addr, err := proctest.FreeAddr()
+	addr, p, err := proctest.OnFreePort(3, func(addr string) (*proctest.Process, error) {
+		return proctest.Start("prometheus", o.agent, []string{
+			"--enable-feature=agent", "--config.file=" + cfg, "--storage.agent.path=" + filepath.Join(dir, "agent"),
+			"--web.listen-address=" + addr, "--log.level=warn",
+		}, a.log, a.client, "http://"+addr+"/-/ready", 30*time.Second, 2*time.Second)
+	})
 	if err != nil {
-		return 0, 0, err
+		_ = a.rw.Close()
+		return nil, fmt.Errorf("prometheus agent: %w", err)
 	}
-	var plog proctest.Log
-	client := &http.Client{Timeout: 5 * time.Second}
-	p, err := proctest.Start("prometheus", o.agent, []string{
-		"--enable-feature=agent", "--config.file=" + cfg, "--storage.agent.path=" + filepath.Join(dir, "agent"),
-		"--web.listen-address=" + addr, "--log.level=warn",
-	}, &plog, client, "http://"+addr+"/-/ready", 30*time.Second, 2*time.Second)
-	if err != nil {
-		return 0, 0, fmt.Errorf("prometheus agent: %w", err)
+	a.p, a.metrics = p, "http://"+addr+"/metrics"
+	if err := a.warmUp(ctx); err != nil {
+		a.stop()
+		return nil, err
 	}
-	defer p.Stop(10 * time.Second)
+	if err := a.p.Signal(syscall.SIGSTOP); err != nil {
+		a.stop()
+		return nil, fmt.Errorf("pause prometheus agent: %w", err)
+	}
+	return a, nil
+}
 
-	metrics := "http://" + addr + "/metrics"
-	if err := awaitRequests(ctx, tg, tg.requests.Load()+2*int64(o.targets), 30*time.Second); err != nil {
-		return 0, 0, fmt.Errorf("prometheus agent warm-up: %w\n%s", err, plog.String())
+// warmUp waits until the agent has scraped every target twice more.
+func (a *agent) warmUp(ctx context.Context) error {
+	if err := awaitRequests(ctx, a.tg, a.tg.requests.Load()+2*int64(a.tg.n), 30*time.Second); err != nil {
+		return fmt.Errorf("prometheus agent warm-up: %w\n%s", err, a.log.String())
 	}
-	cpu0, err := processCPU(ctx, client, metrics)
+	return nil
+}
+
+// window resumes the agent, lets it warm up, measures its CPU per scrape cycle over d
+// from its process_cpu_seconds_total (a cycle counted as one request to each target),
+// and pauses it again.
+func (a *agent) window(ctx context.Context, d time.Duration) (agentWindow, error) {
+	if err := a.p.Signal(syscall.SIGCONT); err != nil {
+		return agentWindow{}, fmt.Errorf("resume prometheus agent: %w", err)
+	}
+	if err := a.warmUp(ctx); err != nil {
+		return agentWindow{}, err
+	}
+	cpu0, err := processCPU(ctx, a.client, a.metrics)
 	if err != nil {
-		return 0, 0, err
+		return agentWindow{}, err
 	}
-	r0 := tg.requests.Load()
+	r0 := a.tg.requests.Load()
 	select {
-	case <-time.After(o.agentFor):
+	case <-time.After(d):
 	case <-ctx.Done():
-		return 0, 0, ctx.Err()
+		return agentWindow{}, ctx.Err()
 	}
-	cpu1, err := processCPU(ctx, client, metrics)
+	cpu1, err := processCPU(ctx, a.client, a.metrics)
 	if err != nil {
-		return 0, 0, err
+		return agentWindow{}, err
 	}
-	cycles := float64(tg.requests.Load()-r0) / float64(o.targets)
-	if want := 0.8 * float64(o.agentFor) / float64(o.interval); cycles < want {
-		return 0, 0, fmt.Errorf("prometheus agent: %.1f scrape cycles in %v, expected about %.0f\n%s", cycles, o.agentFor, want/0.8, plog.String())
+	r1 := a.tg.requests.Load()
+	if err := a.p.Signal(syscall.SIGSTOP); err != nil {
+		return agentWindow{}, fmt.Errorf("pause prometheus agent: %w", err)
 	}
-	return time.Duration((cpu1 - cpu0) / cycles * float64(time.Second)), cycles, nil
+	cycles := float64(r1-r0) / float64(a.tg.n)
+	if want := float64(d) / float64(a.interval); cycles < 0.8*want {
+		return agentWindow{}, fmt.Errorf("prometheus agent: %.1f scrape cycles in %v, expected about %.0f\n%s", cycles, d, want, a.log.String())
+	}
+	return agentWindow{cpu: time.Duration((cpu1 - cpu0) / cycles * float64(time.Second)), cycles: cycles}, nil
+}
+
+// stop resumes the agent, so that it can take its SIGTERM, and stops it.
+func (a *agent) stop() {
+	_ = a.p.Signal(syscall.SIGCONT)
+	a.p.Stop(10 * time.Second)
+	_ = a.rw.Close()
 }
 
 // awaitRequests waits until the targets have served n requests in all.
@@ -336,17 +410,24 @@ func (r *result) report(w io.Writer, o options, rawBytes int) {
 		median(sw), median(fw), median(wallRatio), slices.Min(wallRatio), slices.Max(wallRatio))
 	fmt.Fprintf(w, "| CPU per run ÷ bare fetch's CPU | %.0f ms | %.0f ms | %.2f (%.2f–%.2f) | ≤ 2.5 |\n",
 		median(sc), median(fc), median(cpuRatio), slices.Min(cpuRatio), slices.Max(cpuRatio))
-	if r.agentCPU > 0 {
-		fmt.Fprintf(w, "| CPU per run ÷ Prometheus agent's CPU per scrape cycle¹ | %.0f ms | %.0f ms | %.2f | ≤ 0.3 |\n",
-			median(sc), ms(r.agentCPU), median(sc)/ms(r.agentCPU))
+	var agentCPU, agentRatio []float64
+	cycles := 0.0
+	for _, a := range r.agent {
+		agentCPU = append(agentCPU, ms(a.cpu))
+		agentRatio = append(agentRatio, median(sc[a.scrapeFrom:a.scrapeTo])/ms(a.cpu))
+		cycles += a.cycles
+	}
+	if len(r.agent) > 0 {
+		fmt.Fprintf(w, "| CPU per run ÷ Prometheus agent's CPU per scrape cycle¹ | %.0f ms | %.0f ms | %.2f (%.2f–%.2f) | ≤ 0.3 |\n",
+			median(sc), median(agentCPU), median(agentRatio), slices.Min(agentRatio), slices.Max(agentRatio))
 	}
 	perRun := float64(r.storedBytes) / float64(len(r.scrape))
 	raw := float64(o.targets * rawBytes)
 	fmt.Fprintf(w, "| bytes stored in the stream ÷ raw exposition bytes | %.0f B/run | %.0f B/run | %.3f | ≤ 0.12 |\n",
 		perRun, raw, perRun/raw)
-	if r.agentCPU > 0 {
-		fmt.Fprintf(w, "\n¹ The agent's CPU includes its remote-write sending (to a loopback receiver answering 204 at once) and its WAL; %.0f scrape cycles at %v measured from its process_cpu_seconds_total.\n",
-			r.agentCycles, o.interval)
+	if len(r.agent) > 0 {
+		fmt.Fprintf(w, "\n¹ The agent's CPU includes its remote-write sending (to a loopback receiver answering 204 at once) and its WAL; %.0f scrape cycles at %v, from its process_cpu_seconds_total, in %d windows, each after a block of the runs above (paused meanwhile); the ratio is each window's against the median of its block.\n",
+			cycles, o.interval, len(r.agent))
 	}
 	if r.profile != "" {
 		fmt.Fprintf(w, "\nWhere scrape-once's CPU goes: lib/edge run in-process %d times under the CPU profiler (the in-process NATS and target servers left out; GC is the whole process's), top by cumulative share:\n\n```\n%s```\n",
