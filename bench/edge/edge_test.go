@@ -12,8 +12,9 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 )
 
-// TestMeasure runs the harness on two targets once, without the agent: both programs
-// build and run, every message reaches the stream, and the report has its rows.
+// TestMeasure runs the harness on two targets once, and the agent for a short window
+// when Debian's Prometheus is installed: both programs build and run, every message
+// reaches the stream, and the report has its rows.
 func TestMeasure(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds scrape-once")
@@ -25,6 +26,9 @@ func TestMeasure(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := options{targets: 2, runs: 1}
+	if _, err := os.Stat("/usr/bin/prometheus"); err == nil {
+		o.agent, o.agentFor, o.interval = "/usr/bin/prometheus", 2*time.Second, 250*time.Millisecond
+	}
 	res, err := measure(ctx, o, body)
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +41,14 @@ func TestMeasure(t *testing.T) {
 	}
 	var out bytes.Buffer
 	res.report(&out, o, len(body))
-	for _, row := range []string{"wall per run", "CPU per run ÷ bare", "bytes stored"} {
+	rows := []string{"wall per run", "CPU per run ÷ bare", "bytes stored"}
+	if o.agent != "" {
+		if len(res.agent) != 1 || res.agent[0].cpu <= 0 {
+			t.Errorf("agent windows %+v, want one with CPU", res.agent)
+		}
+		rows = append(rows, "Prometheus agent's CPU")
+	}
+	for _, row := range rows {
 		if !strings.Contains(out.String(), row) {
 			t.Errorf("report lacks the row %q:\n%s", row, out.String())
 		}

@@ -224,7 +224,7 @@ func startAgent(ctx context.Context, o options, dir string, tg *targets) (*agent
 	addr, p, err := proctest.OnFreePort(3, func(addr string) (*proctest.Process, error) {
 		return proctest.Start("prometheus", o.agent, []string{
 			"--enable-feature=agent", "--config.file=" + cfg, "--storage.agent.path=" + filepath.Join(dir, "agent"),
-			"--web.listen-address=" + addr, "--log.level=warn",
+			"--web.listen-address=" + addr,
 		}, a.log, a.client, "http://"+addr+"/-/ready", 30*time.Second, 2*time.Second)
 	})
 	if err != nil {
