@@ -13,6 +13,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -245,7 +246,7 @@ func startAgent(ctx context.Context, o options, dir string, tg *targets) (*agent
 
 // warmUp waits until the agent has scraped every target twice more.
 func (a *agent) warmUp(ctx context.Context) error {
-	if err := awaitRequests(ctx, a.tg, a.tg.requests.Load()+2*int64(a.tg.n), 30*time.Second); err != nil {
+	if err := awaitRequests(ctx, &a.tg.prometheus, a.tg.prometheus.Load()+2*int64(a.tg.n), 30*time.Second); err != nil {
 		return fmt.Errorf("prometheus agent warm-up: %w\n%s", err, a.log.String())
 	}
 	return nil
@@ -265,7 +266,7 @@ func (a *agent) window(ctx context.Context, d time.Duration) (agentWindow, error
 	if err != nil {
 		return agentWindow{}, err
 	}
-	r0 := a.tg.requests.Load()
+	r0 := a.tg.prometheus.Load()
 	select {
 	case <-time.After(d):
 	case <-ctx.Done():
@@ -275,7 +276,7 @@ func (a *agent) window(ctx context.Context, d time.Duration) (agentWindow, error
 	if err != nil {
 		return agentWindow{}, err
 	}
-	r1 := a.tg.requests.Load()
+	r1 := a.tg.prometheus.Load()
 	if err := a.p.Signal(syscall.SIGSTOP); err != nil {
 		return agentWindow{}, fmt.Errorf("pause prometheus agent: %w", err)
 	}
@@ -293,14 +294,14 @@ func (a *agent) stop() {
 	_ = a.rw.Close()
 }
 
-// awaitRequests waits until the targets have served n requests in all.
-func awaitRequests(ctx context.Context, tg *targets, n int64, timeout time.Duration) error {
+// awaitRequests waits until count reaches n.
+func awaitRequests(ctx context.Context, count *atomic.Int64, n int64, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	for tg.requests.Load() < n {
+	for count.Load() < n {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d of %d requests: %w", tg.requests.Load(), n, ctx.Err())
+			return fmt.Errorf("%d of %d requests: %w", count.Load(), n, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -22,12 +22,14 @@ const streamName = "PROMETHEUS"
 
 // targets serves the same exposition on n paths of one loopback listener, gzipped when
 // the client accepts it (as node_exporter does; compressed once, so that serving costs
-// the harness little), and counts the requests.
+// the harness little), and counts the requests: Prometheus's apart, since one it sent
+// before it was paused may be served during a run of the binaries.
 type targets struct {
-	srv      *http.Server
-	base     string // http://127.0.0.1:port
-	n        int
-	requests atomic.Int64
+	srv        *http.Server
+	base       string // http://127.0.0.1:port
+	n          int
+	requests   atomic.Int64 // but Prometheus's
+	prometheus atomic.Int64
 }
 
 func serveTargets(body []byte, n int) (*targets, error) {
@@ -45,7 +47,11 @@ func serveTargets(body []byte, n int) (*targets, error) {
 	}
 	t := &targets{base: "http://" + l.Addr().String(), n: n}
 	t.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t.requests.Add(1)
+		if strings.HasPrefix(r.UserAgent(), "Prometheus/") {
+			t.prometheus.Add(1)
+		} else {
+			t.requests.Add(1)
+		}
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
 			w.Header().Set("Content-Encoding", "gzip")
