@@ -8,16 +8,19 @@
 //     process too), the two alternated run by run;
 //   - scrape-once's CPU per run over a Prometheus agent's (Debian's /usr/bin/prometheus,
 //     --enable-feature=agent) CPU per scrape cycle of the same targets, remote-writing
-//     to a receiver that answers at once;
+//     to a receiver that answers at once, measured in windows between blocks of the
+//     runs (the agent paused meanwhile);
 //   - the bytes the JetStream stream stores per run over the raw exposition bytes
 //     scraped.
 //
 // The targets (loopback, one listener, a path each) serve tests/testdata's
 // node_exporter capture, gzipped when asked; the NATS server (JetStream, file store)
 // runs in this process, so a child's CPU is its own. A run whose scrapes, publishes or
-// acks are not all there fails the harness rather than give a figure.
+// acks are not all there fails the harness rather than give a figure. Last, lib/edge
+// runs in this process under the CPU profiler, and go tool pprof's summary says where
+// scrape-once's time goes (process start and config loading aside).
 //
-//	go run ./bench/edge                         # 100 targets, 10 runs each, 15 s of agent
+//	go run ./bench/edge                         # 100 targets, 10 runs each, 15 s of the agent
 //	go run ./bench/edge -out bench/results/edge.md -profile-dir /tmp/edge
 package main
 
