@@ -57,7 +57,10 @@ fmt:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 # Benchmarks: envelope codec, compression choice, validation, a whole scrape-once run, and
-# the drain into a real Push Gateway beside the gateway's own ingest rate.
+# the drain into a real Push Gateway beside the gateway's own ingest rate. Then the edge's
+# rows (bench/edge, about a minute): the real scrape-once binary over 100 loopback targets
+# against a bare fetch of them and a Prometheus agent scraping them, and the bytes it
+# stores; flags in EDGE_FLAGS, e.g. EDGE_FLAGS='-out bench/results/edge.md'.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./lib/envelope/ ./lib/scrape/ ./lib/exposition/ ./lib/edge/
 	$(GO) test -run '^$$' -bench 'DrainIntoGateway' -benchtime 300x ./lib/pushgateway/
@@ -66,6 +69,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'Transport' -benchtime 3x ./lib/drain/
 	$(GO) test -run '^$$' -bench 'OtherShard' -benchtime 20000x ./lib/drain/
 	$(GO) test -run '^$$' -bench 'ConsistencyCheck' -benchtime 1x ./lib/pushgateway/
+	GO=$(GO) $(GO) run ./bench/edge $(EDGE_FLAGS)
 
 # Load harness: how many targets per 60 s interval the drain sustains, per sink, and how
 # fast it catches up after a remote-write receiver's outage, on this machine, as a

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -79,6 +80,10 @@ func Start(name, binary string, args []string, log *Log, client *http.Client, re
 
 // Done is closed once the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Signal sends sig to the process, e.g. SIGSTOP and SIGCONT to pause it between a
+// harness's measurements.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
 // Stop sends SIGTERM and waits for the exit, killing the process after timeout.
 func (p *Process) Stop(timeout time.Duration) {
