@@ -40,7 +40,7 @@
 //	 11 http_status   uint32    0 when there was no response
 //	 12 content_type  string    media type of the body
 //	 13 series        uint64
-//	 14 compression   enum      Compression of the body: 0 none, 1 zstd
+//	 14 compression   enum      Compression of the body: 0 none, 1 zstd, 2 zstd with dictionary DictionaryID
 //	 15 raw_size      uint64    body length before compression; in a part, the whole body's
 //	 16 body          bytes     the body, compressed as compression says; in a part, its chunk
 //	 17 scrape_key    bytes     parts only: SHA-256 of the whole compressed body, 32 bytes

@@ -580,7 +580,7 @@ func (c *Codec) decodeBody(e *Envelope, w *wireFields) error {
 			e.Body = bytes.Clone(w.body)
 		}
 		return nil
-	case uint64(CompressionZstd):
+	case uint64(CompressionZstd), uint64(CompressionZstdDict):
 		if raw == 0 || len(w.body) == 0 {
 			if raw != len(w.body) {
 				return fmt.Errorf("%w: compressed body is %d bytes, raw size says %d", ErrCorrupt, len(w.body), raw)
@@ -600,8 +600,14 @@ func (c *Codec) decodeBody(e *Envelope, w *wireFields) error {
 			return fmt.Errorf("%w: body: zstd frame content size (%d, present %t) does not match raw size %d",
 				ErrCorrupt, h.FrameContentSize, h.HasFCS, raw)
 		}
-		if h.DictionaryID != 0 {
-			return fmt.Errorf("%w: body: zstd dictionary %d", ErrUnsupported, h.DictionaryID)
+		// The decoder knows DictionaryID, so the frame's ID must agree with the
+		// compression field: it would otherwise decode whatever the ID names.
+		switch {
+		case h.DictionaryID != 0 && h.DictionaryID != DictionaryID:
+			return unknownDictionary(h.DictionaryID)
+		case (h.DictionaryID != 0) != (w.compression == uint64(CompressionZstdDict)):
+			return fmt.Errorf("%w: body: zstd frame names dictionary %d, compression says %v",
+				ErrCorrupt, h.DictionaryID, Compression(w.compression))
 		}
 		body, err := c.zdec.DecodeAll(w.body, make([]byte, 0, raw))
 		if err != nil {
@@ -613,8 +619,13 @@ func (c *Codec) decodeBody(e *Envelope, w *wireFields) error {
 		e.Body = body
 		return nil
 	}
-	return fmt.Errorf("%w: body compression %d; this build reads %v and %v, upgrade the drain",
-		ErrUnsupported, w.compression, CompressionNone, CompressionZstd)
+	return unknownCompression(w.compression)
+}
+
+// unknownCompression is the error for a body compression this build does not read.
+func unknownCompression(comp uint64) error {
+	return fmt.Errorf("%w: body compression %d; this build reads %v, %v and %v, upgrade the drain",
+		ErrUnsupported, comp, CompressionNone, CompressionZstd, CompressionZstdDict)
 }
 
 // The consume functions return protowire's negative codes, plus errCodeWireType when
