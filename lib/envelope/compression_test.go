@@ -138,10 +138,11 @@ func BenchmarkCompression(b *testing.B) {
 
 // BenchmarkDictionary measures the exposition dictionary on every capture: for each of
 // zstd and zstd with the dictionary (all of it, or only its last 32 or 64 KiB, where
-// build.go puts the most common families), at SpeedDefault and SpeedBetterCompression,
-// "size/raw" is compressed÷raw, "warm" the Encode of a reused encoder and "cold" that of
-// a fresh one (NewWriter, EncodeAll, Close: what a one-shot scrape-once pays), and
-// "x-zstd" each one's ns/op over plain zstd at SpeedDefault measured in the same run.
+// build.go puts the most common families), at SpeedDefault, SpeedFastest and
+// SpeedBetterCompression, "size/raw" is compressed÷raw, "warm" the Encode of a reused
+// encoder and "cold" that of a fresh one (NewWriter, EncodeAll, Close: what a one-shot
+// scrape-once pays), and "x-zstd" each one's ns/op over plain zstd at SpeedDefault
+// measured in the same run.
 // None of the captures is in the dictionary's corpus.
 func BenchmarkDictionary(b *testing.B) {
 	type variant struct {
@@ -153,7 +154,7 @@ func BenchmarkDictionary(b *testing.B) {
 	for _, l := range []struct {
 		name  string
 		level zstd.EncoderLevel
-	}{{"default", zstd.SpeedDefault}, {"better", zstd.SpeedBetterCompression}} {
+	}{{"default", zstd.SpeedDefault}, {"fastest", zstd.SpeedFastest}, {"better", zstd.SpeedBetterCompression}} {
 		variants = append(variants,
 			variant{"zstd-" + l.name, l.level, nil},
 			variant{"dict32k-" + l.name, l.level, dictionary[max(0, len(dictionary)-32<<10):]},

@@ -37,7 +37,7 @@ func main() {
 	var (
 		out       = flag.String("o", "exposition.dict", "output file")
 		size      = flag.Int("size", 112<<10, "dictionary size in bytes")
-		perFamily = flag.Int("series", 3, "series names kept per family")
+		perFamily = flag.Int("series", 1, "series names kept per family")
 	)
 	flag.Parse()
 	files, err := filepath.Glob("corpus/*.txt")
