@@ -153,6 +153,10 @@ type Stream struct {
 	// connection name (JetStream) each run makes (prefix, host, random part).
 	ClientID       string   `yaml:"client_id"`
 	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// BodyCompression is how scrape-once compresses the bodies it publishes:
+	// BodyCompressionZstd (the default) or BodyCompressionZstdDictionary. The drain
+	// ignores it: it reads both.
+	BodyCompression string `yaml:"body_compression"`
 
 	// TLS to NATS; the top-level tls when unset.
 	TLS *TLS `yaml:"tls"`
@@ -572,6 +576,9 @@ func (c *Config) applyDefaults() {
 	for _, s := range c.streams() {
 		if s.Transport == "" {
 			s.Transport = TransportSTAN
+		}
+		if s.BodyCompression == "" {
+			s.BodyCompression = BodyCompressionZstd
 		}
 		if s.TLS == nil && c.TLS != nil {
 			s.TLS = c.TLS // a stream section's own tls overrides the top-level one

@@ -179,6 +179,7 @@ func TestErrors(t *testing.T) {
 		{"url not http", "jobs:\n  j:\n    targets:\n      - {name: a, url: 'ftp://h/'}\n", []string{"line 4", "jobs.j.targets[0].url", "http://"}},
 		{"stream url", "poller_stream: {cluster_id: c, urls: 'http://x:4222'}\n", []string{"line 1", "poller_stream.urls[0]", "nats://"}},
 		{"missing cluster id", "poller_stream:\n  urls: nats://x:4222\n", []string{"line 1", "poller_stream.cluster_id", "required"}},
+		{"body compression", "poller_stream:\n  cluster_id: c\n  urls: nats://x:4222\n  body_compression: gzip\n", []string{"line 4", "poller_stream.body_compression", `"gzip"`, "zstd_dictionary"}},
 		{"receiver without client id", "receiver_stream:\n  cluster_id: c\n  urls: nats://x:4222\n", []string{"receiver_stream.client_id", "required"}},
 		{"reserved label", "jobs:\n  j:\n    labels: {instance: x}\n    targets: [{url: 'http://h:1/'}]\n", []string{"line 3", "jobs.j.labels.instance"}},
 		{"bad relabel", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    metric_relabel_configs:\n      - action: replace\n        regex: '('\n", []string{"line 6", "metric_relabel_configs[0].regex", `"(" is not a valid regular expression: missing closing )`}},
@@ -742,5 +743,22 @@ remote_write:
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q lacks %q", msg, want)
 		}
+	}
+}
+
+func TestBodyCompression(t *testing.T) {
+	c, err := Load("testdata/legacy-sample.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PollerStream.BodyCompression != BodyCompressionZstd {
+		t.Errorf("legacy sample: body_compression %q, want the default %q", c.PollerStream.BodyCompression, BodyCompressionZstd)
+	}
+	c, err = Parse([]byte("poller_stream: {cluster_id: c, urls: 'nats://x:4222', body_compression: zstd_dictionary}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PollerStream.BodyCompression != BodyCompressionZstdDictionary {
+		t.Errorf("body_compression %q, want %q", c.PollerStream.BodyCompression, BodyCompressionZstdDictionary)
 	}
 }

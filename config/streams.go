@@ -23,6 +23,18 @@ const (
 	TransportJetStream = "jetstream"
 )
 
+// Body compressions a stream section's body_compression may name: how scrape-once
+// compresses the expositions it publishes. The drain reads both whatever it says.
+const (
+	// BodyCompressionZstd is zstd without a dictionary, which every drain reads. The
+	// default.
+	BodyCompressionZstd = "zstd"
+	// BodyCompressionZstdDictionary is zstd with the exposition dictionary built into
+	// both binaries: fewer bytes, but drains built before it refuse the messages, so
+	// every drain must be upgraded before an edge sends it.
+	BodyCompressionZstdDictionary = "zstd_dictionary"
+)
+
 // DefaultDuplicateWindow is the shortest duplicate window a JetStream stream created by
 // this project gets unless max_age is shorter (the server's own default).
 const DefaultDuplicateWindow = Duration(2 * time.Minute)

@@ -246,6 +246,11 @@ func validStream(ps *problems, key string, s *Stream, central bool) {
 	if s.ConnectTimeout < 0 {
 		ps.add(key+".connect_timeout", "must be positive")
 	}
+	switch s.BodyCompression {
+	case "", BodyCompressionZstd, BodyCompressionZstdDictionary: // "": a section derived after the defaults
+	default:
+		ps.add(key+".body_compression", "%q: want %s (the default) or %s", s.BodyCompression, BodyCompressionZstd, BodyCompressionZstdDictionary)
+	}
 	if s.MaxInflight < 0 {
 		ps.add(key+".max_inflight", "must be positive, got %d", s.MaxInflight)
 	}

@@ -113,7 +113,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	var codecOpts []envelope.Option
+	codecOpts, err := edge.CodecOptions(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
+		return exitConfig
+	}
 	if signer != nil {
 		codecOpts = append(codecOpts, envelope.WithSigner(signer))
 	}

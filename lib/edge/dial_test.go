@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -94,12 +96,17 @@ func (r retrying) PublishAsyncMsg(subject string, data []byte, msgID string, don
 
 func TestRunJetStream(t *testing.T) {
 	srv := stantest.Start(t, stantest.WithJetStream(t.TempDir()))
-	cfg := jsEdge(t, srv, "create_stream: true")
+	// With the dictionary, which the messages' zstd frames must name (checked below).
+	cfg := jsEdge(t, srv, "create_stream: true, body_compression: zstd_dictionary")
 	sel, err := Select(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	codec, err := envelope.NewCodec()
+	opts, err := CodecOptions(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec, err := envelope.NewCodec(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +157,24 @@ func TestRunJetStream(t *testing.T) {
 		if id := m.Header.Get(jetstream.MsgIDHeader); id != MsgID(e.Job, e.Instance, e.Start, 0, 1) {
 			t.Errorf("message %d: Nats-Msg-Id %q, want MsgID of its scrape", seq, id)
 		}
+		if id := zstdDictionary(t, m.Data); id != envelope.DictionaryID {
+			t.Errorf("message %d: body's zstd frame names dictionary %d, want %d", seq, id, envelope.DictionaryID)
+		}
 	}
+}
+
+// zstdDictionary returns the dictionary ID of the zstd frame in an envelope's body.
+func zstdDictionary(tb testing.TB, msg []byte) uint32 {
+	tb.Helper()
+	i := bytes.Index(msg, []byte{0x28, 0xb5, 0x2f, 0xfd}) // zstd frame magic
+	if i < 0 {
+		tb.Fatal("no zstd frame in the message")
+	}
+	var h zstd.Header
+	if err := h.Decode(msg[i:]); err != nil {
+		tb.Fatal(err)
+	}
+	return h.DictionaryID
 }
 
 func TestRunJetStreamStreamChecks(t *testing.T) {

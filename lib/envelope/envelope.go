@@ -155,6 +155,12 @@ type Compression uint8
 const (
 	CompressionNone Compression = 0
 	CompressionZstd Compression = 1
+	// CompressionZstdDict is zstd with the embedded exposition dictionary
+	// (DictionaryID): about a quarter fewer bytes than CompressionZstd on a
+	// node_exporter scrape, for some more encoding CPU (see the package doc). Builds
+	// before it refuse it with ErrUnsupported, so an edge uses it only once every
+	// drain reads it.
+	CompressionZstdDict Compression = 2
 )
 
 func (c Compression) String() string {
@@ -163,6 +169,8 @@ func (c Compression) String() string {
 		return "none"
 	case CompressionZstd:
 		return "zstd"
+	case CompressionZstdDict:
+		return "zstd-dict"
 	}
 	return "compression(" + strconv.Itoa(int(c)) + ")"
 }
@@ -189,7 +197,7 @@ func MaxBodySize(n int) Option {
 func BodyCompression(comp Compression) Option {
 	return func(c *Codec) error {
 		switch comp {
-		case CompressionNone, CompressionZstd:
+		case CompressionNone, CompressionZstd, CompressionZstdDict:
 			c.compression = comp
 			return nil
 		}
@@ -226,10 +234,9 @@ func NewCodec(opts ...Option) (*Codec, error) {
 			return nil, err
 		}
 	}
-	var err error
 	// The encoder allocates its tables on first use, one set per concurrent Encode,
 	// so a drain that never encodes pays nothing for it.
-	c.zenc, err = zstd.NewWriter(nil,
+	eopts := []zstd.EOption{
 		zstd.WithEncoderLevel(zstd.SpeedDefault),
 		// The envelope's CRC-32C already covers the compressed bytes; zstd's own
 		// checksum would cost 4 bytes and a second pass over the body.
@@ -237,11 +244,18 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		// Always record the content size in the frame header, so Decode can check it
 		// against the envelope's raw size before allocating anything.
 		zstd.WithSingleSegment(true),
-	)
+	}
+	if c.compression == CompressionZstdDict {
+		eopts = append(eopts, zstd.WithEncoderDictRaw(DictionaryID, dictionary))
+	}
+	var err error
+	c.zenc, err = zstd.NewWriter(nil, eopts...)
 	if err != nil {
 		return nil, fmt.Errorf("envelope: zstd encoder: %w", err)
 	}
 	c.zdec, err = zstd.NewReader(nil,
+		// Frames without a dictionary ID decode as before; frames naming this one use it.
+		zstd.WithDecoderDictRaw(DictionaryID, dictionary),
 		zstd.WithDecoderConcurrency(0), // GOMAXPROCS concurrent Decodes
 		zstd.WithDecoderMaxMemory(uint64(c.maxBody)),
 		// Never decode past cap(dst), which Decode sets to the declared raw size.
@@ -292,7 +306,7 @@ func (c *Codec) Append(dst []byte, e *Envelope) ([]byte, error) {
 // compress returns body as it goes on the wire, and the pooled buffer it may live in,
 // for release once it has been copied into messages.
 func (c *Codec) compress(body []byte) (Compression, []byte, *[]byte) {
-	if c.compression != CompressionZstd || len(body) == 0 {
+	if c.compression == CompressionNone || len(body) == 0 {
 		return CompressionNone, body, nil
 	}
 	// Compress into a pooled buffer rather than into the message: the compressed size
@@ -304,7 +318,7 @@ func (c *Codec) compress(body []byte) (Compression, []byte, *[]byte) {
 	if len(*buf) >= len(body) {
 		return CompressionNone, body, buf
 	}
-	return CompressionZstd, *buf, buf
+	return c.compression, *buf, buf
 }
 
 // release returns a buffer compress took to the pool.

@@ -883,13 +883,14 @@ func TestCompressionString(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	c := newCodec(f, MaxBodySize(1<<20))
 	nc := newCodec(f, BodyCompression(CompressionNone))
+	dc := newCodec(f, BodyCompression(CompressionZstdDict))
 	for _, e := range []*Envelope{
 		{},
 		{Job: "node", Labels: []Label{{"a", "b"}}, Start: time.Unix(1, 2), Error: "boom", HTTPStatus: 500},
 		{Job: "j", Body: []byte(strings.Repeat("up 1\n", 100)), Series: 100},
 		scrape(f, fixture.PushGateway),
 	} {
-		for _, cc := range []*Codec{c, nc} {
+		for _, cc := range []*Codec{c, nc, dc} {
 			b, err := cc.Encode(e)
 			if err != nil {
 				f.Fatal(err)

@@ -18,19 +18,26 @@ func TestDecodePacked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	dc, err := NewCodec(BodyCompression(CompressionZstdDict))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
 	body := fixture.Read(t, fixture.NodeExporter)
 	for _, tc := range []struct {
 		name string
 		body []byte
+		enc  *Codec // encodes; c decodes
 	}{
-		{"zstd", body},
-		{"tiny", []byte("up 1\n")},
-		{"empty", nil},
+		{"zstd", body, c},
+		{"zstd-dict", body, dc},
+		{"tiny", []byte("up 1\n"), c},
+		{"empty", nil, c},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := &Envelope{Job: "node", Instance: "h:9100", Start: time.Unix(1700000000, 5).UTC(), Body: tc.body, Series: 3,
 				Labels: []Label{{"dc", "1"}}}
-			msg, err := c.Encode(in)
+			msg, err := tc.enc.Encode(in)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -109,10 +109,9 @@ func (c *Codec) plan(e *Envelope, comp Compression, n, maxSize int) (int, error)
 // anything, and keeps the part's chunk for Join.
 func (c *Codec) decodeChunk(e *Envelope, w *wireFields) error {
 	switch w.compression {
-	case uint64(CompressionNone), uint64(CompressionZstd):
+	case uint64(CompressionNone), uint64(CompressionZstd), uint64(CompressionZstdDict):
 	default:
-		return fmt.Errorf("%w: body compression %d; this build reads %v and %v, upgrade the drain",
-			ErrUnsupported, w.compression, CompressionNone, CompressionZstd)
+		return unknownCompression(w.compression)
 	}
 	switch {
 	case w.rawSize > uint64(c.maxBody):

@@ -619,7 +619,7 @@ func (c *Codec) checkBody(w *wireFields) (*packedBody, error) {
 			return nil, fmt.Errorf("%w: body is %d bytes, raw size says %d", ErrCorrupt, len(w.body), raw)
 		}
 		return &packedBody{comp: CompressionNone, rawSize: raw, data: w.body}, nil
-	case uint64(CompressionZstd):
+	case uint64(CompressionZstd), uint64(CompressionZstdDict):
 		if raw == 0 || len(w.body) == 0 {
 			if raw != len(w.body) {
 				return nil, fmt.Errorf("%w: compressed body is %d bytes, raw size says %d", ErrCorrupt, len(w.body), raw)
@@ -639,13 +639,24 @@ func (c *Codec) checkBody(w *wireFields) (*packedBody, error) {
 			return nil, fmt.Errorf("%w: body: zstd frame content size (%d, present %t) does not match raw size %d",
 				ErrCorrupt, h.FrameContentSize, h.HasFCS, raw)
 		}
-		if h.DictionaryID != 0 {
-			return nil, fmt.Errorf("%w: body: zstd dictionary %d", ErrUnsupported, h.DictionaryID)
+		// The decoder knows DictionaryID, so the frame's ID must agree with the
+		// compression field: it would otherwise decode whatever the ID names.
+		switch {
+		case h.DictionaryID != 0 && h.DictionaryID != DictionaryID:
+			return nil, unknownDictionary(h.DictionaryID)
+		case (h.DictionaryID != 0) != (w.compression == uint64(CompressionZstdDict)):
+			return nil, fmt.Errorf("%w: body: zstd frame names dictionary %d, compression says %v",
+				ErrCorrupt, h.DictionaryID, Compression(w.compression))
 		}
-		return &packedBody{comp: CompressionZstd, rawSize: raw, data: w.body}, nil
+		return &packedBody{comp: Compression(w.compression), rawSize: raw, data: w.body}, nil
 	}
-	return nil, fmt.Errorf("%w: body compression %d; this build reads %v and %v, upgrade the drain",
-		ErrUnsupported, w.compression, CompressionNone, CompressionZstd)
+	return nil, unknownCompression(w.compression)
+}
+
+// unknownCompression is the error for a body compression this build does not read.
+func unknownCompression(comp uint64) error {
+	return fmt.Errorf("%w: body compression %d; this build reads %v, %v and %v, upgrade the drain",
+		ErrUnsupported, comp, CompressionNone, CompressionZstd, CompressionZstdDict)
 }
 
 // unpack appends p's body, decompressed, to dst: exactly its declared size, which the
