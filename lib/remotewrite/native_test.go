@@ -310,3 +310,46 @@ func TestNativeHistogramsV1(t *testing.T) {
 		t.Errorf("c_total's exemplars: %+v", c.Exemplars)
 	}
 }
+
+// TestExemplarsOnce: a target shows its recent exemplars at every scrape; each is
+// written once, with the first scrape that shows it.
+func TestExemplarsOnce(t *testing.T) {
+	rcv := &loopback{}
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	snk := newSink(t, srv.URL, remote.WriteV2MessageType)
+	start := time.UnixMilli(1_700_000_000_000)
+	// The exemplars are a second newer than created: after the first scrape's time
+	// when created is more than a second before it.
+	deliver(t, snk, richScrape(start, start.Add(-2*time.Second), true))
+	got, _ := rcv.take()
+	if n := len(got[`c_total`+lbl].Exemplars); n != 1 {
+		t.Fatalf("first scrape: %d exemplars of c_total, want 1", n)
+	}
+	deliver(t, snk, richScrape(start.Add(time.Minute), start.Add(-2*time.Second), true))
+	got, _ = rcv.take()
+	for k, s := range got {
+		if len(s.Exemplars) > 0 {
+			t.Errorf("%s: exemplars written again: %+v", k, s.Exemplars)
+		}
+	}
+	deliver(t, snk, richScrape(start.Add(2*time.Minute), start.Add(time.Minute+time.Second), true))
+	got, _ = rcv.take()
+	if n := len(got[`c_total`+lbl].Exemplars); n != 1 {
+		t.Errorf("a new exemplar: %d written, want 1", n)
+	}
+}
+
+func TestOnlyExemplarsRefused(t *testing.T) {
+	for msg, want := range map[string]bool{
+		"remote write x: server returned HTTP status 400 Bad Request: out of order exemplar for series {a=\"b\"}":                                        true,
+		"remote write x: server returned HTTP status 400 Bad Request: out of order exemplar for series {a=\"b\"}\nout of order exemplar for series {}\n": true,
+		"remote write x: server returned HTTP status 400 Bad Request: out of order exemplar for series {}\nout of order sample for series {}":            false,
+		"remote write x: server returned HTTP status 400 Bad Request: out of order sample":                                                               false,
+		"": false,
+	} {
+		if got := onlyExemplarsRefused(msg); got != want {
+			t.Errorf("%q: %v, want %v", msg, got, want)
+		}
+	}
+}

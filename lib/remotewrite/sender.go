@@ -556,6 +556,10 @@ func (s *sender) attempt(ctx context.Context, msg any) (time.Duration, error) {
 		return 0, fmt.Errorf("%w: %w", errLater, err)
 	case code >= 500:
 		return a.retryAfter, err
+	case code == http.StatusBadRequest && onlyExemplarsRefused(err.Error()):
+		// Prometheus 3 wrote everything else of the request: its samples are there.
+		s.logger.Debug("receiver dropped exemplars older than those it holds", "err", err)
+		return 0, nil
 	case code >= 400:
 		return 0, &finalError{reason: reason(code, err.Error()), err: err}
 	case code >= 200 && code < 300:
@@ -564,6 +568,23 @@ func (s *sender) attempt(ctx context.Context, msg any) (time.Duration, error) {
 	default:
 		return 0, err // no answer, or a timeout: try again later
 	}
+}
+
+// onlyExemplarsRefused tells whether a 400 from Prometheus names nothing but exemplars
+// older than those it holds: it commits the rest of the request, and says so in one
+// line per refusal.
+func onlyExemplarsRefused(msg string) bool {
+	n := 0
+	for line := range strings.Lines(msg) {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if !strings.Contains(line, "out of order exemplar") {
+			return false
+		}
+		n++
+	}
+	return n > 0
 }
 
 // reason names a 4xx answer for the rejected counter. Prometheus names the samples it
