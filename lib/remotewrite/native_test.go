@@ -353,3 +353,28 @@ func TestOnlyExemplarsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestInvalidNativeHistogram: a native histogram whose spans and buckets disagree, which
+// a receiver would refuse with the whole request, is not written as one: its count and
+// sum remain, as classic series.
+func TestInvalidNativeHistogram(t *testing.T) {
+	hist := dto.MetricType_HISTOGRAM
+	fams := []*dto.MetricFamily{{Name: proto.String("bad"), Type: &hist, Metric: []*dto.Metric{{
+		Histogram: &dto.Histogram{
+			SampleCount: proto.Uint64(3), SampleSum: proto.Float64(1), Schema: proto.Int32(0),
+			PositiveSpan:  []*dto.BucketSpan{{Offset: proto.Int32(0), Length: proto.Uint32(2)}},
+			PositiveDelta: []int64{3}, // one bucket for a span of two
+		},
+	}}}}
+	out, _ := flatten(nil, nil, fams, 1, true)
+	names := map[string]bool{}
+	for _, s := range out {
+		if s.h != nil || s.fh != nil {
+			t.Errorf("%s written as a native histogram", render(s.labels))
+		}
+		names[render(s.labels)] = true
+	}
+	if !names["bad_count"] || !names["bad_sum"] {
+		t.Errorf("series written: %v, want bad_count and bad_sum", names)
+	}
+}

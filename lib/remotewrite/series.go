@@ -218,7 +218,9 @@ func addCustomAsClassic(h *dto.Histogram, nh *histogram.Histogram, nfh *histogra
 // classic histogram only. It tells a native histogram from a classic one as
 // Prometheus's protobuf parser does. A histogram with custom buckets (schema -53) takes
 // its bounds from the classic buckets' finite upper bounds, and its counts from its
-// spans when it has them, from the classic buckets otherwise.
+// spans when it has them, from the classic buckets otherwise. One that does not hold
+// together (spans and buckets disagree, counts do not add up), which a receiver would
+// refuse with the whole request, is left out: its classic series, if any, remain.
 func nativeHistogram(h *dto.Histogram, gauge bool) (*histogram.Histogram, *histogram.FloatHistogram) {
 	hint := histogram.UnknownCounterReset
 	if gauge {
@@ -240,7 +242,7 @@ func nativeHistogram(h *dto.Histogram, gauge bool) (*histogram.Histogram, *histo
 		}
 	}
 	if h.GetSampleCountFloat() > 0 || h.GetZeroCountFloat() > 0 || len(h.GetPositiveCount()) > 0 || len(h.GetNegativeCount()) > 0 {
-		return nil, &histogram.FloatHistogram{
+		fh := &histogram.FloatHistogram{
 			CounterResetHint: hint,
 			Schema:           h.GetSchema(),
 			ZeroThreshold:    h.GetZeroThreshold(),
@@ -253,8 +255,12 @@ func nativeHistogram(h *dto.Histogram, gauge bool) (*histogram.Histogram, *histo
 			NegativeBuckets:  h.GetNegativeCount(),
 			CustomValues:     cv,
 		}
+		if fh.Validate() != nil {
+			return nil, nil
+		}
+		return nil, fh
 	}
-	return &histogram.Histogram{
+	nh := &histogram.Histogram{
 		CounterResetHint: hint,
 		Schema:           h.GetSchema(),
 		ZeroThreshold:    h.GetZeroThreshold(),
@@ -266,7 +272,11 @@ func nativeHistogram(h *dto.Histogram, gauge bool) (*histogram.Histogram, *histo
 		NegativeSpans:    spansOf(h.GetNegativeSpan()),
 		NegativeBuckets:  h.GetNegativeDelta(),
 		CustomValues:     cv,
-	}, nil
+	}
+	if nh.Validate() != nil {
+		return nil, nil
+	}
+	return nh, nil
 }
 
 // customFromClassic builds a histogram with custom buckets from classic buckets, with
