@@ -606,6 +606,7 @@ func buildV1(ss []series, metas []meta) *prompb.WriteRequest {
 	req := &prompb.WriteRequest{Timeseries: make([]prompb.TimeSeries, len(ss))}
 	samples := make([]prompb.Sample, len(ss))
 	used := make([]bool, len(metas))
+	var later []prompb.TimeSeries
 	for i, s := range ss {
 		ts := prompb.TimeSeries{Labels: s.labels}
 		switch {
@@ -617,14 +618,24 @@ func buildV1(ss []series, metas []meta) *prompb.WriteRequest {
 			samples[i] = prompb.Sample{Value: s.v, Timestamp: s.t}
 			ts.Samples = samples[i : i+1 : i+1]
 		}
+		var ex []prompb.Exemplar
 		for _, e := range s.exemplars {
-			ts.Exemplars = append(ts.Exemplars, prompb.Exemplar{Labels: e.labels, Value: e.v, Timestamp: e.t})
+			ex = append(ex, prompb.Exemplar{Labels: e.labels, Value: e.v, Timestamp: e.t})
+		}
+		if len(ts.Histograms) > 0 && len(ex) > 0 {
+			// A histogram's exemplars go in an entry of their own after it, as
+			// Prometheus sends exemplars: a receiver that appends an entry's exemplars
+			// before its histograms (Prometheus 2) finds the series only then.
+			later = append(later, prompb.TimeSeries{Labels: s.labels, Exemplars: ex})
+		} else {
+			ts.Exemplars = ex
 		}
 		req.Timeseries[i] = ts
 		if s.meta >= 0 {
 			used[s.meta] = true
 		}
 	}
+	req.Timeseries = append(req.Timeseries, later...)
 	seen := map[string]bool{}
 	for i, m := range metas {
 		if !used[i] || m.name == "" || seen[m.name] {
