@@ -202,3 +202,31 @@ func (s *Server) get(ctx context.Context, path string, q url.Values, data any) e
 	}
 	return nil
 }
+
+// Exemplar is one exemplar the server holds, as /api/v1/query_exemplars answers it.
+type Exemplar struct {
+	Labels    model.LabelSet `json:"labels"`
+	Value     string         `json:"value"`
+	Timestamp float64        `json:"timestamp"` // seconds
+}
+
+// SeriesExemplars are the exemplars of one series.
+type SeriesExemplars struct {
+	Series    model.LabelSet `json:"seriesLabels"`
+	Exemplars []Exemplar     `json:"exemplars"`
+}
+
+// Exemplars returns the exemplars of the series promql selects between start and end.
+// The server holds exemplars only with --enable-feature=exemplar-storage.
+func (s *Server) Exemplars(ctx context.Context, promql string, start, end time.Time) ([]SeriesExemplars, error) {
+	q := url.Values{
+		"query": {promql},
+		"start": {model.TimeFromUnixNano(start.UnixNano()).String()},
+		"end":   {model.TimeFromUnixNano(end.UnixNano()).String()},
+	}
+	var data []SeriesExemplars
+	if err := s.get(ctx, "/api/v1/query_exemplars", q, &data); err != nil {
+		return nil, fmt.Errorf("exemplars %q: %w", promql, err)
+	}
+	return data, nil
+}

@@ -556,6 +556,10 @@ func (s *sender) attempt(ctx context.Context, msg any) (time.Duration, error) {
 		return 0, fmt.Errorf("%w: %w", errLater, err)
 	case code >= 500:
 		return a.retryAfter, err
+	case code == http.StatusBadRequest && onlyExemplarsRefused(err.Error()):
+		// Prometheus 3 wrote everything else of the request: its samples are there.
+		s.logger.Debug("receiver dropped exemplars older than those it holds", "err", err)
+		return 0, nil
 	case code >= 400:
 		return 0, &finalError{reason: reason(code, err.Error()), err: err}
 	case code >= 200 && code < 300:
@@ -564,6 +568,23 @@ func (s *sender) attempt(ctx context.Context, msg any) (time.Duration, error) {
 	default:
 		return 0, err // no answer, or a timeout: try again later
 	}
+}
+
+// onlyExemplarsRefused tells whether a 400 from Prometheus names nothing but exemplars
+// older than those it holds: it commits the rest of the request, and says so in one
+// line per refusal.
+func onlyExemplarsRefused(msg string) bool {
+	n := 0
+	for line := range strings.Lines(msg) {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if !strings.Contains(line, "out of order exemplar") {
+			return false
+		}
+		n++
+	}
+	return n > 0
 }
 
 // reason names a 4xx answer for the rejected counter. Prometheus names the samples it
@@ -578,18 +599,43 @@ func reason(code int, msg string) string {
 	return strconv.Itoa(code)
 }
 
-// buildV1 makes a remote-write 1.0 request, with the families' metadata.
+// buildV1 makes a remote-write 1.0 request, with the families' metadata. A native
+// histogram goes as a 1.0 histogram, and exemplars with their series, as Prometheus
+// writes them; 1.0 has no room for start timestamps.
 func buildV1(ss []series, metas []meta) *prompb.WriteRequest {
 	req := &prompb.WriteRequest{Timeseries: make([]prompb.TimeSeries, len(ss))}
 	samples := make([]prompb.Sample, len(ss))
 	used := make([]bool, len(metas))
+	var later []prompb.TimeSeries
 	for i, s := range ss {
-		samples[i] = prompb.Sample{Value: s.v, Timestamp: s.t}
-		req.Timeseries[i] = prompb.TimeSeries{Labels: s.labels, Samples: samples[i : i+1 : i+1]}
+		ts := prompb.TimeSeries{Labels: s.labels}
+		switch {
+		case s.h != nil:
+			ts.Histograms = []prompb.Histogram{prompb.FromIntHistogram(s.t, s.h)}
+		case s.fh != nil:
+			ts.Histograms = []prompb.Histogram{prompb.FromFloatHistogram(s.t, s.fh)}
+		default:
+			samples[i] = prompb.Sample{Value: s.v, Timestamp: s.t}
+			ts.Samples = samples[i : i+1 : i+1]
+		}
+		var ex []prompb.Exemplar
+		for _, e := range s.exemplars {
+			ex = append(ex, prompb.Exemplar{Labels: e.labels, Value: e.v, Timestamp: e.t})
+		}
+		if len(ts.Histograms) > 0 && len(ex) > 0 {
+			// A histogram's exemplars go in an entry of their own after it, as
+			// Prometheus sends exemplars: a receiver that appends an entry's exemplars
+			// before its histograms (Prometheus 2) finds the series only then.
+			later = append(later, prompb.TimeSeries{Labels: s.labels, Exemplars: ex})
+		} else {
+			ts.Exemplars = ex
+		}
+		req.Timeseries[i] = ts
 		if s.meta >= 0 {
 			used[s.meta] = true
 		}
 	}
+	req.Timeseries = append(req.Timeseries, later...)
 	seen := map[string]bool{}
 	for i, m := range metas {
 		if !used[i] || m.name == "" || seen[m.name] {
@@ -604,7 +650,8 @@ func buildV1(ss []series, metas []meta) *prompb.WriteRequest {
 }
 
 // buildV2 makes a remote-write 2.0 request: labels as references into one symbol table,
-// and each series' metadata on the series.
+// each series' metadata on the series, native histograms (custom buckets included),
+// exemplars, and the start timestamp of each sample, as Prometheus writes them.
 func buildV2(ss []series, metas []meta) *writev2.Request {
 	st := writev2.NewSymbolTable()
 	req := &writev2.Request{Timeseries: make([]writev2.TimeSeries, len(ss))}
@@ -615,8 +662,23 @@ func buildV2(ss []series, metas []meta) *writev2.Request {
 		for _, l := range s.labels {
 			refs = append(refs, st.Symbolize(l.Name), st.Symbolize(l.Value))
 		}
-		samples[i] = writev2.Sample{Value: s.v, Timestamp: s.t}
-		ts := writev2.TimeSeries{LabelsRefs: refs[start:len(refs):len(refs)], Samples: samples[i : i+1 : i+1]}
+		ts := writev2.TimeSeries{LabelsRefs: refs[start:len(refs):len(refs)]}
+		switch {
+		case s.h != nil:
+			ts.Histograms = []writev2.Histogram{writev2.FromIntHistogram(s.st, s.t, s.h)}
+		case s.fh != nil:
+			ts.Histograms = []writev2.Histogram{writev2.FromFloatHistogram(s.st, s.t, s.fh)}
+		default:
+			samples[i] = writev2.Sample{Value: s.v, Timestamp: s.t, StartTimestamp: s.st}
+			ts.Samples = samples[i : i+1 : i+1]
+		}
+		for _, e := range s.exemplars {
+			var lr []uint32
+			for _, l := range e.labels {
+				lr = append(lr, st.Symbolize(l.Name), st.Symbolize(l.Value))
+			}
+			ts.Exemplars = append(ts.Exemplars, writev2.Exemplar{LabelsRefs: lr, Value: e.v, Timestamp: e.t})
+		}
 		if s.meta >= 0 {
 			m := metas[s.meta]
 			ts.Metadata = writev2.Metadata{

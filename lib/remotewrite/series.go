@@ -1,6 +1,7 @@
 package remotewrite
 
 import (
+	"cmp"
 	"encoding/binary"
 	"math"
 	"slices"
@@ -10,22 +11,59 @@ import (
 	"github.com/cespare/xxhash/v2"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/util/convertnhcb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // staleNaN is Prometheus's staleness marker: a sample with this value ends a series.
 var staleNaN = math.Float64frombits(value.StaleNaN)
 
-// series is one sample of one series, as a remote-write request carries it.
+// series is one sample of one series, as a remote-write request carries it: a float
+// value, or a native histogram (h or fh) in its place.
 type series struct {
 	labels []prompb.Label // sorted by name, __name__ included
 	t      int64          // milliseconds
 	v      float64
-	meta   int32 // index into the scrape's metas; -1 for none
+	h      *histogram.Histogram
+	fh     *histogram.FloatHistogram
+	// st is the start (created) timestamp of a counter, histogram or summary sample in
+	// milliseconds, 0 when unknown: remote-write 2.0 carries it, 1.0 has no room for it.
+	st        int64
+	exemplars []exemplar
+	meta      int32 // index into the scrape's metas; -1 for none
 	// stamped: the target gave this sample its own timestamp. As in Prometheus's scrape
 	// loop, such series get no staleness marker when they disappear.
 	stamped bool
+}
+
+// kind is what a series' samples are: its staleness marker is of the same kind, as
+// Prometheus's TSDB writes it (StaleNaN as the value, or as a histogram's sum).
+func (s *series) kind() sampleKind {
+	switch {
+	case s.h != nil:
+		return kindHistogram
+	case s.fh != nil:
+		return kindFloatHistogram
+	}
+	return kindFloat
+}
+
+type sampleKind uint8
+
+const (
+	kindFloat sampleKind = iota
+	kindHistogram
+	kindFloatHistogram
+)
+
+// exemplar is one exemplar of a series.
+type exemplar struct {
+	labels []prompb.Label // sorted by name
+	v      float64
+	t      int64 // milliseconds
 }
 
 // meta is a family's metadata.
@@ -35,9 +73,15 @@ type meta struct {
 }
 
 // flatten turns families into samples, the way Prometheus's scrape loop stores an
-// exposition: a histogram becomes its _bucket (le), _sum and _count series, a summary its
-// quantile, _sum and _count series. A sample without a timestamp of its own gets ts.
-func flatten(out []series, metas []meta, fams []*dto.MetricFamily, ts int64) ([]series, []meta) {
+// exposition: a classic histogram becomes its _bucket (le), _sum and _count series, a
+// summary its quantile, _sum and _count series, a native histogram one histogram sample
+// (next to its classic series when the family has both). A histogram with custom buckets
+// (schema -53, its bounds the classic buckets' upper bounds) is one histogram sample
+// when nhcb is set (remote-write 2.0 carries it) and its classic series otherwise, as
+// Prometheus's convert_nhcb_to_classic writes it to 1.0. A sample without a timestamp of
+// its own gets ts; counters, histograms and summaries carry their created timestamp, and
+// counters and histogram buckets their exemplars.
+func flatten(out []series, metas []meta, fams []*dto.MetricFamily, ts int64, nhcb bool) ([]series, []meta) {
 	for _, mf := range fams {
 		name := mf.GetName()
 		mi := int32(len(metas))
@@ -47,51 +91,263 @@ func flatten(out []series, metas []meta, fams []*dto.MetricFamily, ts int64) ([]
 			if m.TimestampMs != nil {
 				t, stamped = m.GetTimestampMs(), true
 			}
-			add := func(suffix string, v float64, extra ...string) {
-				out = append(out, series{labels: labelsOf(name+suffix, m.Label, extra...), t: t, v: v, meta: mi, stamped: stamped})
+			var st int64
+			add := func(suffix string, v float64, ex []*dto.Exemplar, extra ...string) *series {
+				out = append(out, series{labels: labelsOf(name+suffix, m.Label, extra...), t: t, v: v, st: st, exemplars: exemplarsOf(ex, t), meta: mi, stamped: stamped})
+				return &out[len(out)-1]
 			}
 			switch mf.GetType() {
 			case dto.MetricType_COUNTER:
-				add("", m.GetCounter().GetValue())
+				c := m.GetCounter()
+				st = millis(c.GetCreatedTimestamp())
+				add("", c.GetValue(), []*dto.Exemplar{c.GetExemplar()})
 			case dto.MetricType_GAUGE:
-				add("", m.GetGauge().GetValue())
+				add("", m.GetGauge().GetValue(), nil)
 			case dto.MetricType_SUMMARY:
 				s := m.GetSummary()
+				st = millis(s.GetCreatedTimestamp())
 				for _, q := range s.GetQuantile() {
-					add("", q.GetValue(), model.QuantileLabel, formatFloat(q.GetQuantile()))
+					add("", q.GetValue(), nil, model.QuantileLabel, formatFloat(q.GetQuantile()))
 				}
-				add("_sum", s.GetSampleSum())
-				add("_count", float64(s.GetSampleCount()))
+				add("_sum", s.GetSampleSum(), nil)
+				add("_count", float64(s.GetSampleCount()), nil)
 			case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
 				h := m.GetHistogram()
-				count := float64(h.GetSampleCount())
-				if h.SampleCountFloat != nil {
-					count = h.GetSampleCountFloat()
-				}
-				inf := false
-				for _, b := range h.GetBucket() {
-					c := float64(b.GetCumulativeCount())
-					if b.CumulativeCountFloat != nil {
-						c = b.GetCumulativeCountFloat()
+				st = millis(h.GetCreatedTimestamp())
+				gauge := mf.GetType() == dto.MetricType_GAUGE_HISTOGRAM
+				nh, nfh := nativeHistogram(h, gauge)
+				custom := nh != nil && nh.Schema == histogram.CustomBucketsSchema || nfh != nil && nfh.Schema == histogram.CustomBucketsSchema
+				switch {
+				case nh == nil && nfh == nil:
+					addClassic(h, gauge, add)
+				case custom && !nhcb:
+					addCustomAsClassic(h, nh, nfh, gauge, add)
+				default:
+					ex := h.GetExemplars()
+					if custom || len(h.GetBucket()) == 0 {
+						// No classic series to carry the buckets' exemplars: the
+						// histogram does, as Prometheus's scrape loop attaches them.
+						for _, b := range h.GetBucket() {
+							ex = append(ex, b.GetExemplar())
+						}
 					}
-					inf = inf || math.IsInf(b.GetUpperBound(), 1)
-					add("_bucket", c, model.BucketLabel, formatFloat(b.GetUpperBound()))
+					s := add("", 0, ex)
+					s.h, s.fh = nh, nfh
+					if !custom && len(h.GetBucket()) > 0 {
+						addClassic(h, gauge, add)
+					}
 				}
-				if !inf {
-					add("_bucket", count, model.BucketLabel, "+Inf")
-				}
-				sum, cnt := "_sum", "_count"
-				if mf.GetType() == dto.MetricType_GAUGE_HISTOGRAM {
-					sum, cnt = "_gsum", "_gcount" // as OpenMetrics names them
-				}
-				add(sum, h.GetSampleSum())
-				add(cnt, count)
 			default: // untyped, and whatever a future parser adds
-				add("", m.GetUntyped().GetValue())
+				add("", m.GetUntyped().GetValue(), nil)
 			}
 		}
 	}
 	return out, metas
+}
+
+type adder func(suffix string, v float64, ex []*dto.Exemplar, extra ...string) *series
+
+// addClassic adds a histogram's classic series: _bucket (le), _sum and _count.
+func addClassic(h *dto.Histogram, gauge bool, add adder) {
+	count := float64(h.GetSampleCount())
+	if h.SampleCountFloat != nil {
+		count = h.GetSampleCountFloat()
+	}
+	inf := false
+	for _, b := range h.GetBucket() {
+		c := float64(b.GetCumulativeCount())
+		if b.CumulativeCountFloat != nil {
+			c = b.GetCumulativeCountFloat()
+		}
+		inf = inf || math.IsInf(b.GetUpperBound(), 1)
+		add("_bucket", c, []*dto.Exemplar{b.GetExemplar()}, model.BucketLabel, formatFloat(b.GetUpperBound()))
+	}
+	if !inf {
+		add("_bucket", count, nil, model.BucketLabel, "+Inf")
+	}
+	sum, cnt := "_sum", "_count"
+	if gauge {
+		sum, cnt = "_gsum", "_gcount" // as OpenMetrics names them
+	}
+	add(sum, h.GetSampleSum(), nil)
+	add(cnt, count, nil)
+}
+
+// addCustomAsClassic adds the classic series of a histogram with custom buckets, from
+// its native form (which holds the counts even when the classic buckets hold only the
+// bounds), with Prometheus's own conversion.
+func addCustomAsClassic(h *dto.Histogram, nh *histogram.Histogram, nfh *histogram.FloatHistogram, gauge bool, add adder) {
+	var counts []float64
+	var count, sum float64
+	var err error
+	if nh != nil {
+		counts, count, sum, err = histogram.ClassicBucketCounts(nh, nil)
+	} else {
+		counts, count, sum, err = histogram.ClassicBucketCounts(nfh, nil)
+	}
+	if err != nil {
+		addClassic(h, gauge, add) // what the target wrote, as it wrote it
+		return
+	}
+	var cv []float64
+	if nh != nil {
+		cv = nh.CustomValues
+	} else {
+		cv = nfh.CustomValues
+	}
+	exemplars := map[float64]*dto.Exemplar{}
+	for _, b := range h.GetBucket() {
+		exemplars[b.GetUpperBound()] = b.GetExemplar()
+	}
+	for i, c := range counts {
+		le := math.Inf(1)
+		if i < len(cv) {
+			le = cv[i]
+		}
+		add("_bucket", c, []*dto.Exemplar{exemplars[le]}, model.BucketLabel, formatFloat(le))
+	}
+	suffix := [2]string{"_sum", "_count"}
+	if gauge {
+		suffix = [2]string{"_gsum", "_gcount"}
+	}
+	add(suffix[0], sum, nil)
+	add(suffix[1], count, nil)
+}
+
+// nativeHistogram is h's native histogram, integer or float, or neither when h is a
+// classic histogram only. It tells a native histogram from a classic one as
+// Prometheus's protobuf parser does. A histogram with custom buckets (schema -53) takes
+// its bounds from the classic buckets' finite upper bounds, and its counts from its
+// spans when it has them, from the classic buckets otherwise. One that does not hold
+// together (spans and buckets disagree, counts do not add up), which a receiver would
+// refuse with the whole request, is left out: its classic series, if any, remain.
+func nativeHistogram(h *dto.Histogram, gauge bool) (*histogram.Histogram, *histogram.FloatHistogram) {
+	hint := histogram.UnknownCounterReset
+	if gauge {
+		hint = histogram.GaugeType
+	}
+	custom := h.Schema != nil && h.GetSchema() == histogram.CustomBucketsSchema
+	if custom && len(h.GetPositiveSpan()) == 0 {
+		return customFromClassic(h, hint)
+	}
+	if !custom && len(h.GetPositiveSpan()) == 0 && len(h.GetNegativeSpan()) == 0 && h.GetZeroThreshold() <= 0 && h.GetZeroCount() == 0 && h.GetZeroCountFloat() == 0 {
+		return nil, nil
+	}
+	var cv []float64
+	if custom {
+		for _, b := range h.GetBucket() {
+			if !math.IsInf(b.GetUpperBound(), 1) {
+				cv = append(cv, b.GetUpperBound())
+			}
+		}
+	}
+	if h.GetSampleCountFloat() > 0 || h.GetZeroCountFloat() > 0 || len(h.GetPositiveCount()) > 0 || len(h.GetNegativeCount()) > 0 {
+		fh := &histogram.FloatHistogram{
+			CounterResetHint: hint,
+			Schema:           h.GetSchema(),
+			ZeroThreshold:    h.GetZeroThreshold(),
+			ZeroCount:        h.GetZeroCountFloat(),
+			Count:            h.GetSampleCountFloat(),
+			Sum:              h.GetSampleSum(),
+			PositiveSpans:    spansOf(h.GetPositiveSpan()),
+			PositiveBuckets:  h.GetPositiveCount(),
+			NegativeSpans:    spansOf(h.GetNegativeSpan()),
+			NegativeBuckets:  h.GetNegativeCount(),
+			CustomValues:     cv,
+		}
+		if fh.Validate() != nil {
+			return nil, nil
+		}
+		return nil, fh
+	}
+	nh := &histogram.Histogram{
+		CounterResetHint: hint,
+		Schema:           h.GetSchema(),
+		ZeroThreshold:    h.GetZeroThreshold(),
+		ZeroCount:        h.GetZeroCount(),
+		Count:            h.GetSampleCount(),
+		Sum:              h.GetSampleSum(),
+		PositiveSpans:    spansOf(h.GetPositiveSpan()),
+		PositiveBuckets:  h.GetPositiveDelta(),
+		NegativeSpans:    spansOf(h.GetNegativeSpan()),
+		NegativeBuckets:  h.GetNegativeDelta(),
+		CustomValues:     cv,
+	}
+	if nh.Validate() != nil {
+		return nil, nil
+	}
+	return nh, nil
+}
+
+// customFromClassic builds a histogram with custom buckets from classic buckets, with
+// the conversion Prometheus's scrape loop uses (convert_classic_histograms_to_nhcb).
+func customFromClassic(h *dto.Histogram, hint histogram.CounterResetHint) (*histogram.Histogram, *histogram.FloatHistogram) {
+	th := convertnhcb.NewTempHistogram()
+	for _, b := range h.GetBucket() {
+		c := float64(b.GetCumulativeCount())
+		if b.CumulativeCountFloat != nil {
+			c = b.GetCumulativeCountFloat()
+		}
+		_ = th.SetBucketCount(b.GetUpperBound(), c)
+	}
+	count := float64(h.GetSampleCount())
+	if h.SampleCountFloat != nil {
+		count = h.GetSampleCountFloat()
+	}
+	_ = th.SetCount(count)
+	_ = th.SetSum(h.GetSampleSum())
+	nh, nfh, err := th.Convert()
+	if err != nil {
+		return nil, nil // not a valid histogram: its classic series, as written
+	}
+	if nh != nil {
+		nh.CounterResetHint = hint
+	}
+	if nfh != nil {
+		nfh.CounterResetHint = hint
+	}
+	return nh, nfh
+}
+
+func spansOf(ss []*dto.BucketSpan) []histogram.Span {
+	if len(ss) == 0 {
+		return nil
+	}
+	out := make([]histogram.Span, len(ss))
+	for i, s := range ss {
+		out[i] = histogram.Span{Offset: s.GetOffset(), Length: s.GetLength()}
+	}
+	return out
+}
+
+// exemplarsOf converts a sample's exemplars; one without a timestamp gets the sample's.
+func exemplarsOf(ex []*dto.Exemplar, t int64) []exemplar {
+	var out []exemplar
+	for _, e := range ex {
+		if e == nil {
+			continue
+		}
+		et := t
+		if e.Timestamp != nil {
+			et = e.GetTimestamp().AsTime().UnixMilli()
+		}
+		ls := make([]prompb.Label, 0, len(e.GetLabel()))
+		for _, p := range e.GetLabel() {
+			ls = append(ls, prompb.Label{Name: p.GetName(), Value: p.GetValue()})
+		}
+		slices.SortFunc(ls, compareLabel)
+		out = append(out, exemplar{labels: ls, v: e.GetValue(), t: et})
+	}
+	slices.SortStableFunc(out, func(a, b exemplar) int { return cmp.Compare(a.t, b.t) })
+	return out
+}
+
+// millis is a created timestamp in milliseconds, 0 when absent.
+func millis(ts *timestamppb.Timestamp) int64 {
+	if ts == nil {
+		return 0
+	}
+	return ts.AsTime().UnixMilli()
 }
 
 // labelsOf builds a series' sorted label set: __name__, the metric's labels (job,
@@ -172,18 +428,20 @@ type ended struct {
 	labels []prompb.Label
 	typ    model.MetricType
 	unit   string
+	kind   sampleKind
 }
 
 // appendTracked encodes a series compactly: a label count, each name and value with its
-// length, then its type and unit.
-func appendTracked(b []byte, ls []prompb.Label, m meta) []byte {
+// length, then its type and unit, then the kind of its samples.
+func appendTracked(b []byte, ls []prompb.Label, m meta, k sampleKind) []byte {
 	b = binary.AppendUvarint(b, uint64(len(ls)))
 	for _, l := range ls {
 		b = appendString(b, l.Name)
 		b = appendString(b, l.Value)
 	}
 	b = appendString(b, string(m.typ))
-	return appendString(b, m.unit)
+	b = appendString(b, m.unit)
+	return append(b, byte(k))
 }
 
 func appendString(b []byte, s string) []byte {
@@ -213,9 +471,10 @@ func readTracked(b []byte) (ended, []byte, bool) {
 		return ended{}, nil, false
 	}
 	e.typ = model.MetricType(typ)
-	if e.unit, b, ok = readString(b); !ok {
+	if e.unit, b, ok = readString(b); !ok || len(b) == 0 {
 		return ended{}, nil, false
 	}
+	e.kind, b = sampleKind(b[0]), b[1:]
 	return e, b, true
 }
 

@@ -26,7 +26,7 @@ func TestFlattenMatchesPrometheus(t *testing.T) {
 				t.Fatal(err)
 			}
 			const ts = 1_700_000_000_000
-			got, metas := flatten(nil, nil, fams, ts)
+			got, metas := flatten(nil, nil, fams, ts, false)
 
 			want := map[string]float64{}
 			p := textparse.NewPromParser(body, labels.NewSymbolTable(), false)
@@ -93,7 +93,7 @@ c_total{a="x"} 5 1600000000000
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, metas := flatten(nil, nil, fams, 42)
+	got, metas := flatten(nil, nil, fams, 42, false)
 	byName := map[string]series{}
 	for _, s := range got {
 		byName[render(s.labels)] = s
@@ -144,15 +144,16 @@ func TestTrackedCodec(t *testing.T) {
 	sets := []ended{
 		{labels: []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "a"}}, typ: model.MetricTypeGauge},
 		{labels: []prompb.Label{{Name: "__name__", Value: "x"}, {Name: "v", Value: "ünïcode \xff"}}, typ: model.MetricTypeCounter, unit: "seconds"},
+		{labels: []prompb.Label{{Name: "__name__", Value: "h"}}, typ: model.MetricTypeHistogram, kind: kindFloatHistogram},
 		{typ: model.MetricTypeUnknown},
 	}
 	var b []byte
 	for _, s := range sets {
-		b = appendTracked(b, s.labels, meta{typ: s.typ, unit: s.unit})
+		b = appendTracked(b, s.labels, meta{typ: s.typ, unit: s.unit}, s.kind)
 	}
 	for i, want := range sets {
 		got, rest, ok := readTracked(b)
-		if !ok || render(got.labels) != render(want.labels) || got.typ != want.typ || got.unit != want.unit {
+		if !ok || render(got.labels) != render(want.labels) || got.typ != want.typ || got.unit != want.unit || got.kind != want.kind {
 			t.Fatalf("series %d: got %+v (ok %v), want %+v", i, got, ok, want)
 		}
 		b = rest

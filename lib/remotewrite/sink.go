@@ -27,7 +27,9 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
+	remote "github.com/prometheus/client_golang/exp/api/remote"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/histogram"
 
 	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
@@ -246,7 +248,7 @@ func (s *Sink) deliver(ctx context.Context, t *target, scs []*sink.Scrape, errs 
 	if cur.sets == nil {
 		var buf []byte
 		for _, e := range cur.ended {
-			buf = appendTracked(buf, e.labels, meta{typ: e.typ, unit: e.unit})
+			buf = appendTracked(buf, e.labels, meta{typ: e.typ, unit: e.unit}, e.kind)
 		}
 		cur.sets = s.enc.EncodeAll(buf, make([]byte, 0, len(buf)/4))
 	}
@@ -258,8 +260,12 @@ func (s *Sink) deliver(ctx context.Context, t *target, scs []*sink.Scrape, errs 
 // markers for cur's series that sc lacks, and the tracking after it.
 func (s *Sink) next(cur *tracking, sc *sink.Scrape) ([]series, []meta, tracking, int, error) {
 	ts := sc.Envelope.Start.UnixMilli()
-	out, metas := flatten(nil, nil, sc.Families, ts)
-	out, metas = flatten(out, metas, sc.Health, ts)
+	nhcb := s.sender.o.Message == remote.WriteV2MessageType
+	out, metas := flatten(nil, nil, sc.Families, ts, nhcb)
+	out, metas = flatten(out, metas, sc.Health, ts, nhcb)
+	if cur.last > 0 {
+		dropSeenExemplars(out, cur.last)
+	}
 
 	// The series this scrape tracks for staleness, sorted by hash, without duplicates.
 	var d xxhash.Digest
@@ -294,16 +300,39 @@ func (s *Sink) next(cur *tracking, sc *sink.Scrape) ([]series, []meta, tracking,
 		next.ended = make([]ended, len(cur2))
 		for i, c := range cur2 {
 			m := metas[out[c.i].meta]
-			next.ended[i] = ended{labels: out[c.i].labels, typ: m.typ, unit: m.unit}
+			next.ended[i] = ended{labels: out[c.i].labels, typ: m.typ, unit: m.unit, kind: out[c.i].kind()}
 		}
 	}
 	return out, metas, next, len(gone), nil
 }
 
-// appendStale adds a staleness marker at ts for each ended series, with its type and unit.
+// dropSeenExemplars drops the exemplars the target's previous scrape, at last, already
+// showed: a target shows its recent exemplars at every scrape, and a receiver holds
+// only newer ones than it has for a series (Prometheus 3 refuses a 2.0 request with an
+// older one), so that, as Prometheus's scrape loop stores them, each is written once.
+func dropSeenExemplars(out []series, last int64) {
+	for i := range out {
+		ex := out[i].exemplars
+		if len(ex) == 0 {
+			continue
+		}
+		out[i].exemplars = slices.DeleteFunc(ex, func(e exemplar) bool { return e.t <= last })
+	}
+}
+
+// appendStale adds a staleness marker at ts for each ended series, with its type and
+// unit. A native histogram's marker is a histogram of the same kind with StaleNaN as its
+// sum, as Prometheus's TSDB stores it and its remote write sends it.
 func appendStale(out []series, metas []meta, gone []ended, ts int64) ([]series, []meta) {
 	for _, e := range gone {
-		out = append(out, series{labels: e.labels, t: ts, v: staleNaN, meta: int32(len(metas))})
+		s := series{labels: e.labels, t: ts, v: staleNaN, meta: int32(len(metas))}
+		switch e.kind {
+		case kindHistogram:
+			s.h = &histogram.Histogram{Sum: staleNaN}
+		case kindFloatHistogram:
+			s.fh = &histogram.FloatHistogram{Sum: staleNaN}
+		}
+		out = append(out, s)
 		metas = append(metas, meta{typ: e.typ, unit: e.unit}) // no name: no 1.0 metadata
 	}
 	return out, metas
