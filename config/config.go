@@ -79,6 +79,9 @@ type Config struct {
 	ScrapeInterval Duration `yaml:"scrape_interval"`
 	// ScrapeTimeout is the default per-target timeout: the smaller of 10s and the interval.
 	ScrapeTimeout Duration `yaml:"scrape_timeout"`
+	// Histograms are the formats asked of targets and what is taken of their
+	// histograms: every job's unless the job sets its own.
+	Histograms `yaml:",inline"`
 	// RunTimeout bounds a whole scrape-once run, acks included: 90% of the interval.
 	RunTimeout Duration `yaml:"run_timeout"`
 	// ScrapeConcurrency bounds how many targets scrape-once scrapes at once.
@@ -351,6 +354,10 @@ type Job struct {
 	BodySizeLimit units.Base2Bytes `yaml:"body_size_limit"`
 
 	MetricRelabelConfigs RelabelConfigs `yaml:"metric_relabel_configs"`
+
+	// Histograms are the job's scrape protocols and histogram settings; unset ones
+	// are the top level's.
+	Histograms `yaml:",inline"`
 
 	HTTPClientConfig promcfg.HTTPClientConfig `yaml:",inline"`
 }
@@ -738,6 +745,7 @@ func (c *Config) applyDefaults() {
 		if j.BodySizeLimit == 0 {
 			j.BodySizeLimit = DefaultBodySizeLimit
 		}
+		j.Histograms.inherit(&c.Histograms)
 		for _, t := range j.Targets {
 			if t != nil && t.Name == "" {
 				t.Name = instanceFromURL(t.URL)

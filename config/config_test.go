@@ -141,6 +141,37 @@ func TestValues(t *testing.T) {
 	}
 }
 
+// TestScrapeProtocolDefaults: scrape protocols and histogram settings resolve as in
+// Prometheus 3: its default protocols, PrometheusProto first with native histograms, a
+// job's own settings over the top level's.
+func TestScrapeProtocolDefaults(t *testing.T) {
+	c, err := Parse([]byte(`
+always_scrape_classic_histograms: true
+jobs:
+  plain: {targets: [{url: 'http://h:1/'}]}
+  native:
+    scrape_native_histograms: true
+    targets: [{url: 'http://h:1/'}]
+  own:
+    scrape_protocols: [PrometheusText0.0.4]
+    always_scrape_classic_histograms: false
+    convert_classic_histograms_to_nhcb: true
+    targets: [{url: 'http://h:1/'}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"plain":  "scrape_protocols [OpenMetricsText1.0.0 OpenMetricsText0.0.1 PrometheusText1.0.0 PrometheusText0.0.4], scrape_native_histograms false, always_scrape_classic_histograms true, convert_classic_histograms_to_nhcb false",
+		"native": "scrape_protocols [PrometheusProto OpenMetricsText1.0.0 OpenMetricsText0.0.1 PrometheusText1.0.0 PrometheusText0.0.4], scrape_native_histograms true, always_scrape_classic_histograms true, convert_classic_histograms_to_nhcb false",
+		"own":    "scrape_protocols [PrometheusText0.0.4], scrape_native_histograms false, always_scrape_classic_histograms false, convert_classic_histograms_to_nhcb true",
+	} {
+		if got := c.Jobs[name].Histograms.String(); got != want {
+			t.Errorf("%s:\n got %s\nwant %s", name, got, want)
+		}
+	}
+}
+
 func TestURLList(t *testing.T) {
 	for _, in := range []string{
 		"urls: 'nats://a:4222,nats://b:4222'",
@@ -195,6 +226,10 @@ func TestErrors(t *testing.T) {
 		{"expose path", "expose: {path: metrics}\n", []string{"line 1", "expose.path"}},
 		{"expose on the monitor's address", "monitor: {listen: ':9000'}\nexpose: {listen: ':9000'}\n", []string{"line 2", "expose.listen"}},
 		{"web config missing", "expose: {web_config_file: /nonexistent/web.yml}\n", []string{"line 1", "expose.web_config_file", "no such file"}},
+		{"unknown scrape protocol", "scrape_protocols: [PrometheusText0.0.4, Proto]\n", []string{"line 1", "scrape_protocols", `unknown scrape protocol "Proto"`}},
+		{"scrape protocol twice", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    scrape_protocols: [PrometheusProto, PrometheusProto]\n", []string{"line 4", "jobs.j.scrape_protocols", "PrometheusProto twice"}},
+		{"no scrape protocols", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    scrape_protocols: []\n", []string{"line 4", "jobs.j.scrape_protocols", "must not be empty"}},
+		{"OpenMetrics 2.0", "scrape_protocols: [OpenMetricsText2.0.0]\n", []string{"line 1", "OpenMetricsText2.0.0", "not read"}},
 		{"http client", "jobs:\n  j:\n    targets: [{url: 'http://h:1/'}]\n    basic_auth: {username: u, password: p, password_file: /f}\n", []string{"jobs.j", "password"}},
 	}
 	for _, tt := range tests {

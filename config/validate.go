@@ -158,6 +158,7 @@ func (c *Config) validate() []error {
 			ps.add("embedded_stream", "channel limits must not be negative")
 		}
 	}
+	validProtocols(&ps, "scrape_protocols", c.ScrapeProtocols)
 	for _, name := range c.JobNames() {
 		c.validJob(&ps, name)
 	}
@@ -323,6 +324,9 @@ func (c *Config) validJob(ps *problems, name string) {
 		ps.add(key+".body_size_limit", "must not be negative")
 	}
 	validLabels(ps, key+".labels", j.Labels)
+	if !sameProtocols(j.ScrapeProtocols, c.ScrapeProtocols) { // the top level's are checked once
+		validProtocols(ps, key+".scrape_protocols", j.ScrapeProtocols)
+	}
 	for i, rc := range j.MetricRelabelConfigs {
 		if rc == nil {
 			ps.add(fmt.Sprintf("%s.metric_relabel_configs[%d]", key, i), "empty relabel config")

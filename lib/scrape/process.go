@@ -24,6 +24,15 @@ type Limits struct {
 	// ExtraLabels counts the labels the central side adds to every series (job, instance,
 	// static labels), which Prometheus's label_limit counts too.
 	ExtraLabels int
+	// Histograms says which parts of histograms count as samples, as Prometheus
+	// counts what it ingests.
+	Histograms Histograms
+}
+
+// Histograms are a job's scrape_native_histograms, always_scrape_classic_histograms
+// and convert_classic_histograms_to_nhcb.
+type Histograms struct {
+	Native, AlwaysClassic, ConvertToNHCB bool
 }
 
 // Relabel is a job's metric_relabel_configs and the labels the target's series will
@@ -49,16 +58,19 @@ func Process(ctx context.Context, body []byte, contentType string, lim Limits, r
 		return nil, 0, err
 	}
 	// On the body as served, so that the line and column are the target's; what
-	// relabelling writes from a UTF-8 body is UTF-8 too.
-	if err := validUTF8(body); err != nil {
-		return nil, 0, err
+	// relabelling writes from a UTF-8 body is UTF-8 too. A protobuf body's strings are
+	// checked one by one (validSeries, checkProtoMeta).
+	if mt != ProtoType {
+		if err := validUTF8(body); err != nil {
+			return nil, 0, err
+		}
 	}
 	if len(rl.Configs) > 0 {
 		if body, err = relabelBody(ctx, body, mt, rl); err != nil {
 			return nil, 0, err
 		}
 	}
-	st, err := check(ctx, body, mt == OpenMetricsType)
+	st, err := check(ctx, body, mt, lim.Histograms)
 	if err != nil {
 		return nil, st.samples, err
 	}
@@ -86,14 +98,22 @@ func (s *stats) labels(metric string, n int) {
 
 // check reads every entry of body, as Prometheus's scrape loop would, counting samples
 // and labels; it stops at the first entry Prometheus would refuse, or when ctx ends.
-func check(ctx context.Context, body []byte, om bool) (stats, error) {
+//
+// The parser is the one Prometheus's scrape loop picks for the media type, with the
+// job's histogram settings, so that samples are counted as Prometheus counts what it
+// ingests: a native histogram is one sample, classic buckets count when they are kept.
+func check(ctx context.Context, body []byte, mt string, h Histograms) (stats, error) {
 	var st stats
-	var p textparse.Parser
-	if om {
-		p = textparse.NewOpenMetricsParser(body, labels.NewSymbolTable())
-	} else {
-		p = textparse.NewPromParser(body, labels.NewSymbolTable(), false)
+	p, err := textparse.New(body, mt, labels.NewSymbolTable(), textparse.ParserOptions{
+		IgnoreNativeHistograms:                  !h.Native,
+		ConvertClassicHistogramsToNHCB:          h.ConvertToNHCB,
+		KeepClassicOnClassicAndNativeHistograms: h.AlwaysClassic,
+		OpenMetricsSkipSTSeries:                 false,
+	})
+	if p == nil {
+		return st, fmt.Errorf("%w: no parser for %q: %v", ErrInvalidBody, mt, err)
 	}
+	proto := mt == ProtoType
 	var lset labels.Labels
 	for {
 		if err := ctx.Err(); err != nil {
@@ -106,10 +126,25 @@ func check(ctx context.Context, body []byte, om bool) (stats, error) {
 		if err != nil {
 			return st, fmt.Errorf("%w: %v", ErrInvalidBody, err)
 		}
+		if proto && (e == textparse.EntryHelp || e == textparse.EntryUnit) {
+			if err := checkProtoMeta(p, e); err != nil {
+				return st, err
+			}
+		}
 		if e != textparse.EntrySeries && e != textparse.EntryHistogram {
 			continue
 		}
+		if e == textparse.EntryHistogram {
+			// Reading it is what makes the protobuf parser go over its classic
+			// buckets next, when they are kept.
+			p.Histogram()
+		}
 		p.Labels(&lset)
+		if proto {
+			if err := validUTF8Labels(lset); err != nil {
+				return st, err
+			}
+		}
 		if err := validSeries(lset); err != nil {
 			return st, err
 		}
@@ -171,6 +206,9 @@ func quote(s string) string {
 // a rule changed them (the central side adds them to every series), and the survivors
 // are written back in the same format.
 func relabelBody(ctx context.Context, body []byte, mt string, rl Relabel) ([]byte, error) {
+	if mt == ProtoType {
+		return relabelProto(ctx, body, rl)
+	}
 	st := labels.NewSymbolTable()
 	var p textparse.Parser
 	om := mt == OpenMetricsType
@@ -406,4 +444,34 @@ func formatTimestamp(ms int64, om bool) string {
 		return strconv.FormatInt(ms, 10)
 	}
 	return strconv.FormatFloat(float64(ms)/1000, 'f', -1, 64)
+}
+
+// validUTF8Labels checks that every label name and value of a series read from a
+// protobuf body is UTF-8: protobuf does not check it, and the central side serves the
+// strings to Prometheus, whose parsers refuse what is not.
+func validUTF8Labels(lset labels.Labels) error {
+	var bad string
+	lset.Range(func(l labels.Label) {
+		if bad == "" && (!utf8.ValidString(l.Name) || !utf8.ValidString(l.Value)) {
+			bad = l.Name
+		}
+	})
+	if bad != "" {
+		return fmt.Errorf("%w: series %s: label %s is not UTF-8", ErrInvalidBody, quote(lset.Get(labels.MetricName)), quote(bad))
+	}
+	return nil
+}
+
+// checkProtoMeta checks that a protobuf family's help or unit is UTF-8.
+func checkProtoMeta(p textparse.Parser, e textparse.Entry) error {
+	var name, text []byte
+	if e == textparse.EntryHelp {
+		name, text = p.Help()
+	} else {
+		name, text = p.Unit()
+	}
+	if !utf8.Valid(name) || !utf8.Valid(text) {
+		return fmt.Errorf("%w: family %s: name, help or unit is not UTF-8", ErrInvalidBody, quote(string(name)))
+	}
+	return nil
 }

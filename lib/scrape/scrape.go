@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -24,8 +25,27 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/config"
 )
 
-// AcceptHeader asks for OpenMetrics first, then the text format, as Prometheus does.
-const AcceptHeader = `application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1`
+// AcceptHeader is the Accept header of a scrape asking for the formats sps in that
+// order, built as Prometheus builds it (scrape.acceptHeader): a weight per format,
+// descending, the escaping scheme on the formats that take one, and */* last. Names are
+// asked for as they are (escaping=allow-utf-8), as Prometheus 3 asks: the drain reads
+// UTF-8 names.
+func AcceptHeader(sps []config.ScrapeProtocol) string {
+	vals := make([]string, 0, len(sps)+1)
+	weight := len(config.ScrapeProtocolsHeaders) + 1
+	for _, sp := range sps {
+		val := config.ScrapeProtocolsHeaders[sp]
+		// Only the newer text formats take an escaping parameter.
+		if sp == config.PrometheusText1_0_0 || sp == config.OpenMetricsText1_0_0 || sp == config.OpenMetricsText2_0_0 {
+			val += ";" + model.EscapingKey + "=" + model.AllowUTF8
+		}
+		val += fmt.Sprintf(";q=0.%d", weight)
+		vals = append(vals, val)
+		weight--
+	}
+	vals = append(vals, fmt.Sprintf("*/*;q=0.%d", weight))
+	return strings.Join(vals, ",")
+}
 
 // Errors a caller may branch on; a Result's Err wraps one of them where it applies.
 var (
@@ -65,6 +85,7 @@ type Scraper struct {
 	job    *config.Job
 	client *http.Client
 	ua     string
+	accept string
 }
 
 // New builds the job's HTTP client from its Prometheus HTTP client settings.
@@ -73,7 +94,11 @@ func New(job *config.Job, userAgent string) (*Scraper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("job %s: http client: %w", job.Name, err)
 	}
-	return &Scraper{job: job, client: client, ua: userAgent}, nil
+	sps := job.ScrapeProtocols
+	if len(sps) == 0 { // a job not resolved by config.Load
+		sps = config.DefaultScrapeProtocols
+	}
+	return &Scraper{job: job, client: client, ua: userAgent, accept: AcceptHeader(sps)}, nil
 }
 
 // Scrape scrapes t within the job's scrape_timeout (or ctx's deadline, if sooner).
@@ -101,6 +126,9 @@ func (s *Scraper) Scrape(ctx context.Context, t *config.Target) *Result {
 		SampleLimit: s.job.SampleLimit,
 		LabelLimit:  s.job.LabelLimit,
 		ExtraLabels: 2 + len(s.job.Labels) + len(t.Labels), // job, instance and static labels
+		Histograms: Histograms{
+			Native: s.job.NativeHistograms(), AlwaysClassic: s.job.AlwaysClassic(), ConvertToNHCB: s.job.ConvertToNHCB(),
+		},
 	}, Relabel{Configs: s.job.MetricRelabelConfigs, Target: s.targetLabels(t)})
 	r.Series = series
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -142,7 +170,7 @@ func (s *Scraper) fetch(ctx context.Context, t *config.Target, r *Result, buf *b
 	if err != nil {
 		return fmt.Errorf("build request: %w", err)
 	}
-	req.Header.Set("Accept", AcceptHeader)
+	req.Header.Set("Accept", s.accept)
 	req.Header.Set("Accept-Encoding", "gzip")
 	req.Header.Set("User-Agent", s.ua)
 	req.Header.Set("X-Prometheus-Scrape-Timeout-Seconds", strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64))
@@ -211,6 +239,7 @@ func timeoutError(ctx context.Context, timeout time.Duration, err error) error {
 const (
 	TextType        = "text/plain"
 	OpenMetricsType = "application/openmetrics-text"
+	ProtoType       = "application/vnd.google.protobuf" // delimited io.prometheus.client.MetricFamily
 )
 
 // mediaType reduces a Content-Type to the formats this package parses. A missing
@@ -219,13 +248,20 @@ func mediaType(contentType string) (string, error) {
 	if contentType == "" {
 		return TextType, nil
 	}
-	mt, _, err := mime.ParseMediaType(contentType)
+	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return "", fmt.Errorf("%w %q: %v", ErrContentType, contentType, err)
 	}
 	switch mt {
 	case TextType, OpenMetricsType:
 		return mt, nil
+	case ProtoType:
+		// Prometheus reads the media type alone; a parameter that names another
+		// message or encoding is refused rather than misread.
+		if proto, enc := params["proto"], params["encoding"]; proto != "" && proto != "io.prometheus.client.MetricFamily" || enc != "" && enc != "delimited" {
+			return "", fmt.Errorf("%w %q: want proto=io.prometheus.client.MetricFamily and encoding=delimited", ErrContentType, contentType)
+		}
+		return mt, nil
 	}
-	return "", fmt.Errorf("%w %q: want OpenMetrics or the text format", ErrContentType, contentType)
+	return "", fmt.Errorf("%w %q: want OpenMetrics, the text format or Prometheus's protobuf format", ErrContentType, contentType)
 }

@@ -1,0 +1,88 @@
+package scrape
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
+	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/proto"
+)
+
+// relabelProto applies metric_relabel_configs to a protobuf body and writes the
+// survivors back in the same format, so that native histograms, exemplars and created
+// timestamps stay as the target sent them. The rules see each metric once, named by
+// its family, as Prometheus sees a native histogram series; a metric whose name a rule
+// changes moves to a family of that name (with the family's type and help).
+func relabelProto(ctx context.Context, body []byte, rl Relabel) ([]byte, error) {
+	r := bufio.NewReader(bytes.NewReader(body))
+	out := bytes.NewBuffer(make([]byte, 0, len(body)))
+	opts := protodelim.UnmarshalOptions{MaxSize: -1}
+	var (
+		order []string
+		fams  = map[string]*dto.MetricFamily{}
+		lb    = labels.NewBuilder(labels.EmptyLabels())
+	)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("relabel body: %w", err)
+		}
+		mf := &dto.MetricFamily{}
+		err := opts.UnmarshalFrom(r, mf)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: protobuf: %v", ErrInvalidBody, err)
+		}
+		for _, m := range mf.GetMetric() {
+			lb.Reset(labels.EmptyLabels())
+			lb.Set(labels.MetricName, mf.GetName())
+			for _, l := range m.GetLabel() {
+				lb.Set(l.GetName(), l.GetValue())
+			}
+			rl.Target.Range(func(l labels.Label) {
+				if lb.Get(l.Name) == "" {
+					lb.Set(l.Name, l.Value)
+				}
+			})
+			if !relabel.ProcessBuilder(lb, rl.Configs...) {
+				continue
+			}
+			own := map[string]string{}
+			for _, l := range m.GetLabel() {
+				own[l.GetName()] = l.GetValue()
+			}
+			rl.Target.Range(func(l labels.Label) {
+				if v, ok := own[l.Name]; lb.Get(l.Name) == l.Value && (!ok || v != l.Value) {
+					lb.Del(l.Name)
+				}
+			})
+			name := lb.Get(labels.MetricName)
+			lb.Del(labels.MetricName)
+			m.Label = m.Label[:0]
+			lb.Labels().Range(func(l labels.Label) {
+				m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(l.Name), Value: proto.String(l.Value)})
+			})
+			dst := fams[name]
+			if dst == nil {
+				dst = &dto.MetricFamily{Name: proto.String(name), Help: mf.Help, Type: mf.Type, Unit: mf.Unit}
+				fams[name] = dst
+				order = append(order, name)
+			}
+			dst.Metric = append(dst.Metric, m)
+		}
+	}
+	for _, name := range order {
+		if _, err := protodelim.MarshalTo(out, fams[name]); err != nil {
+			return nil, fmt.Errorf("relabel body: write %s: %w", name, err)
+		}
+	}
+	return out.Bytes(), nil
+}
