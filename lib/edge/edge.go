@@ -141,6 +141,9 @@ func (r *Runner) Envelope(s Selected, res *scrape.Result) *envelope.Envelope {
 		Series:      res.Series,
 
 		PublisherVersion: r.ver,
+		Histograms: envelope.Histograms{
+			Native: s.Job.NativeHistograms(), AlwaysClassic: s.Job.AlwaysClassic(), ConvertToNHCB: s.Job.ConvertToNHCB(),
+		},
 	}
 	if res.Err != nil {
 		// The reason may quote what the target sent (a status line, a header): the

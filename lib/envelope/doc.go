@@ -46,7 +46,10 @@
 //	 17 scrape_key    bytes     parts only: SHA-256 of the whole compressed body, 32 bytes
 //	 18 part          uint32    0-based index of a part; 0 in a whole scrape
 //	 19 parts         uint32    2 to MaxParts in a part; 0 or 1 in a whole scrape
+//	 20 always_scrape_classic_histograms bool
+//	 21 convert_classic_histograms_to_nhcb bool
 //	 22 publisher_version string the publishing scrape-once's build version
+//	 23 scrape_native_histograms bool
 //	 99 signer        string    NKey user public key (U...) of the signing key
 //	100 signature     bytes     ed25519, 64 bytes, the last field: see Signatures
 //

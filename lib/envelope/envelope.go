@@ -57,6 +57,14 @@ var (
 	ErrClosed = errors.New("envelope: codec closed")
 )
 
+// Histograms are a job's scrape_native_histograms, always_scrape_classic_histograms
+// and convert_classic_histograms_to_nhcb, with Prometheus's meaning. All false (the
+// zero value, and what a message from a build that did not carry them says) is
+// Prometheus 3's default.
+type Histograms struct {
+	Native, AlwaysClassic, ConvertToNHCB bool
+}
+
 // Label is one static label of the scrape target, from configuration.
 type Label struct{ Name, Value string }
 
@@ -80,6 +88,10 @@ type Envelope struct {
 	// PublisherVersion is the build version of the scrape-once that published the
 	// message ("" from builds before it was carried).
 	PublisherVersion string
+
+	// Histograms are the job's histogram settings, which the drain applies where it
+	// ingests the body (it travels as the target sent it).
+	Histograms Histograms
 
 	// Signer is the NKey user public key (U...) whose signature over the message
 	// Decode verified; "" when the message is unsigned. Encode ignores it: a Codec

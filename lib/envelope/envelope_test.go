@@ -62,6 +62,7 @@ func diff(want, got *Envelope) string {
 	}
 	cmp("Series", want.Series, got.Series)
 	cmp("PublisherVersion", want.PublisherVersion, got.PublisherVersion)
+	cmp("Histograms", want.Histograms, got.Histograms)
 	cmp("Part", want.Part, got.Part)
 	cmp("Parts", want.Parts, got.Parts)
 	if !bytes.Equal(want.Chunk, got.Chunk) {
@@ -105,6 +106,7 @@ func scrape(tb testing.TB, capture string) *Envelope {
 		Parts:       1,
 
 		PublisherVersion: "1.4.0~git12.gabc1234",
+		Histograms:       Histograms{Native: true},
 	}
 }
 
@@ -132,6 +134,7 @@ func TestRoundTrip(t *testing.T) {
 			Parts:       1,
 
 			PublisherVersion: "0.0.0~git59.gdd802b3",
+			Histograms:       Histograms{Native: true, AlwaysClassic: true, ConvertToNHCB: true},
 		}},
 		{"empty body", Envelope{
 			Job: "node", Instance: "h:9100", Start: time.Unix(1700000000, 0),

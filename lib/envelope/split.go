@@ -169,6 +169,8 @@ func SameScrape(a, b *Envelope) error {
 		return differ("HTTP status", a.HTTPStatus, b.HTTPStatus)
 	case a.ContentType != b.ContentType:
 		return differ("content type", a.ContentType, b.ContentType)
+	case a.Histograms != b.Histograms:
+		return differ("histogram settings", a.Histograms, b.Histograms)
 	case a.PublisherVersion != b.PublisherVersion:
 		return differ("publisher version", a.PublisherVersion, b.PublisherVersion)
 	case a.Series != b.Series:

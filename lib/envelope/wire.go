@@ -45,7 +45,10 @@ const (
 	fieldScrapeKey   protowire.Number = 17  // bytes, parts only: SHA-256 of the whole compressed body
 	fieldPart        protowire.Number = 18  // uint32, 0-based part index
 	fieldParts       protowire.Number = 19  // uint32, part count; 0 or 1 in a whole scrape
+	fieldClassic     protowire.Number = 20  // bool, always_scrape_classic_histograms
+	fieldNHCB        protowire.Number = 21  // bool, convert_classic_histograms_to_nhcb
 	fieldVersion     protowire.Number = 22  // string, the publisher's build version
+	fieldNative      protowire.Number = 23  // bool, scrape_native_histograms
 	fieldSigner      protowire.Number = 99  // string, NKey user public key of the signer
 	fieldSignature   protowire.Number = 100 // bytes, ed25519 signature, the last field
 )
@@ -98,6 +101,12 @@ func fieldName(num protowire.Number) string {
 		return "parts"
 	case fieldVersion:
 		return "publisher_version"
+	case fieldClassic:
+		return "always_scrape_classic_histograms"
+	case fieldNHCB:
+		return "convert_classic_histograms_to_nhcb"
+	case fieldNative:
+		return "scrape_native_histograms"
 	case fieldSigner:
 		return "signer"
 	case fieldSignature:
@@ -212,7 +221,10 @@ func appendFields(b []byte, e *Envelope, bf bodyFields) []byte {
 	}
 	b = appendVarint(b, fieldPart, uint64(bf.part))
 	b = appendVarint(b, fieldParts, uint64(bf.parts))
+	b = appendVarint(b, fieldClassic, protowire.EncodeBool(e.Histograms.AlwaysClassic))
+	b = appendVarint(b, fieldNHCB, protowire.EncodeBool(e.Histograms.ConvertToNHCB))
 	b = appendString(b, fieldVersion, e.PublisherVersion)
+	b = appendVarint(b, fieldNative, protowire.EncodeBool(e.Histograms.Native))
 	return b
 }
 
@@ -246,7 +258,10 @@ func sizeFields(e *Envelope, bf bodyFields) int {
 		n += protowire.SizeTag(fieldScrapeKey) + protowire.SizeBytes(len(bf.key))
 	}
 	n += sizeVarint(fieldPart, uint64(bf.part)) + sizeVarint(fieldParts, uint64(bf.parts))
-	n += sizeString(fieldVersion, e.PublisherVersion)
+	n += sizeVarint(fieldClassic, protowire.EncodeBool(e.Histograms.AlwaysClassic)) +
+		sizeVarint(fieldNHCB, protowire.EncodeBool(e.Histograms.ConvertToNHCB)) +
+		sizeString(fieldVersion, e.PublisherVersion) +
+		sizeVarint(fieldNative, protowire.EncodeBool(e.Histograms.Native))
 	return n
 }
 
@@ -357,6 +372,7 @@ type wireFields struct {
 	seen uint64 // bit n: field n seen
 
 	honorLabels                             bool
+	histograms                              Histograms
 	startSec, duration                      int64
 	startNanos, status, series, part, parts uint64
 	compression, rawSize                    uint64
@@ -386,7 +402,7 @@ func parseFields(b []byte, w *wireFields, labels [][2][]byte) ([][2][]byte, erro
 			return labels, fmt.Errorf("%w: field tag: %v", ErrCorrupt, protowire.ParseError(n))
 		}
 		b = b[n:]
-		if num <= fieldParts && num != fieldLabel || num == fieldVersion {
+		if num <= fieldNative && num != fieldLabel {
 			if w.seen&(1<<num) != 0 {
 				return labels, fmt.Errorf("%w: field %d (%s) appears twice", ErrCorrupt, num, fieldName(num))
 			}
@@ -444,6 +460,15 @@ func parseFields(b []byte, w *wireFields, labels [][2][]byte) ([][2][]byte, erro
 			w.parts, n = consumeVarint(typ, b)
 		case fieldVersion:
 			w.strs[strVersion], n = consumeBytes(typ, b)
+		case fieldClassic:
+			v, n = consumeVarint(typ, b)
+			w.histograms.AlwaysClassic = protowire.DecodeBool(v)
+		case fieldNHCB:
+			v, n = consumeVarint(typ, b)
+			w.histograms.ConvertToNHCB = protowire.DecodeBool(v)
+		case fieldNative:
+			v, n = consumeVarint(typ, b)
+			w.histograms.Native = protowire.DecodeBool(v)
 		case fieldSigner:
 			if w.hasSigner {
 				return labels, fmt.Errorf("%w: field %d (%s) appears twice", ErrCorrupt, num, fieldName(num))
@@ -545,6 +570,7 @@ func (w *wireFields) envelope(e *Envelope, labels [][2][]byte) error {
 	}
 
 	e.HonorLabels = w.honorLabels
+	e.Histograms = w.histograms
 	if w.seen&(1<<fieldStartSec|1<<fieldStartNanos) != 0 {
 		if w.startSec < minStartUnix || w.startSec > maxStartUnix {
 			return fmt.Errorf("%w: start %d s is outside years 1 to 9999", ErrCorrupt, w.startSec)
