@@ -80,15 +80,11 @@ const (
 // are assembled into families as the package documentation describes; on text bodies
 // this gives exactly the families expfmt gives (TestTextParsersAgree). Every error
 // wraps ErrInvalid and says what is wrong, with the line where the parser knows it.
+//
+// A protobuf body's families are read as they are, native histograms included
+// (ParseScrape applies a scrape's histogram settings).
 func Parse(body []byte, contentType string) ([]*dto.MetricFamily, error) {
-	mt, err := mediaType(contentType)
-	if err != nil {
-		return nil, err
-	}
-	if mt == OpenMetricsType {
-		return parseOpenMetrics(body)
-	}
-	return parseText(body)
+	return ParseScrape(body, contentType, Histograms{Native: true, AlwaysClassic: true})
 }
 
 // mediaType reduces a Content-Type to the formats Parse reads. It mirrors the edge's
@@ -102,10 +98,10 @@ func mediaType(contentType string) (string, error) {
 		return "", fmt.Errorf("%w: %w %q: %v", ErrInvalid, ErrUnsupported, contentType, err)
 	}
 	switch mt {
-	case TextType, OpenMetricsType:
+	case TextType, OpenMetricsType, ProtoType:
 		return mt, nil
 	}
-	return "", fmt.Errorf("%w: %w %q: want OpenMetrics or the text format", ErrInvalid, ErrUnsupported, contentType)
+	return "", fmt.Errorf("%w: %w %q: want OpenMetrics, the text format or Prometheus's protobuf format", ErrInvalid, ErrUnsupported, contentType)
 }
 
 // parseText reads the text format (0.0.4) with Prometheus's parser.

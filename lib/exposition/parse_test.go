@@ -477,7 +477,7 @@ func TestParseErrors(t *testing.T) {
 		{"OpenMetrics bad le", omType, "# TYPE h histogram\nh_bucket{le=\"x\"} 1\n# EOF\n", false, "line 2"},
 		{"OpenMetrics type clash", omType, "# TYPE a counter\na_total 1\n# TYPE a_total gauge\na_total 2\n# EOF\n", false, "line 4"},
 		{"text as OpenMetrics", omType, string(fixture.Read(t, fixture.PushGateway)), false, "line "},
-		{"protobuf", "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited", "", true, "unsupported"},
+		{"truncated protobuf", "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited", "\x05\x0a", false, "protobuf"},
 		{"JSON", "application/json", "{}", true, "unsupported"},
 		{"malformed Content-Type", "text/plain; version", "a 1\n", true, "unsupported"},
 	} {

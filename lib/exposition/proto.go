@@ -1,0 +1,128 @@
+package exposition
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/proto"
+)
+
+// ProtoType is the media type of Prometheus's protobuf format: delimited
+// io.prometheus.client.MetricFamily messages.
+const ProtoType = "application/vnd.google.protobuf"
+
+// Histograms are a scrape's histogram settings, with the meaning of Prometheus's
+// scrape config keys of these names: what is taken of a histogram that a protobuf body
+// holds both as a native histogram and with classic buckets.
+type Histograms struct {
+	// Native is scrape_native_histograms: without it, a histogram's native parts
+	// are dropped and its classic buckets kept (only count and sum if it has none,
+	// as Prometheus ingests it).
+	Native bool
+	// AlwaysClassic is always_scrape_classic_histograms: with Native, a histogram
+	// that has both keeps its classic buckets too; otherwise only the native parts.
+	AlwaysClassic bool
+	// ConvertToNHCB is convert_classic_histograms_to_nhcb: a classic histogram (one
+	// without native parts, after the above) is marked as one with custom buckets,
+	// schema -53, its bounds and counts its classic buckets'. Sinks that store
+	// native histograms (remote-write 2.0) store it so; the expositions, which have no
+	// field for custom bounds, serve it as the classic histogram it is.
+	ConvertToNHCB bool
+}
+
+// customBucketsSchema is the schema of native histograms with custom buckets.
+const customBucketsSchema = -53
+
+// ParseScrape is Parse with a scrape's histogram settings applied to what a protobuf
+// body holds; text and OpenMetrics bodies hold no native histograms.
+func ParseScrape(body []byte, contentType string, h Histograms) ([]*dto.MetricFamily, error) {
+	mt, err := mediaType(contentType)
+	if err != nil {
+		return nil, err
+	}
+	var fams []*dto.MetricFamily
+	switch mt {
+	case OpenMetricsType:
+		fams, err = parseOpenMetrics(body)
+	case ProtoType:
+		fams, err = parseProto(body, h)
+	default:
+		fams, err = parseText(body)
+	}
+	if err == nil && h.ConvertToNHCB {
+		markCustomBuckets(fams)
+	}
+	return fams, err
+}
+
+// markCustomBuckets marks every classic histogram with buckets as one with custom
+// buckets (see Histograms.ConvertToNHCB).
+func markCustomBuckets(fams []*dto.MetricFamily) {
+	for _, mf := range fams {
+		if t := mf.GetType(); t != dto.MetricType_HISTOGRAM && t != dto.MetricType_GAUGE_HISTOGRAM {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if h := m.GetHistogram(); h != nil && !isNative(h) && len(h.GetBucket()) > 0 {
+				h.Schema = proto.Int32(customBucketsSchema)
+			}
+		}
+	}
+}
+
+// parseProto reads delimited MetricFamily messages, then holds them to what the text
+// formats' families promise: sorted by name, labels sorted, histograms as h says.
+func parseProto(body []byte, h Histograms) ([]*dto.MetricFamily, error) {
+	r := bufio.NewReader(bytes.NewReader(body))
+	opts := protodelim.UnmarshalOptions{MaxSize: -1}
+	var fams []*dto.MetricFamily
+	for {
+		mf := &dto.MetricFamily{}
+		err := opts.UnmarshalFrom(r, mf)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: protobuf: family %d: %v", ErrInvalid, len(fams)+1, err)
+		}
+		if mf.GetName() == "" {
+			return nil, fmt.Errorf("%w: protobuf: family %d has no name", ErrInvalid, len(fams)+1)
+		}
+		for _, m := range mf.GetMetric() {
+			sortLabels(m.Label)
+			if hist := m.GetHistogram(); hist != nil {
+				takeHistogram(hist, h)
+			}
+		}
+		fams = append(fams, mf)
+	}
+	sortFamilies(fams)
+	return fams, nil
+}
+
+// isNative reports whether a histogram has native parts, as Prometheus's protobuf
+// parser decides it.
+func isNative(h *dto.Histogram) bool {
+	return len(h.GetPositiveSpan()) > 0 || len(h.GetNegativeSpan()) > 0 || h.GetZeroThreshold() > 0 || h.GetZeroCount() > 0
+}
+
+// takeHistogram keeps of h what a Prometheus with these settings ingests.
+func takeHistogram(h *dto.Histogram, s Histograms) {
+	if !isNative(h) {
+		return
+	}
+	if !s.Native {
+		h.Schema, h.ZeroThreshold, h.ZeroCount, h.ZeroCountFloat = nil, nil, nil, nil
+		h.PositiveSpan, h.PositiveDelta, h.PositiveCount = nil, nil, nil
+		h.NegativeSpan, h.NegativeDelta, h.NegativeCount = nil, nil, nil
+		return
+	}
+	if !s.AlwaysClassic {
+		h.Bucket = nil
+	}
+}

@@ -1,0 +1,96 @@
+package exposition
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/proto"
+)
+
+// protoRegistry is a registry with a native histogram that has classic buckets too (as
+// client_golang exposes one), a counter with an exemplar and created timestamp, and a
+// gauge with a UTF-8 name and labels out of order.
+func protoRegistry(t *testing.T) ([]byte, []*dto.MetricFamily) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "latency_seconds", Help: "Latency.",
+		Buckets: []float64{0.1, 1}, NativeHistogramBucketFactor: 1.1})
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "requests_total", Help: "Requests."})
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "room.temperature", Help: "UTF-8."}, []string{"z", "a"})
+	reg.MustRegister(h, c, g)
+	for _, v := range []float64{0.05, 0.5, 0.7, 3} {
+		h.Observe(v)
+	}
+	c.(prometheus.ExemplarAdder).AddWithExemplar(2, prometheus.Labels{"trace_id": "t1"})
+	g.WithLabelValues("1", "2").Set(21.5)
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeProtoDelim).WithEscapingScheme(model.NoEscaping))
+	for _, mf := range fams {
+		if err := enc.Encode(mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.Bytes(), fams
+}
+
+// TestParseProto: a protobuf body comes back as the families the target gathered
+// (labels sorted, as in the other formats), native histograms, exemplars and created
+// timestamps included; the histogram settings keep what Prometheus with them ingests.
+func TestParseProto(t *testing.T) {
+	body, want := protoRegistry(t)
+	const ct = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+	got, err := Parse(body, ct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d families, want %d", len(got), len(want))
+	}
+	for i := range want {
+		sortLabels(want[i].Metric[0].Label)
+		if !proto.Equal(got[i], want[i]) {
+			t.Errorf("family %d:\n got %v\nwant %v", i, got[i], want[i])
+		}
+	}
+	if ex := got[1].Metric[0].GetCounter().GetExemplar(); ex == nil || got[1].Metric[0].GetCounter().GetCreatedTimestamp() == nil {
+		t.Errorf("the counter lost its exemplar or created timestamp: %v", got[1])
+	}
+
+	hist := func(h Histograms) *dto.Histogram {
+		fams, err := ParseScrape(body, ct, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fams[0].Metric[0].GetHistogram()
+	}
+	if h := hist(Histograms{}); len(h.GetBucket()) != 2 || isNative(h) || h.GetSampleCount() != 4 {
+		t.Errorf("without native histograms: want the classic buckets only, got %v", h)
+	}
+	if h := hist(Histograms{Native: true}); len(h.GetBucket()) != 0 || !isNative(h) {
+		t.Errorf("native histograms: want the native parts only, got %v", h)
+	}
+	if h := hist(Histograms{Native: true, AlwaysClassic: true}); len(h.GetBucket()) != 2 || !isNative(h) {
+		t.Errorf("native and always classic: want both, got %v", h)
+	}
+	if h := hist(Histograms{ConvertToNHCB: true}); h.GetSchema() != customBucketsSchema || len(h.GetBucket()) != 2 {
+		t.Errorf("converted to custom buckets: want schema -53 over the classic buckets, got %v", h)
+	}
+	if h := hist(Histograms{Native: true, ConvertToNHCB: true}); h.GetSchema() == customBucketsSchema {
+		t.Errorf("a native histogram is not converted: %v", h)
+	}
+	text, err := ParseScrape([]byte("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n"), "text/plain; version=0.0.4", Histograms{ConvertToNHCB: true})
+	if err != nil || text[0].Metric[0].GetHistogram().GetSchema() != customBucketsSchema {
+		t.Errorf("a text classic histogram converted: %v, %v", text, err)
+	}
+	if _, err := Parse([]byte{0x05, 0x0a}, ct); err == nil {
+		t.Error("a truncated protobuf body parsed")
+	}
+}
