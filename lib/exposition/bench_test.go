@@ -28,7 +28,7 @@ func reportSeries(b *testing.B, series int) {
 
 // BenchmarkParse measures Parse on a node_exporter capture replicated to about 1,000
 // series, in the text format as captured and as client_golang would serve it in
-// OpenMetrics, beside expfmt's bare text parse for reference (the floor of the text
+// OpenMetrics and in Prometheus's protobuf format (the same series), beside expfmt's bare text parse for reference (the floor of the text
 // path, which is expfmt plus sorting).
 func BenchmarkParse(b *testing.B) {
 	text := fixture.Replicate(b, fixture.NodeExporter, 1000)
@@ -37,8 +37,11 @@ func BenchmarkParse(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var om bytes.Buffer
+	var om, pb bytes.Buffer
 	if err := Encode(&om, fams, expfmt.NewFormat(expfmt.TypeOpenMetrics)); err != nil {
+		b.Fatal(err)
+	}
+	if err := Encode(&pb, fams, expfmt.NewFormat(expfmt.TypeProtoDelim)); err != nil {
 		b.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -47,6 +50,7 @@ func BenchmarkParse(b *testing.B) {
 	}{
 		{"format=text", fixture.TextContentType, text},
 		{"format=openmetrics", "application/openmetrics-text; version=1.0.0", om.Bytes()},
+		{"format=protobuf", "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited", pb.Bytes()},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.SetBytes(int64(len(tc.body)))

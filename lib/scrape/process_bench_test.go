@@ -1,11 +1,14 @@
 package scrape
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"testing"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
 
@@ -29,6 +32,17 @@ func BenchmarkProcess(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, _, err := Process(context.Background(), body, fixture.TextContentType, Limits{}, Relabel{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		report(b)
+	})
+	b.Run("validate-protobuf", func(b *testing.B) {
+		// The same series as client_golang serves them in its protobuf format.
+		pb := protoOf(b, body)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := Process(context.Background(), pb, protoCT, Limits{}, Relabel{}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -76,4 +90,22 @@ func BenchmarkProcessWide(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// protoOf is a text body's families in Prometheus's protobuf format.
+func protoOf(b *testing.B, text []byte) []byte {
+	b.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(text))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out bytes.Buffer
+	enc := expfmt.NewEncoder(&out, expfmt.NewFormat(expfmt.TypeProtoDelim))
+	for _, mf := range fams {
+		if err := enc.Encode(mf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return out.Bytes()
 }
