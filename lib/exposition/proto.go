@@ -79,7 +79,9 @@ func markCustomBuckets(fams []*dto.MetricFamily) {
 // formats' families promise: sorted by name, labels sorted, histograms as h says.
 func parseProto(body []byte, h Histograms) ([]*dto.MetricFamily, error) {
 	r := bufio.NewReader(bytes.NewReader(body))
-	opts := protodelim.UnmarshalOptions{MaxSize: -1}
+	// No message is longer than the body: a length that says more is refused
+	// before anything is allocated for it.
+	opts := protodelim.UnmarshalOptions{MaxSize: int64(len(body))}
 	var fams []*dto.MetricFamily
 	for {
 		mf := &dto.MetricFamily{}

@@ -2,6 +2,7 @@ package exposition
 
 import (
 	"bytes"
+	"runtime"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,5 +93,20 @@ func TestParseProto(t *testing.T) {
 	}
 	if _, err := Parse([]byte{0x05, 0x0a}, ct); err == nil {
 		t.Error("a truncated protobuf body parsed")
+	}
+}
+
+// TestParseProtoHostileLength: a message that declares a length beyond the body is
+// refused without allocating what it declares.
+func TestParseProtoHostileLength(t *testing.T) {
+	body := []byte{0xff, 0xff, 0xff, 0xff, 0x0f, 0x0a} // declares 4 GiB
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, err := Parse(body, "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"); err == nil {
+		t.Fatal("parsed")
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Errorf("allocated %d bytes for a 6-byte body", grew)
 	}
 }

@@ -23,7 +23,9 @@ import (
 func relabelProto(ctx context.Context, body []byte, rl Relabel) ([]byte, error) {
 	r := bufio.NewReader(bytes.NewReader(body))
 	out := bytes.NewBuffer(make([]byte, 0, len(body)))
-	opts := protodelim.UnmarshalOptions{MaxSize: -1}
+	// No message is longer than the body: a length that says more is refused
+	// before anything is allocated for it.
+	opts := protodelim.UnmarshalOptions{MaxSize: int64(len(body))}
 	var (
 		order []string
 		fams  = map[string]*dto.MetricFamily{}
