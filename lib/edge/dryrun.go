@@ -1,11 +1,16 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"mime"
 	"sync"
 
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
 	"github.com/prometheus-streams/prometheus-streams/lib/scrape"
 )
 
@@ -62,11 +67,29 @@ func (r *Runner) writeDry(w io.Writer, s Selected, res *scrape.Result) error {
 		_, err = fmt.Fprintf(w, "# %s: FAILED after %s (HTTP status %d): %s\n", s.Key(), res.Duration, res.HTTPStatus, res.Err)
 	} else {
 		e := r.Envelope(s, res)
-		_, err = fmt.Fprintf(w, "# %s: ok, %d series, %d bytes of %s in %s, labels %v\n%s",
-			s.Key(), res.Series, len(res.Body), res.ContentType, res.Duration, e.Labels, res.Body)
+		body, shown := dryBody(res)
+		_, err = fmt.Fprintf(w, "# %s: ok, %d series, %d bytes of %s in %s, labels %v%s\n%s",
+			s.Key(), res.Series, len(res.Body), res.ContentType, res.Duration, e.Labels, shown, body)
 	}
 	if err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}
 	return nil
+}
+
+// dryBody is the body as a person can read it: a protobuf body is shown in the text
+// format (which has no room for native histograms' buckets), the others as they are.
+func dryBody(res *scrape.Result) ([]byte, string) {
+	if mt, _, _ := mime.ParseMediaType(res.ContentType); mt != exposition.ProtoType {
+		return res.Body, ""
+	}
+	fams, err := exposition.Parse(res.Body, res.ContentType)
+	if err != nil {
+		return nil, fmt.Sprintf(" (cannot be shown: %v)", err)
+	}
+	var b bytes.Buffer
+	if err := exposition.Encode(&b, fams, expfmt.NewFormat(expfmt.TypeTextPlain)); err != nil {
+		return nil, fmt.Sprintf(" (cannot be shown: %v)", err)
+	}
+	return b.Bytes(), ", shown in the text format"
 }

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 )
@@ -78,4 +81,35 @@ type signalWriter struct{ wrote chan string }
 func (w *signalWriter) Write(p []byte) (int, error) {
 	w.wrote <- string(p)
 	return len(p), nil
+}
+
+// TestDryRunProtobuf: a protobuf scrape is shown in the text format, not as binary.
+func TestDryRunProtobuf(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "requests_total", Help: "Requests."})
+	reg.MustRegister(c)
+	c.Add(3)
+	target := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer target.Close()
+	cfg, err := config.Parse([]byte(fmt.Sprintf("scrape_interval: 30s\njobs: {j: {scrape_protocols: [PrometheusProto], targets: [{name: t, url: '%s'}]}}\n", target.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel, err := Select(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec, err := envelope.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer codec.Close()
+	var out bytes.Buffer
+	if failed, err := New(cfg, codec, nil, slog.New(slog.DiscardHandler), "test").DryRun(context.Background(), sel, &out, false); failed != 0 || err != nil {
+		t.Fatalf("dry run: %d failed, %v", failed, err)
+	}
+	if s := out.String(); !strings.Contains(s, "application/vnd.google.protobuf") || !strings.Contains(s, "shown in the text format") ||
+		!strings.Contains(s, "\nrequests_total 3\n") {
+		t.Errorf("output:\n%s", s)
+	}
 }
