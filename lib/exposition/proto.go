@@ -110,7 +110,8 @@ func parseProto(body []byte, h Histograms) ([]*dto.MetricFamily, error) {
 // isNative reports whether a histogram has native parts, as Prometheus's protobuf
 // parser decides it.
 func isNative(h *dto.Histogram) bool {
-	return len(h.GetPositiveSpan()) > 0 || len(h.GetNegativeSpan()) > 0 || h.GetZeroThreshold() > 0 || h.GetZeroCount() > 0
+	return len(h.GetPositiveSpan()) > 0 || len(h.GetNegativeSpan()) > 0 || h.GetZeroThreshold() > 0 ||
+		h.GetZeroCount() > 0 || h.GetZeroCountFloat() > 0
 }
 
 // takeHistogram keeps of h what a Prometheus with these settings ingests.
@@ -122,9 +123,19 @@ func takeHistogram(h *dto.Histogram, s Histograms) {
 		h.Schema, h.ZeroThreshold, h.ZeroCount, h.ZeroCountFloat = nil, nil, nil, nil
 		h.PositiveSpan, h.PositiveDelta, h.PositiveCount = nil, nil, nil
 		h.NegativeSpan, h.NegativeDelta, h.NegativeCount = nil, nil, nil
+		h.Exemplars = nil // the native histogram's
 		return
 	}
-	if !s.AlwaysClassic {
+	if !s.AlwaysClassic && len(h.Bucket) > 0 {
+		// A native histogram without exemplars of its own takes the timestamped
+		// exemplars of the buckets it drops, as Prometheus's protobuf parser does.
+		if len(h.Exemplars) == 0 {
+			for _, b := range h.Bucket {
+				if e := b.GetExemplar(); e != nil && e.GetTimestamp() != nil {
+					h.Exemplars = append(h.Exemplars, e)
+				}
+			}
+		}
 		h.Bucket = nil
 	}
 }

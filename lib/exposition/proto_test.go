@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // protoRegistry is a registry with a native histogram that has classic buckets too (as
@@ -23,9 +24,11 @@ func protoRegistry(t *testing.T) ([]byte, []*dto.MetricFamily) {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "requests_total", Help: "Requests."})
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "room.temperature", Help: "UTF-8."}, []string{"z", "a"})
 	reg.MustRegister(h, c, g)
-	for _, v := range []float64{0.05, 0.5, 0.7, 3} {
+	for _, v := range []float64{0.05, 0.5, 0.7} {
 		h.Observe(v)
 	}
+	// A classic bucket's exemplar, stamped as client_golang stamps them.
+	h.(prometheus.ExemplarObserver).ObserveWithExemplar(3, prometheus.Labels{"trace_id": "t2"})
 	c.(prometheus.ExemplarAdder).AddWithExemplar(2, prometheus.Labels{"trace_id": "t1"})
 	g.WithLabelValues("1", "2").Set(21.5)
 	fams, err := reg.Gather()
@@ -72,16 +75,16 @@ func TestParseProto(t *testing.T) {
 		}
 		return fams[0].Metric[0].GetHistogram()
 	}
-	if h := hist(Histograms{}); len(h.GetBucket()) != 2 || isNative(h) || h.GetSampleCount() != 4 {
+	if h := hist(Histograms{}); len(h.GetBucket()) < 2 || isNative(h) || h.GetSampleCount() != 4 {
 		t.Errorf("without native histograms: want the classic buckets only, got %v", h)
 	}
-	if h := hist(Histograms{Native: true}); len(h.GetBucket()) != 0 || !isNative(h) {
-		t.Errorf("native histograms: want the native parts only, got %v", h)
+	if h := hist(Histograms{Native: true}); len(h.GetBucket()) != 0 || !isNative(h) || len(h.GetExemplars()) != 1 {
+		t.Errorf("native histograms: want the native parts only, and the dropped bucket's exemplar, got %v", h)
 	}
-	if h := hist(Histograms{Native: true, AlwaysClassic: true}); len(h.GetBucket()) != 2 || !isNative(h) {
+	if h := hist(Histograms{Native: true, AlwaysClassic: true}); len(h.GetBucket()) < 2 || !isNative(h) {
 		t.Errorf("native and always classic: want both, got %v", h)
 	}
-	if h := hist(Histograms{ConvertToNHCB: true}); h.GetSchema() != customBucketsSchema || len(h.GetBucket()) != 2 {
+	if h := hist(Histograms{ConvertToNHCB: true}); h.GetSchema() != customBucketsSchema || len(h.GetBucket()) < 2 {
 		t.Errorf("converted to custom buckets: want schema -53 over the classic buckets, got %v", h)
 	}
 	if h := hist(Histograms{Native: true, ConvertToNHCB: true}); h.GetSchema() == customBucketsSchema {
@@ -108,5 +111,32 @@ func TestParseProtoHostileLength(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
 		t.Errorf("allocated %d bytes for a 6-byte body", grew)
+	}
+}
+
+// TestTakeHistogramExemplars: a native histogram without exemplars of its own takes the
+// timestamped exemplars of the classic buckets it drops; dropping the native parts
+// drops its exemplars.
+func TestTakeHistogramExemplars(t *testing.T) {
+	stamped := &dto.Exemplar{Value: proto.Float64(0.5), Timestamp: timestamppb.Now()}
+	unstamped := &dto.Exemplar{Value: proto.Float64(0.05)}
+	h := func() *dto.Histogram {
+		return &dto.Histogram{
+			Schema: proto.Int32(0), ZeroThreshold: proto.Float64(1e-9),
+			PositiveSpan: []*dto.BucketSpan{{Offset: proto.Int32(0), Length: proto.Uint32(1)}}, PositiveDelta: []int64{2},
+			Bucket: []*dto.Bucket{{UpperBound: proto.Float64(0.1), CumulativeCount: proto.Uint64(1), Exemplar: unstamped},
+				{UpperBound: proto.Float64(1), CumulativeCount: proto.Uint64(2), Exemplar: stamped}},
+		}
+	}
+	native := h()
+	takeHistogram(native, Histograms{Native: true})
+	if len(native.Bucket) != 0 || len(native.Exemplars) != 1 || native.Exemplars[0] != stamped {
+		t.Errorf("native only: %v", native)
+	}
+	classic := h()
+	classic.Exemplars = []*dto.Exemplar{stamped}
+	takeHistogram(classic, Histograms{})
+	if len(classic.Bucket) != 2 || len(classic.Exemplars) != 0 || isNative(classic) {
+		t.Errorf("classic only: %v", classic)
 	}
 }
