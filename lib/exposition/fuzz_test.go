@@ -80,3 +80,35 @@ func FuzzParse(f *testing.F) {
 		_ = Encode(&b, fams, expfmt.NewFormat(expfmt.TypeOpenMetrics))
 	})
 }
+
+// FuzzParseProto is FuzzParse for Prometheus's protobuf format: no panic, no error that
+// does not wrap ErrInvalid, families well formed, and the sinks' steps take them.
+func FuzzParseProto(f *testing.F) {
+	const ct = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+	f.Add(fixture.Read(f, fixture.Prometheus3Proto))
+	f.Add([]byte{0x05, 0x0a, 0x01, 'a', 0x10, 0x01})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fams, err := ParseScrape(body, ct, Histograms{Native: true, ConvertToNHCB: true})
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error does not wrap ErrInvalid: %v", err)
+			}
+			return
+		}
+		checkSorted(t, fams)
+		for i, mf := range fams {
+			if len(mf.GetMetric()) == 0 {
+				t.Fatalf("family %q has no metrics", mf.GetName())
+			}
+			if i > 0 && fams[i-1].GetName() == mf.GetName() {
+				t.Fatalf("family %q twice", mf.GetName())
+			}
+		}
+		Attach(fams, Target{Job: "j", Instance: "i", Labels: []Label{{"dc", "x"}}})
+		checkSorted(t, fams)
+		var b bytes.Buffer
+		_ = Encode(&b, fams, expfmt.NewFormat(expfmt.TypeProtoDelim))
+		_ = Encode(&b, fams, expfmt.NewFormat(expfmt.TypeOpenMetrics))
+	})
+}

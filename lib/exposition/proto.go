@@ -101,10 +101,30 @@ func parseProto(body []byte, h Histograms) ([]*dto.MetricFamily, error) {
 				takeHistogram(hist, h)
 			}
 		}
-		fams = append(fams, mf)
+		if len(mf.GetMetric()) > 0 { // a family without metrics says nothing
+			fams = append(fams, mf)
+		}
 	}
 	sortFamilies(fams)
-	return fams, nil
+	return mergeFamilies(fams)
+}
+
+// mergeFamilies joins the families of one name, which a protobuf body may split over
+// several messages (the text formats cannot); a name with two types is invalid.
+func mergeFamilies(fams []*dto.MetricFamily) ([]*dto.MetricFamily, error) {
+	out := fams[:0]
+	for _, mf := range fams {
+		if n := len(out); n > 0 && out[n-1].GetName() == mf.GetName() {
+			prev := out[n-1]
+			if prev.GetType() != mf.GetType() {
+				return nil, fmt.Errorf("%w: protobuf: family %q is both %v and %v", ErrInvalid, mf.GetName(), prev.GetType(), mf.GetType())
+			}
+			prev.Metric = append(prev.Metric, mf.Metric...)
+			continue
+		}
+		out = append(out, mf)
+	}
+	return out, nil
 }
 
 // isNative reports whether a histogram has native parts, as Prometheus's protobuf

@@ -2,6 +2,8 @@ package exposition
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"runtime"
 	"testing"
 
@@ -138,5 +140,36 @@ func TestTakeHistogramExemplars(t *testing.T) {
 	takeHistogram(classic, Histograms{})
 	if len(classic.Bucket) != 2 || len(classic.Exemplars) != 0 || isNative(classic) {
 		t.Errorf("classic only: %v", classic)
+	}
+}
+
+// TestParseProtoSplitFamily: a family split over two messages is one family; a name
+// with two types is invalid; a family without metrics is left out.
+func TestParseProtoSplitFamily(t *testing.T) {
+	const ct = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+	g := func(typ dto.MetricType, v float64) *dto.MetricFamily {
+		return &dto.MetricFamily{Name: proto.String("m"), Type: typ.Enum(),
+			Metric: []*dto.Metric{{Label: []*dto.LabelPair{{Name: proto.String("v"), Value: proto.String(fmt.Sprint(v))}}, Gauge: &dto.Gauge{Value: proto.Float64(v)}}}}
+	}
+	empty := &dto.MetricFamily{Name: proto.String("e"), Type: dto.MetricType_GAUGE.Enum()}
+	var b bytes.Buffer
+	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeProtoDelim))
+	for _, mf := range []*dto.MetricFamily{g(dto.MetricType_GAUGE, 1), empty, g(dto.MetricType_GAUGE, 2)} {
+		if err := enc.Encode(mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fams, err := Parse(b.Bytes(), ct)
+	if err != nil || len(fams) != 1 || len(fams[0].Metric) != 2 {
+		t.Errorf("split family: %v, %v", fams, err)
+	}
+	b.Reset()
+	for _, mf := range []*dto.MetricFamily{g(dto.MetricType_GAUGE, 1), g(dto.MetricType_UNTYPED, 2)} {
+		if err := enc.Encode(mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Parse(b.Bytes(), ct); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a name with two types: %v, want ErrInvalid", err)
 	}
 }
