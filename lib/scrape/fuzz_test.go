@@ -75,3 +75,39 @@ func FuzzProcess(f *testing.F) {
 		}
 	})
 }
+
+// FuzzProcessProto is FuzzProcess for Prometheus's protobuf format: no panic, errors
+// that wrap ErrInvalidBody, and a published body (relabelled or not) that validates
+// again with the same number of samples.
+func FuzzProcessProto(f *testing.F) {
+	f.Add(fixture.Read(f, fixture.Prometheus3Proto), false)
+	f.Add(fixture.Read(f, fixture.Prometheus3Proto), true)
+	f.Add([]byte{0x05, 0x0a, 0x01, 'a', 0x10, 0x01}, false)
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}, true)
+	rules := relabels(f, `- {source_labels: [__name__], regex: 'go_.*', action: drop}
+- {source_labels: [handler], target_label: h, replacement: 'h-$1'}`)
+	f.Fuzz(func(t *testing.T, body []byte, relabel bool) {
+		rl := Relabel{Target: labels.FromStrings("job", "j", "instance", "i")}
+		if relabel {
+			rl.Configs = rules
+		}
+		lim := Limits{Histograms: Histograms{Native: true}}
+		out, n, err := Process(context.Background(), body, protoCT, lim, rl)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidBody) {
+				t.Fatalf("error does not wrap ErrInvalidBody: %v", err)
+			}
+			if !utf8.ValidString(err.Error()) {
+				t.Fatalf("reason is not UTF-8: %q", err)
+			}
+			return
+		}
+		_, n2, err := Process(context.Background(), out, protoCT, lim, Relabel{})
+		if err != nil {
+			t.Fatalf("the published body does not validate again: %v", err)
+		}
+		if n2 != n {
+			t.Fatalf("validated again: %d samples, want %d", n2, n)
+		}
+	})
+}

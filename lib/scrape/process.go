@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/prometheus/common/model"
@@ -124,7 +125,7 @@ func check(ctx context.Context, body []byte, mt string, h Histograms) (stats, er
 			return st, nil
 		}
 		if err != nil {
-			return st, fmt.Errorf("%w: %v", ErrInvalidBody, err)
+			return st, fmt.Errorf("%w: %s", ErrInvalidBody, strings.ToValidUTF8(err.Error(), "\uFFFD"))
 		}
 		if proto && (e == textparse.EntryHelp || e == textparse.EntryUnit) {
 			if err := checkProtoMeta(p, e); err != nil {
