@@ -32,7 +32,7 @@ test: deps
 deps:
 	@tests/deps.sh
 
-# The tools the tests run that Debian does not package: nfpm, and Prometheus 3 (lib/promtest's
+# The tools the tests run that Debian does not package: nfpm, and Prometheus 3 (internal/testkit/promtest's
 # remote-write 2.0 receiver). Built once per machine into ~/.cache/prometheus-streams/ (see
 # systemd/tools.sh; Prometheus takes about 10 min the first time), then only looked up.
 tools:

@@ -3,7 +3,7 @@
 #
 #   systemd/tools.sh nfpm        print the path of nfpm, building it first if missing
 #   systemd/tools.sh prometheus  print the path of Prometheus 3 (remote-write 2.0 receiver
-#                                for lib/promtest), building it first if missing
+#                                for internal/testkit/promtest), building it first if missing
 #   systemd/tools.sh --check T   print the path of tool T if it is built, else exit 69
 #                                without building (for tests: they must not build for 10 min)
 #

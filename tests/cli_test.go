@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 )
 
 // TestExtraArguments: a word left on the command line is a usage error, never ignored

@@ -3,7 +3,7 @@
 # apt-get, else named, with the one command that installs them, before anything is built.
 #
 #   prometheus-pushgateway  the Push Gateway sink is tested against the real gateway
-#   prometheus              promtool checks config/prometheus/; lib/promtest runs Prometheus 2
+#   prometheus              promtool checks config/prometheus/; internal/testkit/promtest runs Prometheus 2
 #   chromium                the /targets page is tested in headless Chromium
 #   rpm                     the .rpm is inspected with rpm and rpm2archive
 #   systemd                 systemd-analyze verifies the units in systemd/

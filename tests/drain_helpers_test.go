@@ -25,8 +25,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
 	"github.com/prometheus-streams/prometheus-streams/lib/stream"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/model"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/promtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
 )
 
 // formatsTarget is a target instrumented as a Prometheus 3 user instruments one: a

@@ -12,8 +12,8 @@ import (
 
 	"github.com/prometheus/common/model"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/pgwtest"
-	"github.com/prometheus-streams/prometheus-streams/lib/promtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
 )
 
 // blinkingTarget serves scrape_count, the number of times it was scraped, so that every

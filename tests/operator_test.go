@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
 // TestDrainVersionAndIndex: the drain's build_info names the version --version prints,

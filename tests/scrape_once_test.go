@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
 )
 
 // TestScrapeOnce publishes three real captures and reads them back from the channel.

@@ -12,11 +12,11 @@ import (
 
 	stan "github.com/nats-io/stan.go"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/certtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
 )
 
 // secureEdgeConfig is edgeConfig for srv with extra poller_stream keys (each line

@@ -16,9 +16,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 )
 
 // userSeed makes an NKey user key and writes its seed as `nk -gen user -pubout` would,

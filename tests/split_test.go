@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 )
 
 // bigExposition is a real-sized large exposition, about size bytes, whose label values

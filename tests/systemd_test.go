@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
 // installUnits copies systemd/ units into dir under their installed names, with ExecStart

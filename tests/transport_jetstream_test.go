@@ -8,9 +8,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 	"github.com/prometheus-streams/prometheus-streams/lib/edge"
-	"github.com/prometheus-streams/prometheus-streams/lib/pgwtest"
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
 	"github.com/prometheus-streams/prometheus-streams/lib/stream"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/common/model"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/promtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
 )
 
 // TestUTF8NamesEndToEnd: a target whose metric and label names are valid UTF-8 but

@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/proctest"
 	"github.com/prometheus-streams/prometheus-streams/lib/edge"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/proctest"
 )
 
 // result is what one sitting measured.

@@ -37,7 +37,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
 type options struct {

@@ -19,7 +19,7 @@ import (
 	"time"
 )
 
-// DefaultPushGateway is Debian's prometheus-pushgateway, as lib/pgwtest runs it.
+// DefaultPushGateway is Debian's prometheus-pushgateway, as internal/testkit/pgwtest runs it.
 const DefaultPushGateway = "/usr/bin/prometheus-pushgateway"
 
 // proc is a subprocess the harness started: the drain, a Push Gateway, a Prometheus.

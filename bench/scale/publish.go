@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/stream"
 )
 

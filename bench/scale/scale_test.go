@@ -15,8 +15,8 @@ import (
 	"github.com/klauspost/compress/snappy"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 )
 
 func testCapture(t *testing.T) *capture {

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 )
 
 var t0 = time.Date(2024, 3, 5, 10, 15, 30, 0, time.UTC)

@@ -15,8 +15,8 @@ import (
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 )
 
 // natsMaxPayload is the NATS server's default max_payload.

@@ -13,11 +13,11 @@ import (
 	"github.com/nats-io/stan.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 	"github.com/prometheus-streams/prometheus-streams/lib/drain"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/sink"
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
 	"github.com/prometheus-streams/prometheus-streams/lib/stream"
 )
 

@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 )
 
 // lossyConn acknowledges the first message it is given, refuses the second and never

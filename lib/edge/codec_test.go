@@ -4,8 +4,8 @@ import (
 	"testing"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
 )
 
 // TestCodecOptions checks body_compression reaches the Codec: the dictionary only when

@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
 )
 
 const (

@@ -11,9 +11,9 @@ import (
 	"github.com/nats-io/stan.go"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
 )
 
 // TestRunOversized: a scrape that would need more than envelope.MaxParts messages is not

@@ -3,7 +3,7 @@ package envelope
 import (
 	"testing"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
 // reportSeries reports the series per second a benchmark loop got through.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
 // TestRoundTripDictionary round-trips every capture with the dictionary, checks it is

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
 // testKey is a user key pair from a fixed seed, so fuzz seeds are reproducible.

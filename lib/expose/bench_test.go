@@ -20,9 +20,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/expose"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
-	"github.com/prometheus-streams/prometheus-streams/lib/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/pushgateway"
 	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )

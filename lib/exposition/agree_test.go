@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
 // TestTextParsersAgree: the text format read by Prometheus's own parser (the drain's,

@@ -3,7 +3,7 @@ package exposition
 import (
 	"testing"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
 // TestPrometheus3Capture: Prometheus 3's own /metrics in its protobuf format gives the

@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
 // omSample is an OpenMetrics body with every type and feature Parse reads.

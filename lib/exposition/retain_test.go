@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
 // TestParseRetainsNoBody checks that the families Parse returns hold no reference to

@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/certtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/monitor"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/pgwtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
 )
 
 // gatewayOwn returns the families the gateway serves with at least one series of its

@@ -10,9 +10,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
-	"github.com/prometheus-streams/prometheus-streams/lib/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/pushgateway"
 	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )

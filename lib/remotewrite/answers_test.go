@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/prompb"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/promtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 

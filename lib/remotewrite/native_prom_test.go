@@ -15,9 +15,9 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
-	"github.com/prometheus-streams/prometheus-streams/lib/promtest"
 	"github.com/prometheus-streams/prometheus-streams/lib/sink"
 )
 

@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/common/model"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/promtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
 )
 
 // TestUTF8Names: metric and label names outside the legacy character set (quoted in the

@@ -12,7 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
 const omType = "application/openmetrics-text; version=1.0.0"

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
-	"github.com/prometheus-streams/prometheus-streams/lib/certtest"
-	"github.com/prometheus-streams/prometheus-streams/lib/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/lib/scrape"
 )
 

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/jstest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/jstest"
 )
 
 // Publish failures that may pass when tried again are told apart from final ones.

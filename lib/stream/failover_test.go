@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 )
 
 func TestServerTimeout(t *testing.T) {

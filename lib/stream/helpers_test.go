@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/stan.go"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 )
 
 // testLog is a slog handler that writes to t.Log (until the test ends) and lets a test

@@ -11,7 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 )
 
 func jsServer(t *testing.T) *stantest.Server {

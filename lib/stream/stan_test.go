@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 	"github.com/nats-io/stan.go"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 )
 
 func TestPublishAsyncAckedAndReadBackInOrder(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/jstest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/jstest"
 )
 
 // An R3 stream keeps taking messages, and keeps them all, while its leader is killed

@@ -43,7 +43,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/nats-io/stan.go"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/certtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
 )
 
 // DefaultClusterID is the cluster ID of a server started without WithClusterID.

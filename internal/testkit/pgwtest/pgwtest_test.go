@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/pgwtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
 )
 
 const text = "text/plain; version=0.0.4"

@@ -10,8 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/certtest"
-	"github.com/prometheus-streams/prometheus-streams/lib/stantest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 )
 
 // Each secured server starts (its streaming part got into its NATS), lets a client with

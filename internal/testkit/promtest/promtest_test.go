@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/promtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
 )
 
 var binaries = []promtest.Binary{promtest.Prometheus2, promtest.Prometheus3}

@@ -1,5 +1,5 @@
-// Package proctest runs a real server binary for a test harness (lib/pgwtest's Push
-// Gateway, lib/promtest's Prometheus): on a loopback port, its output kept in a Log, ready
+// Package proctest runs a real server binary for a test harness (internal/testkit/pgwtest's Push
+// Gateway, internal/testkit/promtest's Prometheus): on a loopback port, its output kept in a Log, ready
 // once it says it listens and answers its readiness URL, stopped with SIGTERM, and killed
 // by the kernel if the test binary dies first.
 package proctest

@@ -43,7 +43,7 @@ import (
 
 	"github.com/prometheus/common/model"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/proctest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/proctest"
 )
 
 // Binary selects the Prometheus that Start runs.

@@ -25,7 +25,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/proctest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/proctest"
 )
 
 // DefaultBinary is the Debian package's binary, used unless $PUSHGATEWAY_BIN or
