@@ -130,8 +130,7 @@ func mergeFamilies(fams []*dto.MetricFamily) ([]*dto.MetricFamily, error) {
 // isNative reports whether a histogram has native parts, as Prometheus's protobuf
 // parser decides it.
 func isNative(h *dto.Histogram) bool {
-	return len(h.GetPositiveSpan()) > 0 || len(h.GetNegativeSpan()) > 0 || h.GetZeroThreshold() > 0 ||
-		h.GetZeroCount() > 0 || h.GetZeroCountFloat() > 0
+	return len(h.GetPositiveSpan()) > 0 || len(h.GetNegativeSpan()) > 0 || h.GetZeroThreshold() > 0 || h.GetZeroCount() > 0
 }
 
 // takeHistogram keeps of h what a Prometheus with these settings ingests.

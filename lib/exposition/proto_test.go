@@ -173,3 +173,14 @@ func TestParseProtoSplitFamily(t *testing.T) {
 		t.Errorf("a name with two types: %v, want ErrInvalid", err)
 	}
 }
+
+// TestIsNativeAsPrometheus: a float zero count alone does not make a histogram native,
+// as in Prometheus's protobuf parser: its classic buckets stay.
+func TestIsNativeAsPrometheus(t *testing.T) {
+	h := &dto.Histogram{ZeroCountFloat: proto.Float64(1),
+		Bucket: []*dto.Bucket{{UpperBound: proto.Float64(1), CumulativeCount: proto.Uint64(1)}}}
+	takeHistogram(h, Histograms{Native: true})
+	if len(h.Bucket) != 1 {
+		t.Errorf("classic buckets dropped: %v", h)
+	}
+}

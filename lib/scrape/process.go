@@ -115,7 +115,14 @@ func check(ctx context.Context, body []byte, mt string, h Histograms) (stats, er
 		return st, fmt.Errorf("%w: no parser for %q: %v", ErrInvalidBody, mt, err)
 	}
 	proto := mt == ProtoType
-	var lset labels.Labels
+	var (
+		lset  labels.Labels
+		ex    exemplar.Exemplar
+		types map[string]model.MetricType // protobuf: a family's type, by name
+	)
+	if proto {
+		types = map[string]model.MetricType{}
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return st, fmt.Errorf("validate body: stopped after %d samples: %w", st.samples, err)
@@ -132,6 +139,15 @@ func check(ctx context.Context, body []byte, mt string, h Histograms) (stats, er
 				return st, err
 			}
 		}
+		if proto && e == textparse.EntryType {
+			// A protobuf body may split a family over messages (the drain joins
+			// them); with two types it cannot be one family.
+			name, t := p.Type()
+			if prev, ok := types[string(name)]; ok && prev != t {
+				return st, fmt.Errorf("%w: family %s is both %s and %s", ErrInvalidBody, quote(string(name)), prev, t)
+			}
+			types[string(name)] = t
+		}
 		if e != textparse.EntrySeries && e != textparse.EntryHistogram {
 			continue
 		}
@@ -144,6 +160,11 @@ func check(ctx context.Context, body []byte, mt string, h Histograms) (stats, er
 		if proto {
 			if err := validUTF8Labels(lset); err != nil {
 				return st, err
+			}
+			for p.Exemplar(&ex) {
+				if err := validUTF8Labels(ex.Labels); err != nil {
+					return st, fmt.Errorf("exemplar of %w", err)
+				}
 			}
 		}
 		if err := validSeries(lset); err != nil {

@@ -73,6 +73,12 @@ func relabelProto(ctx context.Context, body []byte, rl Relabel) ([]byte, error) 
 				m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(l.Name), Value: proto.String(l.Value)})
 			})
 			dst := fams[name]
+			if dst != nil && dst.GetType() != mf.GetType() {
+				// Its value would be read as the other type's (a counter's as a
+				// gauge's 0): refused, as a text body with two types is.
+				return nil, fmt.Errorf("%w: after metric_relabel_configs, family %s would hold a %v (from %s) and a %v",
+					ErrInvalidBody, quote(name), mf.GetType(), quote(mf.GetName()), dst.GetType())
+			}
 			if dst == nil {
 				dst = &dto.MetricFamily{Name: proto.String(name), Help: mf.Help, Type: mf.Type, Unit: mf.Unit}
 				fams[name] = dst

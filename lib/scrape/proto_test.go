@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,4 +92,36 @@ func TestProcessProto(t *testing.T) {
 func protoUnmarshalFirst(b []byte, mf *dto.MetricFamily) error {
 	dec := expfmt.NewDecoder(bytes.NewReader(b), expfmt.NewFormat(expfmt.TypeProtoDelim))
 	return dec.Decode(mf)
+}
+
+// TestProcessProtoRefusals: what the drain could not take whole fails the scrape at the
+// edge, with its reason: a family with two types, an exemplar label that is not UTF-8,
+// a relabelling that moves a metric into a family of another type.
+func TestProcessProtoRefusals(t *testing.T) {
+	gauge := func(name string, v float64) *dto.MetricFamily {
+		return &dto.MetricFamily{Name: proto.String(name), Type: dto.MetricType_GAUGE.Enum(),
+			Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: proto.Float64(v)}}}}
+	}
+	counter := func(name string, v float64, ex *dto.Exemplar) *dto.MetricFamily {
+		return &dto.MetricFamily{Name: proto.String(name), Type: dto.MetricType_COUNTER.Enum(),
+			Metric: []*dto.Metric{{Counter: &dto.Counter{Value: proto.Float64(v), Exemplar: ex}}}}
+	}
+	badEx := &dto.Exemplar{Label: []*dto.LabelPair{{Name: proto.String("trace_id"), Value: proto.String("\xfe")}}, Value: proto.Float64(1)}
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		fams []*dto.MetricFamily
+		rl   Relabel
+		want string
+	}{
+		{"two types", []*dto.MetricFamily{gauge("x", 1), counter("x", 2, nil)}, Relabel{}, `family "x" is both`},
+		{"exemplar not UTF-8", []*dto.MetricFamily{counter("c_total", 1, badEx)}, Relabel{}, "exemplar of"},
+		{"relabelled into another type", []*dto.MetricFamily{counter("c_total", 42, nil), gauge("g", 1)},
+			Relabel{Configs: relabels(t, "- {source_labels: [__name__], regex: c_total, target_label: __name__, replacement: g}")}, `family "g" would hold`},
+	} {
+		_, _, err := Process(ctx, encodeProto(t, c.fams), protoCT, Limits{}, c.rl)
+		if !errors.Is(err, ErrInvalidBody) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want ErrInvalidBody saying %q", c.name, err, c.want)
+		}
+	}
 }
