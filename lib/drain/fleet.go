@@ -1,6 +1,8 @@
 package drain
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -21,7 +23,7 @@ func newFleetCollector(d *Drain) *fleetCollector {
 			"Targets by job, publisher (edge host) and state, as on /targets: up, down (the edge's scrape failed), pending, retrying, rejected, expired, stale.",
 			[]string{"job", "publisher", "state"}, nil),
 		info: prometheus.NewDesc("prometheus_streams_drain_publisher_build_info",
-			"1 for each publisher (edge host) and the version of scrape-once that published its targets' newest scrapes; version is empty for builds that do not say.",
+			"1 for each publisher (edge host) and the version of scrape-once that published its newest message; version is empty for builds that do not say.",
 			[]string{"publisher", "version"}, nil),
 	}
 }
@@ -33,20 +35,20 @@ func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 
 type fleetKey struct{ job, publisher string }
 
+// fleetRow is what Collect copies of one target under the drain's lock; the counting
+// happens after, so that a scrape of the drain holds up its intake only for a copy.
+type fleetRow struct {
+	job, publisher, version string
+	state                   State
+	received                time.Time
+}
+
 func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
-	counts := map[fleetKey]map[State]int{}
-	versions := map[[2]string]struct{}{}
 	c.d.mu.Lock()
+	rows := make([]fleetRow, 0, len(c.d.targets)+len(c.d.forgotten))
 	now := c.d.opts.Now()
 	add := func(st *status) {
-		k := fleetKey{st.job, st.publisher}
-		byState := counts[k]
-		if byState == nil {
-			byState = map[State]int{}
-			counts[k] = byState
-		}
-		byState[st.state(now, c.d.opts.MaxAge)]++
-		versions[[2]string{st.publisher, st.version}] = struct{}{}
+		rows = append(rows, fleetRow{st.job, st.publisher, st.version, st.state(now, c.d.opts.MaxAge), st.received})
 	}
 	for _, t := range c.d.targets {
 		if !t.status.received.IsZero() {
@@ -58,12 +60,23 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.d.mu.Unlock()
 
-	for k, byState := range counts {
-		for state, n := range byState {
-			ch <- prometheus.MustNewConstMetric(c.targets, prometheus.GaugeValue, float64(n), k.job, k.publisher, string(state))
+	type count struct {
+		fleetKey
+		state State
+	}
+	counts := map[count]int{}
+	newest := map[string]*fleetRow{} // by publisher: its version is that of its newest message
+	for i := range rows {
+		r := &rows[i]
+		counts[count{fleetKey{r.job, r.publisher}, r.state}]++
+		if n := newest[r.publisher]; n == nil || r.received.After(n.received) {
+			newest[r.publisher] = r
 		}
 	}
-	for pv := range versions {
-		ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, pv[0], pv[1])
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.targets, prometheus.GaugeValue, float64(n), k.job, k.publisher, string(k.state))
+	}
+	for publisher, r := range newest {
+		ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, publisher, r.version)
 	}
 }
