@@ -18,14 +18,13 @@ import (
 )
 
 // formatsTarget is a target instrumented as a Prometheus 3 user instruments one: a
-// native histogram (which also has classic buckets, as client_golang exposes it), a
-// classic histogram, a summary, a counter with an exemplar, and a gauge with a UTF-8
+// native histogram with classic buckets beside it, a classic histogram, a summary, a counter with an exemplar, and a gauge with a UTF-8
 // name. Its values do not change, so every scrape of it is the same.
 func formatsTarget(t *testing.T) *httptest.Server {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	latency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "latency_seconds", Help: "Latency.",
-		NativeHistogramBucketFactor: 1.1, NativeHistogramMaxBucketNumber: 160})
+		Buckets: prometheus.DefBuckets, NativeHistogramBucketFactor: 1.1, NativeHistogramMaxBucketNumber: 160})
 	size := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "request_size_bytes", Help: "Request sizes.",
 		Buckets: prometheus.ExponentialBuckets(100, 4, 6)})
 	rpc := prometheus.NewSummary(prometheus.SummaryOpts{Name: "rpc_duration_seconds", Help: "RPC latency.",
@@ -55,30 +54,36 @@ func formatsTarget(t *testing.T) *httptest.Server {
 func TestFormatsFidelity(t *testing.T) {
 	target := formatsTarget(t)
 	host := strings.TrimPrefix(target.URL, "http://")
-	protocols := []struct{ name, job, extra string }{
-		{"PrometheusProto", "proto", ""},
-		{"OpenMetricsText1.0.0", "om1", ""},
-		{"PrometheusText1.0.0", "text1", ""},
-		{"PrometheusText0.0.4", "text0", ""},
-		// Classic histograms stored as native histograms with custom buckets.
-		{"PrometheusText0.0.4", "nhcb", "convert_classic_histograms_to_nhcb: true"},
+	// Each case is a job scraped alike directly and through the drain. latency is how
+	// latency_seconds is stored: native, classic, both, or with custom buckets.
+	const native, classic, both, custom = "native", "classic", "both", "custom"
+	protocols := []struct{ name, job, extra, latency string }{
+		{"PrometheusProto", "proto", "scrape_native_histograms: true", native},
+		{"PrometheusProto", "proto-classic", "scrape_native_histograms: false", classic},
+		{"PrometheusProto", "proto-both", "{scrape_native_histograms: true, always_scrape_classic_histograms: true}", both},
+		{"OpenMetricsText1.0.0", "om1", "scrape_native_histograms: true", classic},
+		{"PrometheusText1.0.0", "text1", "scrape_native_histograms: true", classic},
+		{"PrometheusText0.0.4", "text0", "scrape_native_histograms: true", classic},
+		// Classic histograms stored as native histograms with custom buckets, alone
+		// and beside their classic series.
+		{"PrometheusText0.0.4", "nhcb", "convert_classic_histograms_to_nhcb: true", custom},
+		{"PrometheusText0.0.4", "nhcb-both", "{convert_classic_histograms_to_nhcb: true, always_scrape_classic_histograms: true}", custom},
 	}
 
 	natsAddr, exposeAddr, mon := freeAddr(t), freeAddr(t), freeAddr(t)
 	var direct, edgeJobs strings.Builder
 	for _, p := range protocols {
+		extra := strings.NewReplacer("{", "", "}", "", ", ", "\n    ").Replace(p.extra)
 		fmt.Fprintf(&direct, `- job_name: direct-%s
   scrape_protocols: [%s]
-  scrape_native_histograms: true
   static_configs: [{targets: [%q]}]
   %s
-`, p.job, p.name, host, p.extra)
+`, p.job, p.name, host, strings.ReplaceAll(extra, "\n    ", "\n  "))
 		fmt.Fprintf(&edgeJobs, `  edge-%s:
     scrape_protocols: [%s]
-    scrape_native_histograms: true
     targets: [{name: %s, url: '%s/metrics'}]
     %s
-`, p.job, p.name, host, target.URL, p.extra)
+`, p.job, p.name, host, target.URL, extra)
 	}
 	// The drain's expose endpoint, scraped twice: in protobuf for native histograms
 	// (Prometheus asks it without an escaping, so names are escaped, as from any
@@ -86,6 +91,11 @@ func TestFormatsFidelity(t *testing.T) {
 	fmt.Fprintf(&direct, `- job_name: expose-proto
   scrape_protocols: [PrometheusProto]
   scrape_native_histograms: true
+  static_configs: [{targets: [%[1]q]}]
+- job_name: expose-proto-both
+  scrape_protocols: [PrometheusProto]
+  scrape_native_histograms: true
+  always_scrape_classic_histograms: true
   static_configs: [{targets: [%[1]q]}]
 - job_name: expose-om
   scrape_protocols: [OpenMetricsText1.0.0]
@@ -111,8 +121,11 @@ func TestFormatsFidelity(t *testing.T) {
 			directSel := fmt.Sprintf(`{job="direct-%s",__name__!~"up|scrape_.+"}`, p.job)
 			written := fmt.Sprintf(`{job="edge-%s",__name__!~"streams_scrape_.+"}`, p.job)
 			exposeJob := "expose-om"
-			if p.job == "proto" {
+			switch p.latency {
+			case native:
 				exposeJob = "expose-proto"
+			case both:
+				exposeJob = "expose-proto-both"
 			}
 			exposed := fmt.Sprintf(`{job=%q,exported_job="edge-%s",__name__!~"up|scrape_.+|streams_scrape_.+"}`, exposeJob, p.job)
 			want := samplesOf(t, prom, directSel)
@@ -124,7 +137,7 @@ func TestFormatsFidelity(t *testing.T) {
 				t.Fatalf("the direct scrape holds only %d series: %v", len(want), want)
 			}
 			vias := []struct{ name, sel string }{{"remote write", written}, {"expose", exposed}}
-			if p.job == "nhcb" {
+			if p.latency == custom {
 				// The expositions have no field for custom bounds: the endpoint serves
 				// the classic histogram, for the scraping Prometheus to convert.
 				vias = vias[:1]
@@ -150,21 +163,29 @@ func TestFormatsFidelity(t *testing.T) {
 				`sum(requests_total{%s})`,
 				`count({%s,__name__!~"up|scrape_.+|streams_scrape_.+"})`,
 			}
-			switch p.job {
-			case "proto":
-				queries = append(queries, `histogram_quantile(0.9, latency_seconds{%s})`, `histogram_count(latency_seconds{%s})`,
-					`histogram_sum(latency_seconds{%s})`)
-			case "nhcb":
-				queries = []string{`histogram_quantile(0.9, request_size_bytes{%s})`, `histogram_count(request_size_bytes{%s})`,
-					`histogram_quantile(0.9, latency_seconds{%s})`, `sum(requests_total{%s})`}
-			default:
-				queries = append(queries, `histogram_quantile(0.9, sum by (le) (latency_seconds_bucket{%s}))`)
+			nativeQ := []string{`histogram_quantile(0.9, latency_seconds{%s})`, `histogram_count(latency_seconds{%s})`, `histogram_sum(latency_seconds{%s})`}
+			classicQ := []string{`histogram_quantile(0.9, sum by (le) (latency_seconds_bucket{%s}))`, `sum(latency_seconds_count{%s})`}
+			switch p.latency {
+			case native:
+				queries = append(queries, nativeQ...)
+			case both:
+				queries = append(append(queries, nativeQ...), classicQ...)
+			case classic:
+				queries = append(queries, classicQ...)
+			case custom:
+				queries = append([]string{`histogram_quantile(0.9, request_size_bytes{%s})`, `histogram_count(request_size_bytes{%s})`,
+					`histogram_quantile(0.9, latency_seconds{%s})`, `sum(requests_total{%s})`}, `count({%s,__name__!~"up|scrape_.+|streams_scrape_.+"})`)
+				if p.job == "nhcb-both" {
+					queries = append(queries, `histogram_quantile(0.9, sum by (le) (request_size_bytes_bucket{%s}))`)
+				}
 			}
 			for _, q := range queries {
 				dq := strings.ReplaceAll(q, "%s", fmt.Sprintf(`job="direct-%s"`, p.job))
 				wq := strings.ReplaceAll(q, "%s", fmt.Sprintf(`job="edge-%s"`, p.job))
 				dv, wv := scalarOf(t, prom, dq), scalarOf(t, prom, wq)
-				if dv != wv && !(math.IsNaN(dv) && math.IsNaN(wv)) {
+				if math.IsNaN(dv) {
+					t.Errorf("%s: NaN from the direct scrape: the query compares nothing", dq)
+				} else if dv != wv {
 					t.Errorf("%s: direct %v, through the drain %v", q, dv, wv)
 				}
 			}

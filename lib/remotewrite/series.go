@@ -77,11 +77,12 @@ type meta struct {
 // summary its quantile, _sum and _count series, a native histogram one histogram sample
 // (next to its classic series when the family has both). A histogram with custom buckets
 // (schema -53, its bounds the classic buckets' upper bounds) is one histogram sample
-// when nhcb is set (remote-write 2.0 carries it) and its classic series otherwise, as
-// Prometheus's convert_nhcb_to_classic writes it to 1.0. A sample without a timestamp of
+// when nhcb is set (remote-write 2.0 carries it; with keepClassic its classic series
+// too) and its classic series otherwise, as Prometheus's convert_nhcb_to_classic writes
+// it to 1.0. A sample without a timestamp of
 // its own gets ts; counters, histograms and summaries carry their created timestamp, and
 // counters and histogram buckets their exemplars.
-func flatten(out []series, metas []meta, fams []*dto.MetricFamily, ts int64, nhcb bool) ([]series, []meta) {
+func flatten(out []series, metas []meta, fams []*dto.MetricFamily, ts int64, nhcb, keepClassic bool) ([]series, []meta) {
 	for _, mf := range fams {
 		name := mf.GetName()
 		mi := int32(len(metas))
@@ -133,7 +134,10 @@ func flatten(out []series, metas []meta, fams []*dto.MetricFamily, ts int64, nhc
 					}
 					s := add("", 0, ex)
 					s.h, s.fh = nh, nfh
-					if !custom && len(h.GetBucket()) > 0 {
+					if (!custom || keepClassic) && len(h.GetBucket()) > 0 {
+						// A histogram converted to custom buckets keeps its classic
+						// series too with always_scrape_classic_histograms, as in
+						// Prometheus.
 						addClassic(h, gauge, add)
 					}
 				}

@@ -261,8 +261,9 @@ func (s *Sink) deliver(ctx context.Context, t *target, scs []*sink.Scrape, errs 
 func (s *Sink) next(cur *tracking, sc *sink.Scrape) ([]series, []meta, tracking, int, error) {
 	ts := sc.Envelope.Start.UnixMilli()
 	nhcb := s.sender.o.Message == remote.WriteV2MessageType
-	out, metas := flatten(nil, nil, sc.Families, ts, nhcb)
-	out, metas = flatten(out, metas, sc.Health, ts, nhcb)
+	keep := sc.Envelope.Histograms.AlwaysClassic
+	out, metas := flatten(nil, nil, sc.Families, ts, nhcb, keep)
+	out, metas = flatten(out, metas, sc.Health, ts, nhcb, keep)
 	if cur.last > 0 {
 		dropSeenExemplars(out, cur.last)
 	}
