@@ -12,25 +12,21 @@ import (
 	"os/signal"
 	"syscall"
 
-	flags "github.com/jessevdk/go-flags"
-
 	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/internal/cli"
 	"github.com/prometheus-streams/prometheus-streams/lib/logging"
-	"github.com/prometheus-streams/prometheus-streams/lib/version"
 )
 
-// Exit codes, as scrape-once's (sysexits).
+// Exit codes: the binaries' shared ones.
 const (
-	exitOK      = 0
-	exitFailure = 1
-	exitUsage   = 64
-	exitConfig  = 78
+	exitOK      = cli.ExitOK
+	exitFailure = cli.ExitFailure
+	exitUsage   = cli.ExitUsage
+	exitConfig  = cli.ExitConfig
 )
 
 type options struct {
-	Config      string `short:"c" long:"config" default:"/etc/prometheus-streams/prometheus-streams.yaml" description:"configuration file"`
-	CheckConfig bool   `long:"check-config" description:"validate the configuration, print it with secrets hidden, and exit"`
-	Version     bool   `long:"version" description:"print the version and exit"`
+	cli.Common
 }
 
 func main() {
@@ -39,24 +35,13 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	var opts options
-	parser := flags.NewParser(&opts, flags.HelpFlag|flags.PassDoubleDash)
-	parser.Name = "drain"
-	rest, err := parser.ParseArgs(args)
-	if err != nil {
-		if flags.WroteHelp(err) {
-			fmt.Fprintln(stdout, err)
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "drain: %v\n", err)
-		return exitUsage
+	rest, code, done := cli.Parse("drain", &opts, &opts.Common, args, stdout, stderr)
+	if done {
+		return code
 	}
 	if len(rest) > 0 {
 		fmt.Fprintf(stderr, "drain: unexpected argument %q: the drain takes only flags (the config file is -c FILE)\n", rest[0])
 		return exitUsage
-	}
-	if opts.Version {
-		fmt.Fprintln(stdout, version.Info("drain"))
-		return exitOK
 	}
 	cfg, err := config.Load(opts.Config)
 	if err == nil {

@@ -13,10 +13,10 @@ import (
 	"os/signal"
 	"syscall"
 
-	flags "github.com/jessevdk/go-flags"
 	"github.com/nats-io/nkeys"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/internal/cli"
 	"github.com/prometheus-streams/prometheus-streams/lib/edge"
 	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
 	"github.com/prometheus-streams/prometheus-streams/lib/logging"
@@ -25,22 +25,20 @@ import (
 
 // Exit codes, from sysexits.h so that systemd and cron report them meaningfully.
 const (
-	exitOK          = 0
-	exitFailure     = 1
-	exitUsage       = 64 // EX_USAGE
-	exitUnavailable = 69 // EX_UNAVAILABLE: stream unreachable
-	exitTempFail    = 75 // EX_TEMPFAIL: acks missing or partial at the deadline
-	exitConfig      = 78 // EX_CONFIG; also a JetStream stream that does not fit the config
+	exitOK          = cli.ExitOK
+	exitFailure     = cli.ExitFailure
+	exitUsage       = cli.ExitUsage
+	exitUnavailable = cli.ExitUnavailable
+	exitTempFail    = cli.ExitTempFail
+	exitConfig      = cli.ExitConfig // also a JetStream stream that does not fit the config
 )
 
 type options struct {
-	Config      string   `short:"c" long:"config" default:"/etc/prometheus-streams/prometheus-streams.yaml" description:"configuration file"`
-	Target      []string `long:"target" value-name:"NAME" description:"scrape only this target: its name or job/name (repeatable)"`
-	Job         []string `long:"job" value-name:"NAME" description:"scrape only the targets of this job (repeatable)"`
-	DryRun      bool     `long:"dry-run" description:"scrape and print each target's outcome and exposition; publish nothing"`
-	Verbose     bool     `short:"v" long:"verbose" description:"log each target's scrape too, not only the run's summary"`
-	CheckConfig bool     `long:"check-config" description:"validate the configuration, print it with secrets hidden, and exit"`
-	Version     bool     `long:"version" description:"print the version and exit"`
+	Target  []string `long:"target" value-name:"NAME" description:"scrape only this target: its name or job/name (repeatable)"`
+	Job     []string `long:"job" value-name:"NAME" description:"scrape only the targets of this job (repeatable)"`
+	DryRun  bool     `long:"dry-run" description:"scrape and print each target's outcome and exposition; publish nothing"`
+	Verbose bool     `short:"v" long:"verbose" description:"log each target's scrape too, not only the run's summary"`
+	cli.Common
 }
 
 func main() {
@@ -49,26 +47,15 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	var opts options
-	parser := flags.NewParser(&opts, flags.HelpFlag|flags.PassDoubleDash)
-	parser.Name = "scrape-once"
-	rest, err := parser.ParseArgs(args)
-	if err != nil {
-		if flags.WroteHelp(err) {
-			fmt.Fprintln(stdout, err)
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
-		return exitUsage
+	rest, code, done := cli.Parse("scrape-once", &opts, &opts.Common, args, stdout, stderr)
+	if done {
+		return code
 	}
 	if len(rest) > 0 {
 		// Most likely a target meant as one: running every target instead would
 		// publish what the user did not ask for.
 		fmt.Fprintf(stderr, "scrape-once: unexpected argument %q: to scrape only some targets, use --target %s (or --job NAME)\n", rest[0], rest[0])
 		return exitUsage
-	}
-	if opts.Version {
-		fmt.Fprintln(stdout, version.Info("scrape-once"))
-		return exitOK
 	}
 
 	cfg, err := config.Load(opts.Config)
