@@ -2,12 +2,13 @@
 // the edge to the centre over a persistent message stream, and tells the publisher which
 // ones the server has persisted.
 //
-// The transport today is NATS Streaming (STAN): DialSTAN connects, (*STAN).PublishAsync
-// publishes and reports each server ack. Consume is the subscribing side, for a
-// long-running consumer: it keeps a durable subscription up across faults and hands
-// over each message (Msg) to be acked once it is dealt with. What callers need from a
-// transport is the Publisher interface, Consume and the sentinel errors below, so that
-// another transport (e.g. JetStream) can sit beside STAN in this package.
+// Two transports sit side by side: NATS Streaming (DialSTAN, Consume, ReplaySTAN) and
+// JetStream (DialJetStream, ConsumeJetStream, ReplayJetStream), on one NATS connection
+// set-up (Security). Publishing goes through the Publisher interface, which both
+// dialled connections implement and which reports each server ack; consuming keeps a
+// durable subscription up across faults and hands over each message (Msg) to be acked
+// once it is dealt with, reporting the subscription's State. StartEmbedded runs a
+// server serving both, for a drain that needs no separate one.
 package stream
 
 import (
