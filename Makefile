@@ -7,7 +7,7 @@ VERSION   := $(shell systemd/package.sh version 2>/dev/null || echo 0.0.0~dev)
 endif
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 PKG       := github.com/prometheus-streams/prometheus-streams
-LDFLAGS   := -s -w -X $(PKG)/lib/version.Version=$(VERSION) -X $(PKG)/lib/version.Commit=$(COMMIT)
+LDFLAGS   := -s -w -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Commit=$(COMMIT)
 BINARIES  := scrape-once drain
 BENCHTIME ?= 1s
 
@@ -62,13 +62,13 @@ fmt:
 # against a bare fetch of them and a Prometheus agent scraping them, and the bytes it
 # stores; flags in EDGE_FLAGS, e.g. EDGE_FLAGS='-out bench/results/edge.md'.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./lib/envelope/ ./lib/scrape/ ./lib/exposition/ ./lib/edge/
-	$(GO) test -run '^$$' -bench 'DrainIntoGateway' -benchtime 300x ./lib/pushgateway/
-	$(GO) test -run '^$$' -bench 'DrainMemory' -benchtime 1x ./lib/pushgateway/
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./lib/expose/
-	$(GO) test -run '^$$' -bench 'Transport' -benchtime 3x ./lib/drain/
-	$(GO) test -run '^$$' -bench 'OtherShard' -benchtime 20000x ./lib/drain/
-	$(GO) test -run '^$$' -bench 'ConsistencyCheck' -benchtime 1x ./lib/pushgateway/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./wire/envelope/ ./edge/scrape/ ./wire/exposition/ ./edge/
+	$(GO) test -run '^$$' -bench 'DrainIntoGateway' -benchtime 300x ./sink/pushgateway/
+	$(GO) test -run '^$$' -bench 'DrainMemory' -benchtime 1x ./sink/pushgateway/
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./sink/expose/
+	$(GO) test -run '^$$' -bench 'Transport' -benchtime 3x ./drain/
+	$(GO) test -run '^$$' -bench 'OtherShard' -benchtime 20000x ./drain/
+	$(GO) test -run '^$$' -bench 'ConsistencyCheck' -benchtime 1x ./sink/pushgateway/
 	GO=$(GO) $(GO) run ./bench/edge $(EDGE_FLAGS)
 
 # Load harness: how many targets per 60 s interval the drain sustains, per sink, and how
@@ -83,8 +83,8 @@ bench-scale:
 # the seed corpus).
 FUZZTIME ?= 60s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./lib/envelope/
-	$(GO) test -run '^$$' -fuzz FuzzProcess -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./lib/scrape/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./wire/envelope/
+	$(GO) test -run '^$$' -fuzz FuzzProcess -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./edge/scrape/
 
 # The Grafana dashboards in config/grafana/, generated from tools/dashboards (a test checks
 # that the committed JSON is what the code generates).

@@ -11,7 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/stream"
+	"github.com/prometheus-streams/prometheus-streams/stream"
 )
 
 // Transports a stream section may name.
@@ -402,7 +402,7 @@ func (c *Config) validReceivers(ps *problems) {
 func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
 
 // Security is the TLS and authentication of the section (its own tls, else the top-level
-// one, as applied at load), as both binaries hand it to lib/stream.
+// one, as applied at load), as both binaries hand it to stream.
 func (s *Stream) Security() stream.Security {
 	sec := stream.Security{
 		User: s.User, PasswordFile: s.PasswordFile, TokenFile: s.TokenFile,

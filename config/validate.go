@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/exporter-toolkit/web"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/natsauth"
+	"github.com/prometheus-streams/prometheus-streams/stream/natsauth"
 )
 
 // problem is one validation finding at a key path such as jobs.choria.targets[0].url.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/stream"
+	"github.com/prometheus-streams/prometheus-streams/stream"
 )
 
 // TestClockAhead: a publisher whose clock is an hour ahead publishes a target's scrape

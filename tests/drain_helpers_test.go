@@ -26,8 +26,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/stream"
+	"github.com/prometheus-streams/prometheus-streams/stream"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
 // drainProc is a running drain binary.

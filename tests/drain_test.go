@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
-	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
+	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
 
 // TestDrainHappyPath runs scrape-once and the drain between real servers: every series a

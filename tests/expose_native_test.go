@@ -14,10 +14,10 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/expose"
-	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
-	"github.com/prometheus-streams/prometheus-streams/lib/sink"
+	"github.com/prometheus-streams/prometheus-streams/sink"
+	"github.com/prometheus-streams/prometheus-streams/sink/expose"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
+	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
 
 // TestExposeNativeHistogramsToPrometheus3: a Prometheus 3 scraping the expose endpoint

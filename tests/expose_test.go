@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/prometheus/model/textparse"
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
-	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
+	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
 
 // centralConfig is a drain with an embedded stream and the expose sink, no gateway.

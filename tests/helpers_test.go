@@ -18,7 +18,7 @@ import (
 	stan "github.com/nats-io/stan.go"
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
 // binDir holds the binaries TestMain builds once for every test.

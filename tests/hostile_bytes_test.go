@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
 // TestHostileBytesIsolated: a message whose HELP text holds a byte that is not UTF-8, and

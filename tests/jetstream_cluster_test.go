@@ -20,8 +20,8 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/jstest"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/stream"
+	"github.com/prometheus-streams/prometheus-streams/stream"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
 // scrapeNumber is the family a countingTarget adds to its capture: the number of its

@@ -14,10 +14,10 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
-	"github.com/prometheus-streams/prometheus-streams/lib/pushgateway"
-	"github.com/prometheus-streams/prometheus-streams/lib/sink"
+	"github.com/prometheus-streams/prometheus-streams/sink"
+	"github.com/prometheus-streams/prometheus-streams/sink/pushgateway"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
+	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
 
 // TestPushGatewayNativeHistogramsToPrometheus3: a native histogram pushed by the sink

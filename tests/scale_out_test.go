@@ -12,10 +12,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
 
+	"github.com/prometheus-streams/prometheus-streams/drain"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
 )
 
 // backlog publishes rounds scrapes of each of targets, round r started r seconds after

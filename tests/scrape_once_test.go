@@ -11,7 +11,7 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
 // TestScrapeOnce publishes three real captures and reads them back from the channel.

@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
+	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
 
 // secureEdgeConfig is edgeConfig for srv with extra poller_stream keys (each line

@@ -17,8 +17,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/exposition"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
+	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
 
 // userSeed makes an NKey user key and writes its seed as `nk -gen user -pubout` would,
@@ -70,7 +70,7 @@ func rawChannel(t *testing.T, ns natsServer, n int) [][]byte {
 	return got
 }
 
-// Wire layout, as lib/envelope/doc.go describes it: an 8-byte header (magic, version,
+// Wire layout, as wire/envelope/doc.go describes it: an 8-byte header (magic, version,
 // length), protobuf-wire fields, a CRC-32C trailer over everything before it.
 const (
 	wireHeader  = 8

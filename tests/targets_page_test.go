@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
-	"github.com/prometheus-streams/prometheus-streams/lib/targets"
+	"github.com/prometheus-streams/prometheus-streams/drain"
+	"github.com/prometheus-streams/prometheus-streams/drain/targets"
 )
 
 // TestTargetsPage loads the drain's /targets page in a real headless Chromium, driven

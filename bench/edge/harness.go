@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/edge"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/proctest"
-	"github.com/prometheus-streams/prometheus-streams/lib/edge"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
 // result is what one sitting measured.
@@ -311,7 +311,7 @@ func awaitRequests(ctx context.Context, count *atomic.Int64, n int64, timeout ti
 // profileRuns is how many runs the CPU profile covers.
 const profileRuns = 20
 
-// profile runs scrape-once's code (lib/edge, as cmd/scrape-once wires it) in this
+// profile runs scrape-once's code (edge, as cmd/scrape-once wires it) in this
 // process profileRuns times under the CPU profiler, writes the profile to dir, and
 // returns go tool pprof's summary of it by cumulative share, the samples of the
 // in-process NATS server and target server left out.
@@ -431,7 +431,7 @@ func (r *result) report(w io.Writer, o options, rawBytes int) {
 			cycles, o.interval, len(r.agent))
 	}
 	if r.profile != "" {
-		fmt.Fprintf(w, "\nWhere scrape-once's CPU goes: lib/edge run in-process %d times under the CPU profiler (the in-process NATS and target servers left out; GC is the whole process's), top by cumulative share:\n\n```\n%s```\n",
+		fmt.Fprintf(w, "\nWhere scrape-once's CPU goes: edge run in-process %d times under the CPU profiler (the in-process NATS and target servers left out; GC is the whole process's), top by cumulative share:\n\n```\n%s```\n",
 			profileRuns, trimProfile(r.profile))
 	}
 }

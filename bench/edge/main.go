@@ -16,7 +16,7 @@
 // The targets (loopback, one listener, a path each) serve tests/testdata's
 // node_exporter capture, gzipped when asked; the NATS server (JetStream, file store)
 // runs in this process, so a child's CPU is its own. A run whose scrapes, publishes or
-// acks are not all there fails the harness rather than give a figure. Last, lib/edge
+// acks are not all there fails the harness rather than give a figure. Last, edge
 // runs in this process under the CPU profiler, and go tool pprof's summary says where
 // scrape-once's time goes (process start and config loading aside).
 //
@@ -46,7 +46,7 @@ type options struct {
 	agent      string        // Prometheus binary; "" skips the agent's row
 	agentFor   time.Duration // the agent's measured window
 	interval   time.Duration // the agent's scrape interval
-	profile    bool          // profile lib/edge in-process and summarise where the CPU goes
+	profile    bool          // profile edge in-process and summarise where the CPU goes
 	profileDir string        // where to keep the profile; "" for a temp dir
 }
 

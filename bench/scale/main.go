@@ -38,8 +38,8 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/stream"
+	"github.com/prometheus-streams/prometheus-streams/stream"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
 type options struct {

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// The drain's self-metrics the harness reads (lib/drain/metrics.go).
+// The drain's self-metrics the harness reads (drain/metrics.go).
 const (
 	mReceived       = "prometheus_streams_drain_messages_received_total"
 	mExpired        = "prometheus_streams_drain_messages_expired_total"

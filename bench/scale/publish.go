@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/stream"
+	"github.com/prometheus-streams/prometheus-streams/stream"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
 // Names of what the harness publishes.
@@ -24,7 +24,7 @@ const (
 func instance(i int) string { return fmt.Sprintf("bench-%05d:9100", i) }
 
 // publisher is the edge side: it publishes one envelope per target per round through
-// lib/stream's STAN publisher, as scrape-once does, so the edge is never the bottleneck.
+// stream's STAN publisher, as scrape-once does, so the edge is never the bottleneck.
 type publisher struct {
 	codec  *envelope.Codec
 	conn   *stream.STAN

@@ -16,7 +16,7 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
 func testCapture(t *testing.T) *capture {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/internal/cli"
-	"github.com/prometheus-streams/prometheus-streams/lib/logging"
+	"github.com/prometheus-streams/prometheus-streams/internal/logging"
 )
 
 // Exit codes: the binaries' shared ones.

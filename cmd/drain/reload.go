@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
-	"github.com/prometheus-streams/prometheus-streams/lib/logging"
+	"github.com/prometheus-streams/prometheus-streams/drain"
+	"github.com/prometheus-streams/prometheus-streams/internal/logging"
 )
 
 // reloader applies a new config on SIGHUP: a bad one is refused and the running one kept.

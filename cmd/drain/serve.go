@@ -18,16 +18,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
-	"github.com/prometheus-streams/prometheus-streams/lib/drain"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/expose"
-	"github.com/prometheus-streams/prometheus-streams/lib/monitor"
-	"github.com/prometheus-streams/prometheus-streams/lib/pushgateway"
-	"github.com/prometheus-streams/prometheus-streams/lib/remotewrite"
-	"github.com/prometheus-streams/prometheus-streams/lib/sink"
-	"github.com/prometheus-streams/prometheus-streams/lib/stream"
-	"github.com/prometheus-streams/prometheus-streams/lib/targets"
-	"github.com/prometheus-streams/prometheus-streams/lib/version"
+	"github.com/prometheus-streams/prometheus-streams/drain"
+	"github.com/prometheus-streams/prometheus-streams/drain/targets"
+	"github.com/prometheus-streams/prometheus-streams/internal/monitor"
+	"github.com/prometheus-streams/prometheus-streams/internal/version"
+	"github.com/prometheus-streams/prometheus-streams/sink"
+	"github.com/prometheus-streams/prometheus-streams/sink/expose"
+	"github.com/prometheus-streams/prometheus-streams/sink/pushgateway"
+	"github.com/prometheus-streams/prometheus-streams/sink/remotewrite"
+	"github.com/prometheus-streams/prometheus-streams/stream"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
 // serve runs the drain until ctx ends; SIGHUP reloads path.

@@ -6,8 +6,8 @@ import (
 	"log/slog"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
-	"github.com/prometheus-streams/prometheus-streams/lib/edge"
-	"github.com/prometheus-streams/prometheus-streams/lib/logging"
+	"github.com/prometheus-streams/prometheus-streams/edge"
+	"github.com/prometheus-streams/prometheus-streams/internal/logging"
 )
 
 // checkConfig is --check-config: every check a run makes before it scrapes, with the

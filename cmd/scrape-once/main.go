@@ -16,11 +16,11 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/edge"
 	"github.com/prometheus-streams/prometheus-streams/internal/cli"
-	"github.com/prometheus-streams/prometheus-streams/lib/edge"
-	"github.com/prometheus-streams/prometheus-streams/lib/envelope"
-	"github.com/prometheus-streams/prometheus-streams/lib/logging"
-	"github.com/prometheus-streams/prometheus-streams/lib/version"
+	"github.com/prometheus-streams/prometheus-streams/internal/logging"
+	"github.com/prometheus-streams/prometheus-streams/internal/version"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
 // Exit codes, from sysexits.h so that systemd and cron report them meaningfully.

@@ -9,7 +9,7 @@ import (
 
 	flags "github.com/jessevdk/go-flags"
 
-	"github.com/prometheus-streams/prometheus-streams/lib/version"
+	"github.com/prometheus-streams/prometheus-streams/internal/version"
 )
 
 // Exit codes of both binaries.

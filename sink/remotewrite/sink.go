@@ -1,0 +1,439 @@
+// Package remotewrite is the drain's remote-write sink: it sends every scrape to a
+// Prometheus remote-write receiver (Prometheus, Mimir, Thanos Receive, VictoriaMetrics),
+// in remote-write 1.0 (prometheus.WriteRequest) or 2.0 (io.prometheus.write.v2.Request).
+//
+// Samples keep their scrape's time (or the target's own timestamp), and the sink keeps
+// what Prometheus's scrape loop keeps to end series: each target's last series set. A
+// series that disappears from a target, and every series of a target whose scrape fails
+// or whose scrapes stop arriving for max_age, gets a staleness marker, so queries stop
+// showing it at once rather than after the 5-minute lookback.
+//
+// Scrapes of different targets share requests (up to max_samples_per_send samples), sent
+// by a bounded set of senders, as Prometheus's shards send: when a request is full or
+// batch_send_deadline has passed since its first scrape came. A request refused with a
+// 4xx is sent again per target, so one bad scrape never takes others down with it.
+// While the receiver fails, one request goes at a time with a growing backoff (pace).
+package remotewrite
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/klauspost/compress/zstd"
+	remote "github.com/prometheus/client_golang/exp/api/remote"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/histogram"
+
+	"github.com/prometheus-streams/prometheus-streams/sink"
+)
+
+// Sink is one remote-write endpoint.
+type Sink struct {
+	name   string
+	sender *sender
+	logger *slog.Logger
+	now    func() time.Time
+
+	enc *zstd.Encoder
+	dec *zstd.Decoder
+
+	mu      sync.Mutex
+	targets map[string]*target
+
+	tracked prometheus.Gauge
+	stale   prometheus.Counter
+}
+
+// target is what the sink remembers of one target: enough to end its series.
+type target struct {
+	mu   sync.Mutex
+	gone bool // swept: a new scrape makes a new target
+
+	start time.Time // the newest scrape the receiver has
+	last  int64     // its timestamp in milliseconds
+	// tried is when the drain last handed the sink a scrape of the target, taken or not:
+	// while it keeps trying (a receiver outage), the target has not stopped.
+	tried time.Time
+	// hashes are the label-set hashes of its series that end with a staleness marker,
+	// sorted; sets holds their label sets in the same order, compressed. A new scrape
+	// with the same series keeps both as they are.
+	hashes []uint64
+	sets   []byte
+}
+
+// New returns a sink writing to the endpoint o describes; Close stops it.
+func New(o Options, logger *slog.Logger, reg prometheus.Registerer) (*Sink, error) {
+	logger = logger.With("sink", "remote_write", "remote", o.Name)
+	snd, err := newSender(o, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		snd.close()
+		return nil, fmt.Errorf("remote write: %w", err)
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		snd.close()
+		return nil, fmt.Errorf("remote write: %w", err)
+	}
+	s := &Sink{
+		name: o.Name, sender: snd, logger: logger, now: o.Now,
+		enc: enc, dec: dec,
+		targets: map[string]*target{},
+		tracked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "prometheus_streams_remote_write_series_tracked", ConstLabels: prometheus.Labels{"remote": o.Name},
+			Help: "Series whose end the sink will mark stale: the targets' last series sets.",
+		}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "prometheus_streams_remote_write_stale_markers_total", ConstLabels: prometheus.Labels{"remote": o.Name},
+			Help: "Staleness markers sent: series that disappeared from a target, or whose target failed or expired.",
+		}),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{s.tracked, s.stale} {
+			if err := reg.Register(c); err != nil {
+				s.Close()
+				return nil, fmt.Errorf("remote write %s: register metrics: %w", o.Name, err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Name identifies the sink in the drain's metrics and logs.
+func (s *Sink) Name() string { return "remote_write:" + s.name }
+
+// Close stops the senders; scrapes waiting for them fail, to be redelivered.
+func (s *Sink) Close() {
+	s.sender.close()
+	s.enc.Close()
+	s.dec.Close()
+}
+
+// Kind: the receiver holds every scrape, as history.
+func (s *Sink) Kind() sink.Kind { return sink.History }
+
+// Deliver writes a scrape: its samples and health at the scrape's time, and staleness
+// markers for the series its target had and no longer has.
+func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
+	var errs [1]error
+	s.DeliverBatch(ctx, []*sink.Scrape{sc}, errs[:])
+	return errs[0]
+}
+
+// DeliverBatch writes several scrapes of one target, oldest first, in one request when
+// they fit: the backlog of a target after an outage of the receiver. Each sample keeps
+// its scrape's time, and a series that disappears between two of the scrapes is marked
+// stale at the later one, as Prometheus's scrape loop would have marked it. A batch the
+// receiver refuses for good is written again scrape by scrape, so that one bad scrape
+// fails alone.
+func (s *Sink) DeliverBatch(ctx context.Context, scs []*sink.Scrape, errs []error) {
+	if len(scs) == 0 {
+		return
+	}
+	key := scs[0].Key()
+	for {
+		t := s.target(key)
+		t.mu.Lock()
+		if t.gone {
+			t.mu.Unlock()
+			continue
+		}
+		t.tried = s.now()
+		s.deliver(ctx, t, scs, errs, len(scs) > 1)
+		t.mu.Unlock()
+		return
+	}
+}
+
+func (s *Sink) target(key string) *target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.targets[key]
+	if t == nil {
+		t = &target{}
+		s.targets[key] = t
+	}
+	return t
+}
+
+// tracking is a target's series set as the scrapes of a batch move it on: the series to
+// end with a marker when they disappear.
+type tracking struct {
+	start  time.Time
+	last   int64
+	hashes []uint64 // sorted
+	sets   []byte   // the label sets, compressed, as in target; nil once ended is set
+	ended  []ended  // the label sets, in the order of hashes, when known uncompressed
+}
+
+// deliver writes scs (all of t) in one request and sets errs. With split, a request
+// refused for good is written again scrape by scrape.
+func (s *Sink) deliver(ctx context.Context, t *target, scs []*sink.Scrape, errs []error, split bool) {
+	cur := tracking{start: t.start, last: t.last, hashes: t.hashes, sets: t.sets}
+	var out []series
+	var metas []meta
+	var in []int // the scrapes in the request
+	var stale int
+	for i, sc := range scs {
+		start := sc.Envelope.Start
+		switch {
+		case start.Before(cur.start):
+			errs[i] = sink.ErrSuperseded
+			continue
+		case start.Equal(cur.start):
+			errs[i] = nil // a redelivery of what the receiver has
+			continue
+		case s.sender.o.SampleAgeLimit > 0 && s.now().Sub(start) > s.sender.o.SampleAgeLimit:
+			s.sender.rejected.WithLabelValues("too_old").Inc()
+			errs[i] = fmt.Errorf("%w: remote write %s: older than sample_age_limit %s", sink.ErrRejected, s.name, s.sender.o.SampleAgeLimit)
+			continue
+		}
+		o, m, next, gone, err := s.next(&cur, sc)
+		if err != nil {
+			for j := range errs {
+				errs[j] = err
+			}
+			return
+		}
+		off := int32(len(metas))
+		metas = append(metas, m...)
+		for _, ser := range o {
+			if ser.meta >= 0 {
+				ser.meta += off
+			}
+			out = append(out, ser)
+		}
+		cur, stale = next, stale+gone
+		in = append(in, i)
+	}
+	if len(in) == 0 {
+		return
+	}
+	err := s.sender.write(ctx, out, metas)
+	if err != nil && split && len(in) > 1 && !sink.Retryable(err) {
+		// Refused for good: find which scrape, writing them one by one in order.
+		for k, i := range in {
+			s.deliver(ctx, t, scs[i:i+1], errs[i:i+1], false)
+			if sink.Retryable(errs[i]) {
+				for _, j := range in[k+1:] {
+					errs[j] = errs[i]
+				}
+				return
+			}
+		}
+		return
+	}
+	for _, i := range in {
+		errs[i] = err
+	}
+	if err != nil {
+		return
+	}
+	if stale > 0 {
+		s.stale.Add(float64(stale))
+	}
+	if cur.sets == nil {
+		var buf []byte
+		for _, e := range cur.ended {
+			buf = appendTracked(buf, e.labels, meta{typ: e.typ, unit: e.unit}, e.kind)
+		}
+		cur.sets = s.enc.EncodeAll(buf, make([]byte, 0, len(buf)/4))
+	}
+	s.tracked.Add(float64(len(cur.hashes) - len(t.hashes)))
+	t.start, t.last, t.hashes, t.sets = cur.start, cur.last, cur.hashes, cur.sets
+}
+
+// next is what writing sc after cur takes: its samples and health at the scrape's time,
+// markers for cur's series that sc lacks, and the tracking after it.
+func (s *Sink) next(cur *tracking, sc *sink.Scrape) ([]series, []meta, tracking, int, error) {
+	ts := sc.Envelope.Start.UnixMilli()
+	nhcb := s.sender.o.Message == remote.WriteV2MessageType
+	keep := sc.Envelope.Histograms.AlwaysClassic
+	out, metas := flatten(nil, nil, sc.Families, ts, nhcb, keep)
+	out, metas = flatten(out, metas, sc.Health, ts, nhcb, keep)
+	if cur.last > 0 {
+		dropSeenExemplars(out, cur.last)
+	}
+
+	// The series this scrape tracks for staleness, sorted by hash, without duplicates.
+	var d xxhash.Digest
+	type tracked struct {
+		h uint64
+		i int
+	}
+	cur2 := make([]tracked, 0, len(out))
+	for i := range out {
+		if !out[i].stamped {
+			cur2 = append(cur2, tracked{hashLabels(&d, out[i].labels), i})
+		}
+	}
+	slices.SortFunc(cur2, func(a, b tracked) int { return cmp.Compare(a.h, b.h) })
+	cur2 = slices.CompactFunc(cur2, func(a, b tracked) bool { return a.h == b.h })
+	hashes := make([]uint64, len(cur2))
+	for i, c := range cur2 {
+		hashes[i] = c.h
+	}
+
+	// Series of the last scrape missing from this one end now. A marker must come after
+	// the series' last sample: a scrape's time only moves forward, so it does.
+	gone, err := s.missing(cur, hashes)
+	if err != nil {
+		return nil, nil, tracking{}, 0, err
+	}
+	out, metas = appendStale(out, metas, gone, max(ts, cur.last+1))
+	next := tracking{start: sc.Envelope.Start, last: ts, hashes: hashes}
+	if slices.Equal(hashes, cur.hashes) {
+		next.sets, next.ended = cur.sets, cur.ended
+	} else {
+		next.ended = make([]ended, len(cur2))
+		for i, c := range cur2 {
+			m := metas[out[c.i].meta]
+			next.ended[i] = ended{labels: out[c.i].labels, typ: m.typ, unit: m.unit, kind: out[c.i].kind()}
+		}
+	}
+	return out, metas, next, len(gone), nil
+}
+
+// dropSeenExemplars drops the exemplars the target's previous scrape, at last, already
+// showed: a target shows its recent exemplars at every scrape, and a receiver holds
+// only newer ones than it has for a series (Prometheus 3 refuses a 2.0 request with an
+// older one), so that, as Prometheus's scrape loop stores them, each is written once.
+func dropSeenExemplars(out []series, last int64) {
+	for i := range out {
+		ex := out[i].exemplars
+		if len(ex) == 0 {
+			continue
+		}
+		out[i].exemplars = slices.DeleteFunc(ex, func(e exemplar) bool { return e.t <= last })
+	}
+}
+
+// appendStale adds a staleness marker at ts for each ended series, with its type and
+// unit. A native histogram's marker is a histogram of the same kind with StaleNaN as its
+// sum, as Prometheus's TSDB stores it and its remote write sends it.
+func appendStale(out []series, metas []meta, gone []ended, ts int64) ([]series, []meta) {
+	for _, e := range gone {
+		s := series{labels: e.labels, t: ts, v: staleNaN, meta: int32(len(metas))}
+		switch e.kind {
+		case kindHistogram:
+			s.h = &histogram.Histogram{Sum: staleNaN}
+		case kindFloatHistogram:
+			s.fh = &histogram.FloatHistogram{Sum: staleNaN}
+		}
+		out = append(out, s)
+		metas = append(metas, meta{typ: e.typ, unit: e.unit}) // no name: no 1.0 metadata
+	}
+	return out, metas
+}
+
+// missing returns the tracked series of cur whose hashes are not in now.
+func (s *Sink) missing(cur *tracking, now []uint64) ([]ended, error) {
+	var idx []int
+	j := 0
+	for i, h := range cur.hashes {
+		for j < len(now) && now[j] < h {
+			j++
+		}
+		if j == len(now) || now[j] != h {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return nil, nil
+	}
+	if cur.ended != nil {
+		out := make([]ended, len(idx))
+		for k, i := range idx {
+			out[k] = cur.ended[i]
+		}
+		return out, nil
+	}
+	raw, err := s.dec.DecodeAll(cur.sets, nil)
+	if err != nil {
+		return nil, fmt.Errorf("remote write: read the target's last series: %w", err)
+	}
+	out := make([]ended, 0, len(idx))
+	for i, k := 0, 0; i < len(cur.hashes) && k < len(idx); i++ {
+		e, rest, ok := readTracked(raw)
+		if !ok {
+			return nil, errors.New("remote write: the target's last series are corrupt")
+		}
+		raw = rest
+		if i == idx[k] {
+			out = append(out, e)
+			k++
+		}
+	}
+	return out, nil
+}
+
+// Sweep ends the series of every target not scraped for maxAge, and not handed a
+// scrape for as long: their staleness markers go out at now, and the sink forgets the
+// target.
+func (s *Sink) Sweep(ctx context.Context, now time.Time, maxAge time.Duration) error {
+	s.mu.Lock()
+	var old []*target
+	var keys []string
+	for k, t := range s.targets {
+		old = append(old, t)
+		keys = append(keys, k)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for i, t := range old {
+		if !t.mu.TryLock() {
+			continue // being delivered to: not stale
+		}
+		// A target stops when its newest scrape is older than maxAge and the drain has
+		// not tried to hand it a newer one for as long: after an outage of the receiver
+		// the drain still holds newer scrapes, which markers at now would hide.
+		if t.gone || t.start.IsZero() || now.Sub(t.start) <= maxAge || now.Sub(t.tried) <= maxAge {
+			t.mu.Unlock()
+			continue
+		}
+		if err := s.expire(ctx, t, now); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", keys[i], err))
+			t.mu.Unlock()
+			continue
+		}
+		t.gone = true
+		s.mu.Lock()
+		if s.targets[keys[i]] == t {
+			delete(s.targets, keys[i])
+		}
+		s.mu.Unlock()
+		t.mu.Unlock()
+		s.logger.Info("target expired: its series are marked stale", "target", keys[i], "series", len(t.hashes), "last_scrape", t.start)
+	}
+	return errors.Join(errs...)
+}
+
+// expire sends a staleness marker for every tracked series of t.
+func (s *Sink) expire(ctx context.Context, t *target, now time.Time) error {
+	gone, err := s.missing(&tracking{hashes: t.hashes, sets: t.sets}, nil)
+	if err != nil {
+		return err
+	}
+	out, metas := appendStale(nil, nil, gone, max(now.UnixMilli(), t.last+1))
+	if len(out) > 0 {
+		if err := s.sender.write(ctx, out, metas); sink.Retryable(err) {
+			return err // retried at the next sweep
+		}
+	}
+	s.stale.Add(float64(len(out)))
+	s.tracked.Sub(float64(len(t.hashes)))
+	return nil
+}
