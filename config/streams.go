@@ -35,10 +35,6 @@ const (
 	BodyCompressionZstdDictionary = "zstd_dictionary"
 )
 
-// DefaultDuplicateWindow is the shortest duplicate window a JetStream stream created by
-// this project gets unless max_age is shorter (the server's own default).
-const DefaultDuplicateWindow = Duration(2 * time.Minute)
-
 // maxJetStreamName is the longest stream or consumer name a NATS server accepts.
 const maxJetStreamName = 255
 
@@ -271,11 +267,7 @@ func (c *Config) receiverKey(i int) string {
 // message carries a Nats-Msg-Id), at least the server's default, and at most max_age
 // (the server refuses a window longer than the stream's max age).
 func (c *Config) DuplicateWindow() time.Duration {
-	w := max(c.ScrapeInterval, DefaultDuplicateWindow)
-	if c.MaxAge > 0 {
-		w = min(w, c.MaxAge)
-	}
-	return w.D()
+	return stream.DuplicateWindow(max(c.ScrapeInterval.D(), stream.DefaultDuplicateWindow), c.MaxAge.D())
 }
 
 // redactURL hides the password or token of a URL, as Prometheus does (xxxxx), for

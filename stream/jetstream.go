@@ -131,14 +131,20 @@ func (o *JetStreamOptions) normalize() error {
 
 // duplicateWindow is DuplicateWindow, defaulted and capped at MaxAge.
 func (o *JetStreamOptions) duplicateWindow() time.Duration {
-	w := o.DuplicateWindow
-	if w == 0 {
-		w = DefaultDuplicateWindow
+	return DuplicateWindow(o.DuplicateWindow, o.MaxAge)
+}
+
+// DuplicateWindow is the duplicate window a stream created with the window want (0:
+// DefaultDuplicateWindow) and the max age maxAge (0: none) gets: at most maxAge, as the
+// server refuses a longer one.
+func DuplicateWindow(want, maxAge time.Duration) time.Duration {
+	if want == 0 {
+		want = DefaultDuplicateWindow
 	}
-	if o.MaxAge > 0 && w > o.MaxAge {
-		w = o.MaxAge
+	if maxAge > 0 && want > maxAge {
+		want = maxAge
 	}
-	return w
+	return want
 }
 
 // StreamAddCommand is the nats CLI command creating the stream as DialJetStream does
