@@ -265,24 +265,28 @@ func await(tb testing.TB, what string, cond func() bool) {
 	}
 }
 
-// waitMetaLeader waits until every running server knows the JetStream meta leader.
+// waitMetaLeader waits until every running server knows the JetStream meta leader,
+// and the leader counts every running server as an online peer: until it does, it
+// refuses to place a replicated stream ("no suitable peers for placement").
 func (c *Cluster) waitMetaLeader(tb testing.TB) {
 	tb.Helper()
-	await(tb, "the JetStream meta leader", func() bool {
-		leaders := 0
+	await(tb, "the JetStream meta leader and its peers", func() bool {
+		leaders, running, online := 0, 0, 0
 		for _, nd := range c.nodes {
 			s := nd.server()
 			if s == nil {
 				continue
 			}
+			running++
 			if !s.JetStreamIsCurrent() {
 				return false
 			}
 			if s.JetStreamIsLeader() {
 				leaders++
+				online = len(s.JetStreamClusterPeers())
 			}
 		}
-		return leaders == 1
+		return leaders == 1 && online == running
 	})
 }
 
