@@ -40,18 +40,7 @@ func TestExposeNativeHistogramsToPrometheus3(t *testing.T) {
 	sk := expose.New(expose.Options{Timestamps: true}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	endpoint := httptest.NewServer(sk.Handler())
 	defer endpoint.Close()
-	fams, err := src.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	tg := exposition.Target{Job: "src", Instance: "x"}
-	exposition.Attach(fams, tg)
-	sc := &sink.Scrape{Envelope: &envelope.Envelope{Job: "src", Instance: "x", Start: start}, Target: tg, Families: fams,
-		Health: exposition.Health(tg, exposition.Outcome{Up: true, Start: start, Duration: time.Millisecond, Samples: 2})}
-	if err := sk.Deliver(context.Background(), sc); err != nil {
-		t.Fatal(err)
-	}
+	deliverGathered(t, sk, src, 2)
 
 	host := func(u string) string { return strings.TrimPrefix(u, "http://") }
 	prom := promtest.Start(t, promtest.Options{Binary: promtest.Prometheus3, ScrapeConfigs: fmt.Sprintf(`
@@ -96,5 +85,23 @@ func TestExposeNativeHistogramsToPrometheus3(t *testing.T) {
 		if got := string(v[0].Metric[model.MetricNameLabel]); got != c.name || v[0].Value != 21.5 {
 			t.Errorf("%s: %v", c.selector, v)
 		}
+	}
+}
+
+// deliverGathered hands sk what src gathers now, as the scrape of target src/x with
+// samples samples, the way the drain hands a sink a parsed scrape.
+func deliverGathered(t *testing.T, sk sink.Sink, src prometheus.Gatherer, samples int) {
+	t.Helper()
+	fams, err := src.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	tg := exposition.Target{Job: "src", Instance: "x"}
+	exposition.Attach(fams, tg)
+	sc := &sink.Scrape{Envelope: &envelope.Envelope{Job: "src", Instance: "x", Start: start}, Target: tg, Families: fams,
+		Health: exposition.Health(tg, exposition.Outcome{Up: true, Start: start, Duration: time.Millisecond, Samples: samples})}
+	if err := sk.Deliver(context.Background(), sc); err != nil {
+		t.Fatal(err)
 	}
 }

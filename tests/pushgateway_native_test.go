@@ -1,23 +1,18 @@
 package tests
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
-	"github.com/prometheus-streams/prometheus-streams/sink"
 	"github.com/prometheus-streams/prometheus-streams/sink/pushgateway"
-	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
-	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
 
 // TestPushGatewayNativeHistogramsToPrometheus3: a native histogram pushed by the sink
@@ -40,18 +35,7 @@ func TestPushGatewayNativeHistogramsToPrometheus3(t *testing.T) {
 		t.Fatal(err)
 	}
 	sk := pushgateway.NewSink(c, "", slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	fams, err := src.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	tg := exposition.Target{Job: "src", Instance: "x"}
-	exposition.Attach(fams, tg)
-	sc := &sink.Scrape{Envelope: &envelope.Envelope{Job: "src", Instance: "x", Start: start}, Target: tg, Families: fams,
-		Health: exposition.Health(tg, exposition.Outcome{Up: true, Start: start, Duration: time.Millisecond, Samples: 1})}
-	if err := sk.Deliver(context.Background(), sc); err != nil {
-		t.Fatal(err)
-	}
+	deliverGathered(t, sk, src, 1)
 
 	host := func(u string) string { return strings.TrimPrefix(u, "http://") }
 	prom := promtest.Start(t, promtest.Options{Binary: promtest.Prometheus3, ScrapeConfigs: fmt.Sprintf(`
