@@ -461,13 +461,9 @@ func (a *omAssembler) histogramSample(fb *familyBuilder, r role, ts *int64, v fl
 	h := m.Histogram
 	switch r {
 	case roleBucket:
-		le, ok := a.lset.Get(model.BucketLabel), a.lset.Has(model.BucketLabel)
-		if !ok {
-			return nil // as expfmt ignores a bucket line without le
-		}
-		ub, err := strconv.ParseFloat(le, 64)
-		if err != nil {
-			return fmt.Errorf("%s: le=%q is not a number", fb.mf.GetName(), le)
+		ub, ok, err := a.boundLabel(fb, model.BucketLabel)
+		if !ok || err != nil {
+			return err // as expfmt, a bucket line without le is ignored
 		}
 		b := &dto.Bucket{UpperBound: proto.Float64(ub)}
 		if u, ok := asCount(v); ok {
@@ -491,6 +487,20 @@ func (a *omAssembler) histogramSample(fb *familyBuilder, r role, ts *int64, v fl
 	return nil
 }
 
+// boundLabel is the number in the sample's label name (le or quantile); ok is false
+// when the sample has no such label.
+func (a *omAssembler) boundLabel(fb *familyBuilder, name string) (v float64, ok bool, err error) {
+	s, ok := a.lset.Get(name), a.lset.Has(name)
+	if !ok {
+		return 0, false, nil
+	}
+	v, err = strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, true, fmt.Errorf("%s: %s=%q is not a number", fb.mf.GetName(), name, s)
+	}
+	return v, true, nil
+}
+
 func (a *omAssembler) summarySample(fb *familyBuilder, r role, ts *int64, v float64) error {
 	m, err := a.metric(fb, model.QuantileLabel, ts, r != roleCreated, nil)
 	if err != nil {
@@ -502,13 +512,9 @@ func (a *omAssembler) summarySample(fb *familyBuilder, r role, ts *int64, v floa
 	s := m.Summary
 	switch r {
 	case roleValue:
-		qs, ok := a.lset.Get(model.QuantileLabel), a.lset.Has(model.QuantileLabel)
-		if !ok {
-			return nil // as expfmt ignores a summary line without quantile
-		}
-		q, err := strconv.ParseFloat(qs, 64)
-		if err != nil {
-			return fmt.Errorf("%s: quantile=%q is not a number", fb.mf.GetName(), qs)
+		q, ok, err := a.boundLabel(fb, model.QuantileLabel)
+		if !ok || err != nil {
+			return err // as expfmt, a summary line without quantile is ignored
 		}
 		s.Quantile = append(s.Quantile, &dto.Quantile{Quantile: proto.Float64(q), Value: proto.Float64(v)})
 	case roleCount:
