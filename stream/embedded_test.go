@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus-streams/prometheus-streams/stream/embedded"
 )
 
 func freePort(t *testing.T) string {
@@ -77,7 +79,7 @@ func publishN(t *testing.T, url string, n, from int) {
 func TestEmbeddedFileStore(t *testing.T) {
 	dir := t.TempDir()
 	addr := freePort(t)
-	e, err := StartEmbedded(EmbeddedOptions{Listen: addr, ClusterID: "emb", StoreDir: dir, MaxAge: time.Hour})
+	e, err := embedded.Start(embedded.Options{Listen: addr, ClusterID: "emb", StoreDir: dir, MaxAge: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +89,7 @@ func TestEmbeddedFileStore(t *testing.T) {
 	}
 	e.Shutdown()
 
-	e, err = StartEmbedded(EmbeddedOptions{Listen: addr, ClusterID: "emb", StoreDir: dir, MaxAge: time.Hour})
+	e, err = embedded.Start(embedded.Options{Listen: addr, ClusterID: "emb", StoreDir: dir, MaxAge: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +102,7 @@ func TestEmbeddedFileStore(t *testing.T) {
 
 // TestEmbeddedMaxAge: the channel drops messages older than max_age.
 func TestEmbeddedMaxAge(t *testing.T) {
-	e, err := StartEmbedded(EmbeddedOptions{Listen: freePort(t), ClusterID: "emb", MaxAge: time.Second})
+	e, err := embedded.Start(embedded.Options{Listen: freePort(t), ClusterID: "emb", MaxAge: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +116,7 @@ func TestEmbeddedMaxAge(t *testing.T) {
 }
 
 func TestEmbeddedBadListen(t *testing.T) {
-	if _, err := StartEmbedded(EmbeddedOptions{Listen: "nonsense", ClusterID: "emb"}); err == nil {
+	if _, err := embedded.Start(embedded.Options{Listen: "nonsense", ClusterID: "emb"}); err == nil {
 		t.Error("bad listen address accepted")
 	}
 }
@@ -128,7 +130,7 @@ func TestEmbeddedPortInUse(t *testing.T) {
 	}
 	defer l.Close()
 	start := time.Now()
-	e, err := StartEmbedded(EmbeddedOptions{Listen: l.Addr().String(), ClusterID: "emb", JetStream: true})
+	e, err := embedded.Start(embedded.Options{Listen: l.Addr().String(), ClusterID: "emb", JetStream: true})
 	if err == nil {
 		e.Shutdown()
 		t.Fatal("started on a port in use")
@@ -145,7 +147,7 @@ func TestEmbeddedPortInUse(t *testing.T) {
 // replay of it ends with its newest message, or at once when it is empty, without the
 // idle wait; and still sees every message published before it began.
 func TestReplayEmbeddedEnds(t *testing.T) {
-	e, err := StartEmbedded(EmbeddedOptions{Listen: freePort(t), ClusterID: "emb", MaxAge: time.Hour})
+	e, err := embedded.Start(embedded.Options{Listen: freePort(t), ClusterID: "emb", MaxAge: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

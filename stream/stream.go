@@ -7,7 +7,7 @@
 // set-up (Security). Publishing goes through the Publisher interface, which both
 // dialled connections implement and which reports each server ack; consuming keeps a
 // durable subscription up across faults and hands over each message (Msg) to be acked
-// once it is dealt with, reporting the subscription's State. StartEmbedded runs a
+// once it is dealt with, reporting the subscription's State. Package stream/embedded runs a
 // server serving both, for a drain that needs no separate one.
 package stream
 

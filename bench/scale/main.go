@@ -38,7 +38,7 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
-	"github.com/prometheus-streams/prometheus-streams/stream"
+	"github.com/prometheus-streams/prometheus-streams/stream/embedded"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
@@ -725,10 +725,10 @@ func (b *bench) backlogs(ctx context.Context, logf func(string, ...any)) []*back
 
 // startStream runs a NATS Streaming server in the harness, in memory, unlimited, for
 // the backlog test: it must outlive the drain, so it cannot be the drain's own.
-func startStream() (*stream.Embedded, error) {
+func startStream() (*embedded.Server, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	return stream.StartEmbedded(stream.EmbeddedOptions{Listen: addr, ClusterID: clusterID})
+	return embedded.Start(embedded.Options{Listen: addr, ClusterID: clusterID})
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/sink/pushgateway"
 	"github.com/prometheus-streams/prometheus-streams/sink/remotewrite"
 	"github.com/prometheus-streams/prometheus-streams/stream"
+	"github.com/prometheus-streams/prometheus-streams/stream/embedded"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
@@ -41,7 +42,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 	}
 	defer codec.Close()
 
-	var embedded *stream.Embedded
+	var local *embedded.Server
 	if es := cfg.EmbeddedStream; es != nil {
 		storeDir := es.StoreDir
 		if storeDir == "memory" {
@@ -51,7 +52,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		if storeDir != "" {
 			jsDir = filepath.Join(storeDir, "jetstream")
 		}
-		srv, err := stream.StartEmbedded(stream.EmbeddedOptions{
+		srv, err := embedded.Start(embedded.Options{
 			Listen: es.Listen, ClusterID: es.ClusterID, StoreDir: storeDir,
 			MaxAge: es.MaxAge.D(), MaxMsgs: es.MaxMsgs, MaxBytes: int64(es.MaxBytes),
 			JetStream: es.ServesJetStream(), JetStreamDir: jsDir, Logger: logger,
@@ -60,7 +61,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 			return err
 		}
 		defer srv.Shutdown()
-		embedded = srv
+		local = srv
 		logger.Info("embedded stream started", "listen", es.Listen, "cluster_id", es.ClusterID, "store_dir", es.StoreDir, "max_age", es.MaxAge, "jetstream", es.ServesJetStream())
 	}
 
@@ -182,7 +183,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		restore(ctx, cfg, embedded, r, logger)
+		restore(ctx, cfg, local, r, logger)
 	}()
 
 	// One consumer per receiver stream (receiver_stream may be a list: a STAN channel
@@ -265,7 +266,7 @@ const restoreTimeout = 30 * time.Second
 // than max_age, for /targets and the expose endpoint, before the drain consumes. The
 // streams are read at once, side by side; a channel of the embedded server says where
 // it ends, so that its replay need not wait for it to go quiet.
-func restore(ctx context.Context, cfg *config.Config, embedded *stream.Embedded, r *drain.Restore, logger *slog.Logger) {
+func restore(ctx context.Context, cfg *config.Config, local *embedded.Server, r *drain.Restore, logger *slog.Logger) {
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
 	defer cancel()
@@ -280,8 +281,8 @@ func restore(ctx context.Context, cfg *config.Config, embedded *stream.Embedded,
 				err = stream.ReplayJetStream(rctx, jetStreamOptions(cfg, rs, logger), rs.Topic, since, r.Add)
 			} else {
 				var last func() (uint64, error)
-				if embedded != nil && cfg.AtEmbedded(rs) {
-					last = func() (uint64, error) { return embedded.LastSeq(rs.Topic) }
+				if local != nil && cfg.AtEmbedded(rs) {
+					last = func() (uint64, error) { return local.LastSeq(rs.Topic) }
 				}
 				err = stream.ReplaySTAN(rctx, stanOptions(cfg, rs, logger), rs.Topic, since, last, r.Add)
 			}

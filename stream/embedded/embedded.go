@@ -1,4 +1,7 @@
-package stream
+// Package embedded runs a NATS server in process, serving NATS Streaming and, when asked,
+// JetStream on one port: the stream of a drain that needs no separate server. Only the
+// drain imports it, so that scrape-once does not carry a server.
+package embedded
 
 import (
 	"encoding/json"
@@ -17,8 +20,8 @@ import (
 	"github.com/nats-io/nats-streaming-server/stores"
 )
 
-// EmbeddedOptions configure an in-process NATS Streaming server.
-type EmbeddedOptions struct {
+// Options configure an in-process NATS Streaming server.
+type Options struct {
 	// Listen is the host:port NATS clients (scrape-once, the drain) connect to.
 	Listen    string
 	ClusterID string
@@ -38,15 +41,15 @@ type EmbeddedOptions struct {
 	Logger       *slog.Logger
 }
 
-// Embedded is a running in-process NATS Streaming server.
-type Embedded struct {
+// Server is a running in-process NATS Streaming server.
+type Server struct {
 	s      *server.StanServer
 	url    string
 	tmpDir string // JetStream's store when none was given: removed at Shutdown
 }
 
-// StartEmbedded starts a NATS Streaming server in this process.
-func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
+// Start starts a NATS Streaming server in this process.
+func Start(o Options) (*Server, error) {
 	host, portStr, err := net.SplitHostPort(o.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("embedded stream: listen %q: %w", o.Listen, err)
@@ -107,16 +110,16 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		}
 		return nil, fmt.Errorf("embedded stream: start on %s: %w", o.Listen, err)
 	}
-	return &Embedded{s: s, url: s.ClientURL(), tmpDir: tmpDir}, nil
+	return &Server{s: s, url: s.ClientURL(), tmpDir: tmpDir}, nil
 }
 
 // URL is the nats:// URL clients in this process use to reach the server.
-func (e *Embedded) URL() string { return e.url }
+func (e *Server) URL() string { return e.url }
 
 // LastSeq is the sequence of the newest message of channel (0: none), asked of the
 // server in process, as its monitoring endpoint would answer: a replay of the channel
 // knows where it ends without waiting for it to go quiet.
-func (e *Embedded) LastSeq(channel string) (uint64, error) {
+func (e *Server) LastSeq(channel string) (uint64, error) {
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/streaming/channelsz?channel="+url.QueryEscape(channel), nil)
 	e.s.HandleChannelsz(rec, req)
@@ -134,7 +137,7 @@ func (e *Embedded) LastSeq(channel string) (uint64, error) {
 }
 
 // Shutdown stops the server; a file store keeps its channels for the next start.
-func (e *Embedded) Shutdown() {
+func (e *Server) Shutdown() {
 	e.s.Shutdown()
 	if e.tmpDir != "" {
 		_ = os.RemoveAll(e.tmpDir)
