@@ -151,6 +151,18 @@ func check(ctx context.Context, body []byte, mt string, h Histograms) (stats, er
 		if e != textparse.EntrySeries && e != textparse.EntryHistogram {
 			continue
 		}
+		if e == textparse.EntrySeries && !proto {
+			// The common case needs no label set built: most of what the parser's
+			// Labels costs.
+			series, _, _ := p.Series()
+			if name, n, ok := seriesShape(series); ok {
+				st.samples++
+				if n > st.maxLabels {
+					st.labels(string(name), n)
+				}
+				continue
+			}
+		}
 		if e == textparse.EntryHistogram {
 			// Reading it is what makes the protobuf parser go over its classic
 			// buckets next, when they are kept.
