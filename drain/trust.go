@@ -8,7 +8,6 @@ import (
 
 	"github.com/nats-io/nkeys"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
@@ -40,9 +39,28 @@ type allowance struct {
 	labels     map[string]string
 }
 
-// NewTrust builds a Trust from the config's trust section. It returns nil, trusting
-// everything, when the section lists no publisher.
-func NewTrust(publishers []*config.TrustedPublisher) (*Trust, error) {
+// TrustedKey is one publisher key the drain accepts and what it may publish: an entry
+// of the config's trust section.
+type TrustedKey struct {
+	// PublicKey is the NKey public key (U...) of the publisher's seed.
+	PublicKey string
+	// Jobs the key may publish; at least one.
+	Jobs []string
+	// Instances, when set, are regular expressions (anchored) one of which each
+	// instance the key publishes must match.
+	Instances []string
+	// Publishers, when set, are the publisher identities the key may publish as; Sites
+	// likewise the site labels.
+	Publishers []string
+	Sites      []string
+	// Labels, when set, are static labels every message of the key must carry with
+	// exactly these values.
+	Labels map[string]string
+}
+
+// NewTrust builds a Trust from the keys of the config's trust section. It returns nil,
+// trusting everything, when there is none.
+func NewTrust(publishers []*TrustedKey) (*Trust, error) {
 	if len(publishers) == 0 {
 		return nil, nil
 	}

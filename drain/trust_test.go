@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
@@ -95,7 +94,7 @@ func TestTrust(t *testing.T) {
 	a, aPub := userKey(t, 1)
 	b, bPub := userKey(t, 2)
 	stranger, strangerPub := userKey(t, 3)
-	trust, err := NewTrust([]*config.TrustedPublisher{
+	trust, err := NewTrust([]*TrustedKey{
 		{PublicKey: aPub, Jobs: []string{"node"}, Instances: []string{`web-\d+`, "db"}},
 		{PublicKey: bPub, Jobs: []string{"node", "app"}},
 	})
@@ -234,14 +233,14 @@ func TestNewTrust(t *testing.T) {
 	if tr, err := NewTrust(nil); tr != nil || err != nil {
 		t.Errorf("no publishers: %v, %v; want nil, nil", tr, err)
 	}
-	if tr, err := NewTrust([]*config.TrustedPublisher{}); tr != nil || err != nil {
+	if tr, err := NewTrust([]*TrustedKey{}); tr != nil || err != nil {
 		t.Errorf("empty list: %v, %v; want nil, nil", tr, err)
 	}
 	var nilTrust *Trust
 	if r, _ := nilTrust.Check(&envelope.Envelope{}); r != "" || nilTrust.Keys() != 0 {
 		t.Errorf("a nil Trust rejects: %q", r)
 	}
-	for name, tps := range map[string][]*config.TrustedPublisher{
+	for name, tps := range map[string][]*TrustedKey{
 		"nil entry":   {nil},
 		"account key": {{PublicKey: accountPub, Jobs: []string{"j"}}},
 		"not a key":   {{PublicKey: "hello", Jobs: []string{"j"}}},
@@ -254,7 +253,7 @@ func TestNewTrust(t *testing.T) {
 		}
 	}
 	// An alternation is anchored as a whole.
-	tr, err := NewTrust([]*config.TrustedPublisher{{PublicKey: pub, Jobs: []string{"j"}, Instances: []string{"a|b"}}})
+	tr, err := NewTrust([]*TrustedKey{{PublicKey: pub, Jobs: []string{"j"}, Instances: []string{"a|b"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +307,7 @@ func TestWrongSubject(t *testing.T) {
 // key publishes only as the host it was made for.
 func TestTrustBindsIdentity(t *testing.T) {
 	a, aPub := userKey(t, 1)
-	trust, err := NewTrust([]*config.TrustedPublisher{{PublicKey: aPub, Jobs: []string{"node"},
+	trust, err := NewTrust([]*TrustedKey{{PublicKey: aPub, Jobs: []string{"node"},
 		Publishers: []string{"edge1"}, Sites: []string{"ams1"}, Labels: map[string]string{"dc": "ams1"}}})
 	if err != nil {
 		t.Fatal(err)

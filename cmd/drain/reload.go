@@ -96,7 +96,7 @@ func (r *reloader) reload() {
 	}
 	var trust *drain.Trust
 	if err == nil {
-		trust, err = drain.NewTrust(cfg.Trust)
+		trust, err = drain.NewTrust(trustedKeys(cfg.Trust))
 	}
 	if err != nil {
 		r.ok.Set(0)

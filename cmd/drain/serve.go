@@ -127,7 +127,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		logger.Info("writing to a remote-write receiver", "remote", rw.Name, "protobuf_message", rw.ProtobufMessage)
 	}
 	workers := drainWorkers(cfg)
-	trust, err := drain.NewTrust(cfg.Trust)
+	trust, err := drain.NewTrust(trustedKeys(cfg.Trust))
 	if err != nil {
 		return fmt.Errorf("trust: %w", err)
 	}
