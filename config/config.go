@@ -408,7 +408,7 @@ func parse(b []byte, dir string) (*Config, error) {
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, errors.Join(append(encErrs, fmt.Errorf("parse yaml: %w", err))...)
 	}
-	idx := newIndex(&root)
+	idx := newKeyLines(&root)
 	for i, err := range encErrs {
 		encErrs[i] = idx.named(err)
 	}
@@ -463,7 +463,7 @@ func parse(b []byte, dir string) (*Config, error) {
 }
 
 // invalidUTF8 returns b with every byte that is not UTF-8 replaced, and an error for
-// each line that held one, naming the line and the byte (index.named adds the key).
+// each line that held one, naming the line and the byte (keyLines.named adds the key).
 func invalidUTF8(b []byte) ([]byte, []error) {
 	var errs []error
 	for i, line := range bytes.SplitAfter(b, []byte("\n")) {
@@ -544,7 +544,7 @@ func (c *Config) resolvePaths(dir string) {
 
 // setHTTPDefaults sets Prometheus's HTTP client defaults, which its own unmarshaller
 // would set but an inlined struct cannot, where the file does not set them.
-func setHTTPDefaults(idx *index, key string, h *promcfg.HTTPClientConfig) {
+func setHTTPDefaults(idx *keyLines, key string, h *promcfg.HTTPClientConfig) {
 	if _, set := idx.lines[key+".follow_redirects"]; !set {
 		h.FollowRedirects = promcfg.DefaultHTTPClientConfig.FollowRedirects
 	}

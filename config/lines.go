@@ -10,22 +10,22 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// index maps key paths (jobs.choria.targets[0].url) to the line they stand on, and lines
+// keyLines maps key paths (jobs.choria.targets[0].url) to the line they stand on, and lines
 // back to paths, so that every error names both.
-type index struct {
+type keyLines struct {
 	lines map[string]int
 	paths map[int][]string // line -> key paths of the keys on it
 }
 
-func newIndex(root *yaml.Node) *index {
-	ix := &index{lines: map[string]int{}, paths: map[int][]string{}}
+func newKeyLines(root *yaml.Node) *keyLines {
+	ix := &keyLines{lines: map[string]int{}, paths: map[int][]string{}}
 	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
 		ix.walk("", root.Content[0])
 	}
 	return ix
 }
 
-func (ix *index) walk(path string, n *yaml.Node) {
+func (ix *keyLines) walk(path string, n *yaml.Node) {
 	switch n.Kind {
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -49,7 +49,7 @@ func (ix *index) walk(path string, n *yaml.Node) {
 
 // line returns the line of path or, failing that, of its nearest ancestor present in the
 // file (a required key that is missing is reported at its parent).
-func (ix *index) line(path string) int {
+func (ix *keyLines) line(path string) int {
 	for p := path; p != ""; {
 		if l, ok := ix.lines[p]; ok {
 			return l
@@ -64,7 +64,7 @@ func (ix *index) line(path string) int {
 }
 
 // annotate prefixes each problem with its line.
-func (ix *index) annotate(errs []error) error {
+func (ix *keyLines) annotate(errs []error) error {
 	out := make([]error, 0, len(errs))
 	for _, err := range errs {
 		var p problem
@@ -85,7 +85,7 @@ var (
 
 // explain rewrites yaml.v3's decoding errors so they name the key as well as the line:
 // "line 7: unknown key poller_stream.clusterid" rather than a Go type name.
-func (ix *index) explain(err error) error {
+func (ix *keyLines) explain(err error) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
 		return fmt.Errorf("parse yaml: %w", err)
@@ -124,7 +124,7 @@ func (ix *index) explain(err error) error {
 // keyOf is the key an error on line is about: the key that msg starts with (as
 // "regex: ..."), for a line that holds several (a flow mapping), else the line's last
 // key; and msg without that key.
-func (ix *index) keyOf(line int, msg string) (string, string) {
+func (ix *keyLines) keyOf(line int, msg string) (string, string) {
 	keys := ix.paths[line]
 	for _, p := range keys {
 		name := p[strings.LastIndexAny(p, ".")+1:]
@@ -136,7 +136,7 @@ func (ix *index) keyOf(line int, msg string) (string, string) {
 }
 
 // named adds the key to an error that names only its line.
-func (ix *index) named(err error) error {
+func (ix *keyLines) named(err error) error {
 	m := reLine.FindStringSubmatch(err.Error())
 	if m == nil {
 		return err
@@ -152,7 +152,7 @@ func (ix *index) named(err error) error {
 // failedKeys are the keys of the values a decoding error is about: every key on the
 // line of each value that did not decode, but not an unknown key (which leaves the
 // others as they are).
-func (ix *index) failedKeys(te *yaml.TypeError) []string {
+func (ix *keyLines) failedKeys(te *yaml.TypeError) []string {
 	var keys []string
 	for _, msg := range te.Errors {
 		m := reLine.FindStringSubmatch(msg)

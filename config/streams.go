@@ -166,8 +166,8 @@ func resolveAlias(n *yaml.Node) *yaml.Node {
 }
 
 // unknownKeys lists the keys of the mapping n that no yaml tag of the struct type t
-// names, recursively into fields of struct type, in yaml.v3's own wording so that the
-// index names the key: "line 7: field clusterid not found in type config.Stream". Keys
+// names, recursively into fields of struct type, in yaml.v3's own wording so that
+// keyLines can name the key: "line 7: field clusterid not found in type config.Stream". Keys
 // of fields whose type unmarshals itself are that type's business.
 func unknownKeys(n *yaml.Node, t reflect.Type) []string {
 	n = resolveAlias(n)

@@ -130,7 +130,7 @@ func exempt(f famMeta) bool {
 
 // unvouched returns the families of s that the sink may not push before a round
 // claims them. A shape found all vouched is remembered as such until a claim is lost.
-func (x *index) unvouched(s *shape) []famKey {
+func (x *ledger) unvouched(s *shape) []famKey {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if s.vouched == x.claimsGen {
@@ -152,15 +152,15 @@ func (x *index) unvouched(s *shape) []famKey {
 	return out
 }
 
-// held reports whether a group the index knows holds k, or a push reserves it. Called
+// held reports whether a group the ledger knows holds k, or a push reserves it. Called
 // with x.mu held.
-func (x *index) held(k famKey) bool {
+func (x *ledger) held(k famKey) bool {
 	e := x.fams[k.name]
 	return e != nil && e.held[typeSlot(k.typ)] > 0
 }
 
 // prune forgets the claims no group holds any more. Called with x.mu held.
-func (x *index) prune() {
+func (x *ledger) prune() {
 	for k := range x.claims {
 		if !x.held(k) {
 			delete(x.claims, k)
@@ -170,7 +170,7 @@ func (x *index) prune() {
 }
 
 // contentLocked is the registry as the sink writes it, sorted. Called with x.mu held.
-func (x *index) contentLocked() []claimEntry {
+func (x *ledger) contentLocked() []claimEntry {
 	out := make([]claimEntry, 0, len(x.claims))
 	for k, c := range x.claims {
 		out = append(out, claimEntry{key: k, at: c.at})
@@ -185,7 +185,7 @@ func (x *index) contentLocked() []claimEntry {
 }
 
 // registryContent returns the registry to write, without the claims no group holds.
-func (x *index) registryContent() []claimEntry {
+func (x *ledger) registryContent() []claimEntry {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.prune()
@@ -195,7 +195,7 @@ func (x *index) registryContent() []claimEntry {
 // prepareRound claims, as of now, every family that a push waits to push and that is
 // not claimed, forgets the claims nobody holds, and returns the registry to write,
 // the claims the round must decide (all unvouched ones) and the epoch they belong to.
-func (x *index) prepareRound(now time.Time) (content, open []claimEntry, epoch uint64) {
+func (x *ledger) prepareRound(now time.Time) (content, open []claimEntry, epoch uint64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.prune()
@@ -221,7 +221,7 @@ func (x *index) prepareRound(now time.Time) (content, open []claimEntry, epoch u
 
 // nextClaimTime returns now as Unix seconds, or just after the last claim's time:
 // a claim's time tells this sink's registry writes apart. Called with x.mu held.
-func (x *index) nextClaimTime(now time.Time) float64 {
+func (x *ledger) nextClaimTime(now time.Time) float64 {
 	at := float64(now.UnixNano()) / 1e9
 	if at <= x.lastClaim {
 		at = x.lastClaim + 1e-6
@@ -233,7 +233,7 @@ func (x *index) nextClaimTime(now time.Time) float64 {
 // adoptClaims takes back the entries of the sink's registry as a listing shows them
 // (the drain restarted), unvouched, unless the sink has claims of its own. It returns
 // the entries taken and their epoch.
-func (x *index) adoptClaims(entries []claimEntry) (adopted []claimEntry, epoch uint64) {
+func (x *ledger) adoptClaims(entries []claimEntry) (adopted []claimEntry, epoch uint64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if len(x.claims) > 0 {
@@ -252,7 +252,7 @@ func (x *index) adoptClaims(entries []claimEntry) (adopted []claimEntry, epoch u
 // settleClaims records a round's verdicts, unless the gateway restarted since the round
 // began (epoch): won claims become vouched, lost ones are forgotten. It reports whether
 // it recorded them.
-func (x *index) settleClaims(epoch uint64, won, lost []famKey) bool {
+func (x *ledger) settleClaims(epoch uint64, won, lost []famKey) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if epoch != x.epoch {
@@ -274,7 +274,7 @@ func (x *index) settleClaims(epoch uint64, won, lost []famKey) bool {
 
 // voidClaims unvouches every claim: the gateway restarted, or the registry was not
 // written for too long. Rounds begun before do not count.
-func (x *index) voidClaims() {
+func (x *ledger) voidClaims() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.epoch++
@@ -285,22 +285,22 @@ func (x *index) voidClaims() {
 }
 
 // holdRegistry records that the gateway holds a registry group.
-func (x *index) holdRegistry() {
+func (x *ledger) holdRegistry() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.registry = true
 }
 
 // hasClaims reports whether the sink has a registry to keep.
-func (x *index) hasClaims() bool {
+func (x *ledger) hasClaims() bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return len(x.claims) > 0
 }
 
 // own reports whether the group at path is one this sink pushed (or pushes now): its
-// families are the index's to judge, not a listing's.
-func (x *index) own(path string) bool {
+// families are the ledger's to judge, not a listing's.
+func (x *ledger) own(path string) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	h := x.groups[path]
@@ -332,9 +332,9 @@ func (s *Sink) vouch(ctx context.Context, res *shape) (gatewayState, time.Time, 
 		if written := s.lastWrite(); !written.IsZero() && time.Since(written) > s.times.ttl/2 {
 			// Other drains may soon take the registry for a gone drain's: its
 			// claims are judged anew.
-			s.index.voidClaims()
+			s.ledger.voidClaims()
 		}
-		keys := s.index.unvouched(res)
+		keys := s.ledger.unvouched(res)
 		if len(keys) == 0 {
 			s.refresh(ctx)
 			return st, sent, nil
@@ -394,7 +394,7 @@ func (s *Sink) round(ctx context.Context) (map[famKey]*InconsistentError, error)
 	if err != nil || st.checked {
 		return nil, err
 	}
-	content, open, epoch := s.index.prepareRound(start)
+	content, open, epoch := s.ledger.prepareRound(start)
 	if len(open) == 0 {
 		return nil, nil
 	}
@@ -438,14 +438,14 @@ func (s *Sink) round(ctx context.Context) (map[famKey]*InconsistentError, error)
 				won = append(won, c.key)
 			}
 		}
-		if !s.index.settleClaims(epoch, won, lostKeys) {
+		if !s.ledger.settleClaims(epoch, won, lostKeys) {
 			return nil, errRestarted
 		}
 		s.setLastWrite(written)
 		if len(lostKeys) > 0 {
 			// Withdraw them: another drain may be waiting for it.
 			w := time.Now()
-			if _, err := s.writeRegistry(ctx, s.index.registryContent()); err != nil {
+			if _, err := s.writeRegistry(ctx, s.ledger.registryContent()); err != nil {
 				s.logger.Warn("could not withdraw lost claims from the push gateway", "families", len(lostKeys), "err", err)
 			} else {
 				s.setLastWrite(w)
@@ -514,7 +514,7 @@ func (s *Sink) classify(claims []claimEntry, groups []listedGroup, now time.Time
 	}
 	by := map[string][]source{}
 	for _, lg := range groups {
-		if lg.shape != nil && !s.index.own(lg.path) {
+		if lg.shape != nil && !s.ledger.own(lg.path) {
 			for n := range wanted {
 				if f, ok := lg.shape.find(n); ok {
 					by[n] = append(by[n], source{fam: f, where: lg.grouping.String(), group: true})
@@ -568,7 +568,7 @@ func cmpOr(a, b *InconsistentError) *InconsistentError {
 }
 
 // conflict returns why the gateway could not gather f beside other (held in where), or
-// nil: the rules of index.check, between two families.
+// nil: the rules of ledger.check, between two families.
 func conflict(f, other famMeta, where string) *InconsistentError {
 	shadows := func(t dto.MetricType, suffix string) bool {
 		return t == dto.MetricType_HISTOGRAM || t == dto.MetricType_SUMMARY && suffix != "_bucket"

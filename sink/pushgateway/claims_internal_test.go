@@ -123,7 +123,7 @@ func TestSlowPushAcrossRestart(t *testing.T) {
 		t.Errorf("restarts noticed: %v", n)
 	}
 	// The claims wait for a round in the restarted gateway.
-	if keys := s.index.unvouched(s.index.newShape([]famMeta{{name: "m", typ: dto.MetricType_GAUGE}})); len(keys) != 1 {
+	if keys := s.ledger.unvouched(s.ledger.newShape([]famMeta{{name: "m", typ: dto.MetricType_GAUGE}})); len(keys) != 1 {
 		t.Errorf("unvouched after the restart: %v", keys)
 	}
 }

@@ -145,7 +145,7 @@ func typeSlot(t dto.MetricType) int {
 
 func typeName(t dto.MetricType) string { return strings.ToLower(t.String()) }
 
-// famMeta is what the index knows of a family: no series.
+// famMeta is what the ledger knows of a family: no series.
 type famMeta struct {
 	name string
 	typ  dto.MetricType
@@ -153,14 +153,14 @@ type famMeta struct {
 }
 
 // shape is the families one group holds. Groups that hold the same families (the
-// node_exporters of a fleet, mostly) share one, so the index costs memory per family
+// node_exporters of a fleet, mostly) share one, so the ledger costs memory per family
 // name and per distinct shape, not per group, and never per series.
 type shape struct {
 	key  uint64
 	fams []famMeta // sorted by name; help is that of the first group of the shape
 	refs int       // holdings and listings using it
-	// vouched is the index's claimsGen when every family of the shape was found
-	// claimed and vouched (see index.unvouched).
+	// vouched is the ledger's claimsGen when every family of the shape was found
+	// claimed and vouched (see ledger.unvouched).
 	vouched uint64
 }
 
@@ -174,7 +174,7 @@ func (s *shape) find(name string) (famMeta, bool) {
 	return s.fams[i], true
 }
 
-// entry is the index's state of one family name.
+// entry is the ledger's state of one family name.
 type entry struct {
 	held [numTypes]int32 // shapes held (committed or reserved) with the family, by type
 	help string          // the help of the shape that brought the family first
@@ -193,10 +193,10 @@ type holding struct {
 	own bool
 }
 
-// index is the sink's account of the families in the groups it tracks, by name. Its
+// ledger is the sink's account of the families in the groups it tracks, by name. Its
 // methods are safe for concurrent use; those that take a path expect the caller to
 // hold that group's lock, so that a group has at most one push in flight.
-type index struct {
+type ledger struct {
 	seed maphash.Seed
 
 	mu     sync.Mutex
@@ -214,8 +214,8 @@ type index struct {
 	lastClaim float64 // the time of the newest claim
 }
 
-func newIndex() *index {
-	return &index{
+func newLedger() *ledger {
+	return &ledger{
 		seed:      maphash.MakeSeed(),
 		fams:      map[string]*entry{},
 		groups:    map[string]*holding{},
@@ -226,7 +226,7 @@ func newIndex() *index {
 }
 
 // newShape sorts fams (which it keeps) and returns them as a shape, not yet interned.
-func (x *index) newShape(fams []famMeta) *shape {
+func (x *ledger) newShape(fams []famMeta) *shape {
 	slices.SortFunc(fams, func(a, b famMeta) int { return strings.Compare(a.name, b.name) })
 	var h maphash.Hash
 	h.SetSeed(x.seed)
@@ -238,9 +238,9 @@ func (x *index) newShape(fams []famMeta) *shape {
 	return &shape{key: h.Sum64(), fams: fams}
 }
 
-// intern returns the shape equal to s that the index has, or s, with one more
+// intern returns the shape equal to s that the ledger has, or s, with one more
 // reference. Called with x.mu held.
-func (x *index) intern(s *shape) *shape {
+func (x *ledger) intern(s *shape) *shape {
 	for _, o := range x.shapes[s.key] {
 		if slices.EqualFunc(o.fams, s.fams, func(a, b famMeta) bool { return a.name == b.name && a.typ == b.typ }) {
 			o.refs++
@@ -253,7 +253,7 @@ func (x *index) intern(s *shape) *shape {
 }
 
 // release drops a reference to s. Called with x.mu held.
-func (x *index) release(s *shape) {
+func (x *ledger) release(s *shape) {
 	s.refs--
 	if s.refs > 0 {
 		return
@@ -270,7 +270,7 @@ func (x *index) release(s *shape) {
 }
 
 // hold counts s's families as held. Called with x.mu held.
-func (x *index) hold(s *shape) {
+func (x *ledger) hold(s *shape) {
 	for _, f := range s.fams {
 		e := x.fams[f.name]
 		if e == nil {
@@ -282,7 +282,7 @@ func (x *index) hold(s *shape) {
 }
 
 // unhold undoes hold, forgetting families nobody holds any more. Called with x.mu held.
-func (x *index) unhold(s *shape) {
+func (x *ledger) unhold(s *shape) {
 	for _, f := range s.fams {
 		e := x.fams[f.name]
 		if e == nil {
@@ -296,7 +296,7 @@ func (x *index) unhold(s *shape) {
 }
 
 // drop releases what h holds. Called with x.mu held.
-func (x *index) drop(h *holding) {
+func (x *ledger) drop(h *holding) {
 	for _, s := range h.shapes {
 		x.unhold(s)
 		x.release(s)
@@ -304,8 +304,8 @@ func (x *index) drop(h *holding) {
 	h.shapes = nil
 }
 
-// exists reports whether the gateway holds the group at path, as far as the index knows.
-func (x *index) exists(path string) bool {
+// exists reports whether the gateway holds the group at path, as far as the ledger knows.
+func (x *ledger) exists(path string) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	h := x.groups[path]
@@ -313,12 +313,12 @@ func (x *index) exists(path string) bool {
 }
 
 // reserve checks that the gateway can take fams, the families of a PUT to the group at
-// path (name is the grouping, for messages), beside everything else the index holds.
+// path (name is the grouping, for messages), beside everything else the ledger holds.
 // If it can, reserve counts them as held by the group until commit, cancel or unsure,
 // so that a concurrent push to another group cannot bring a conflicting family
 // meanwhile. helpDiffers names the families whose help differs from another group's:
 // accepted, as the gateway accepts them, but worth noting.
-func (x *index) reserve(path, name string, fams []*dto.MetricFamily) (res *shape, helpDiffers []string, err error) {
+func (x *ledger) reserve(path, name string, fams []*dto.MetricFamily) (res *shape, helpDiffers []string, err error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	h := x.groups[path]
@@ -387,7 +387,7 @@ func anyType(dto.MetricType) bool { return true }
 
 // commit records that the gateway took the push reserved as res: it replaced what the
 // group held.
-func (x *index) commit(path string, res *shape) {
+func (x *ledger) commit(path string, res *shape) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	h := x.groups[path]
@@ -401,7 +401,7 @@ func (x *index) commit(path string, res *shape) {
 }
 
 // cancel records that the gateway did not take the push reserved as res.
-func (x *index) cancel(path string, res *shape) {
+func (x *ledger) cancel(path string, res *shape) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	h := x.groups[path]
@@ -418,7 +418,7 @@ func (x *index) cancel(path string, res *shape) {
 // unsure records that the gateway may or may not have taken the push reserved as res
 // (it failed after it was sent): until a push settles it, the group counts as holding
 // both what it held and res.
-func (x *index) unsure(path string, res *shape) {
+func (x *ledger) unsure(path string, res *shape) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	h := x.groups[path]
@@ -434,7 +434,7 @@ func (x *index) unsure(path string, res *shape) {
 }
 
 // forget records that the group at path is gone from the gateway.
-func (x *index) forget(path string) {
+func (x *ledger) forget(path string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if h := x.groups[path]; h != nil && h.pending == nil {
@@ -444,9 +444,9 @@ func (x *index) forget(path string) {
 }
 
 // learn records that the gateway holds s for the group at path, as a listing showed
-// it, unless the index knows the group already (from its own pushes, which a listing
+// it, unless the ledger knows the group already (from its own pushes, which a listing
 // may predate). It takes over the caller's reference to s.
-func (x *index) learn(path, name string, s *shape) {
+func (x *ledger) learn(path, name string, s *shape) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if h := x.groups[path]; h != nil {
@@ -459,13 +459,13 @@ func (x *index) learn(path, name string, s *shape) {
 
 // internListed interns a shape built from a listing; learn or releaseListed takes
 // the reference.
-func (x *index) internListed(s *shape) *shape {
+func (x *ledger) internListed(s *shape) *shape {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return x.intern(s)
 }
 
-func (x *index) releaseListed(s *shape) {
+func (x *ledger) releaseListed(s *shape) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.release(s)
@@ -473,7 +473,7 @@ func (x *index) releaseListed(s *shape) {
 
 // check refuses f, a family of push to the group whose holding is h (nil if new), if
 // the gateway could not gather it beside the rest. Called with x.mu held.
-func (x *index) check(f famMeta, push *shape, h *holding) error {
+func (x *ledger) check(f famMeta, push *shape, h *holding) error {
 	if own, ok := ownFamilies[f.name]; ok {
 		if own.typ != f.typ {
 			return typeConflict(f, own.typ, ownPlace)
@@ -532,7 +532,7 @@ func summarySuffix(name string) (base, suffix string) {
 // locate finds the family name with a type that match accepts, in push (if not nil),
 // in the gateway's own metrics, or in a group other than h's, and says where. Called
 // with x.mu held.
-func (x *index) locate(name string, match func(dto.MetricType) bool, push *shape, h *holding) (where string, typ dto.MetricType, ok bool) {
+func (x *ledger) locate(name string, match func(dto.MetricType) bool, push *shape, h *holding) (where string, typ dto.MetricType, ok bool) {
 	if push != nil {
 		if f, ok := push.find(name); ok && match(f.typ) {
 			return "the same push", f.typ, true
@@ -568,7 +568,7 @@ func (x *index) locate(name string, match func(dto.MetricType) bool, push *shape
 
 // others reports whether a group other than h's holds family e (named name) with a
 // type match accepts. Called with x.mu held.
-func (x *index) others(e *entry, name string, h *holding, match func(dto.MetricType) bool) bool {
+func (x *ledger) others(e *entry, name string, h *holding, match func(dto.MetricType) bool) bool {
 	for slot, n := range e.held {
 		if n == 0 || !match(dto.MetricType(slot)) {
 			continue

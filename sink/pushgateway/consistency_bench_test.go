@@ -42,10 +42,10 @@ func nodePush(b *testing.B, instance string) []*dto.MetricFamily {
 func BenchmarkConsistencyCheck(b *testing.B) {
 	sinkNs := map[string]float64{}
 	for _, held := range []int{100, 1000} {
-		for _, what := range []string{"full", "claims-uncached", "index-only"} {
+		for _, what := range []string{"full", "claims-uncached", "ledger-only"} {
 			name := fmt.Sprintf("sink/held=%d/%s", held, what)
 			b.Run(name, func(b *testing.B) {
-				x := newIndex()
+				x := newLedger()
 				fams := nodePush(b, "bench")
 				paths := make([]string, held)
 				for i := range paths {
@@ -66,7 +66,7 @@ func BenchmarkConsistencyCheck(b *testing.B) {
 					// A target pushes its next scrape: same families, its own group.
 					p := paths[i%held]
 					i++
-					if what != "index-only" {
+					if what != "ledger-only" {
 						if err := checkSeries(fams, gk, x.seed, true); err != nil {
 							b.Fatal(err)
 						}
@@ -78,7 +78,7 @@ func BenchmarkConsistencyCheck(b *testing.B) {
 					if what == "claims-uncached" {
 						x.claimsGen++
 					}
-					if what != "index-only" {
+					if what != "ledger-only" {
 						if keys := x.unvouched(res); len(keys) > 0 {
 							b.Fatalf("unvouched: %v", keys)
 						}

@@ -88,17 +88,17 @@ func counter(name string) *dto.MetricFamily {
 		Metric: []*dto.Metric{{Counter: &dto.Counter{Value: proto.Float64(1)}}}}
 }
 
-func (x *index) empty() bool {
+func (x *ledger) empty() bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return len(x.fams) == 0 && len(x.groups) == 0 && len(x.shapes) == 0
 }
 
 // TestIndexAccounting: whatever happens to pushes (taken, refused, of unknown outcome),
-// forgetting every group leaves the index empty, and groups of the same families share
+// forgetting every group leaves the ledger empty, and groups of the same families share
 // one shape.
 func TestIndexAccounting(t *testing.T) {
-	x := newIndex()
+	x := newLedger()
 	fams := []*dto.MetricFamily{gauge("a"), gauge("b")}
 	for _, p := range []string{"/1", "/2", "/3"} {
 		res, _, err := x.reserve(p, p, fams)
@@ -159,7 +159,7 @@ func TestIndexAccounting(t *testing.T) {
 	}
 	x.forget("/3")
 	if !x.empty() {
-		t.Errorf("index not empty: %d families, %d groups, %d shapes", len(x.fams), len(x.groups), len(x.shapes))
+		t.Errorf("ledger not empty: %d families, %d groups, %d shapes", len(x.fams), len(x.groups), len(x.shapes))
 	}
 
 	// A listed group is learned unless a push of the sink's own knows better.
@@ -172,11 +172,11 @@ func TestIndexAccounting(t *testing.T) {
 	stale := x.internListed(x.newShape([]famMeta{{name: "z", typ: dto.MetricType_GAUGE}}))
 	x.learn("/6", "/6", stale)
 	if _, ok := x.fams["z"]; ok {
-		t.Error("a listing replaced what the index knew of a group")
+		t.Error("a listing replaced what the ledger knew of a group")
 	}
 	x.forget("/6")
 	if !x.empty() {
-		t.Error("index not empty after forgetting the listed group")
+		t.Error("ledger not empty after forgetting the listed group")
 	}
 }
 

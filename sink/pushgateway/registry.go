@@ -70,7 +70,7 @@ func (s *Sink) registryGrouping() Grouping {
 // mark. The caller holds roundSem, so that writes reach the gateway in the order the
 // sink decided them.
 func (s *Sink) writeRegistry(ctx context.Context, content []claimEntry) (float64, error) {
-	s.index.holdRegistry()
+	s.ledger.holdRegistry()
 	mark := s.nextMark()
 	if err := s.client.Push(ctx, s.registryGrouping(), append(claimFamilies(content), markFamily(mark))); err != nil {
 		return mark, err
@@ -82,7 +82,7 @@ func (s *Sink) writeRegistry(ctx context.Context, content []claimEntry) (float64
 // markRegistry marks the sink's registry as written now, keeping the claims it
 // holds (or creating it without any), and returns the mark. The caller holds roundSem.
 func (s *Sink) markRegistry(ctx context.Context) (float64, error) {
-	s.index.holdRegistry()
+	s.ledger.holdRegistry()
 	mark := s.nextMark()
 	return mark, s.client.add(ctx, s.registryGrouping(), []*dto.MetricFamily{markFamily(mark)})
 }
@@ -119,7 +119,7 @@ func ptr[T any](v T) *T { return &v }
 
 // refresh rewrites the registry when it is due, unless a round (which writes it) runs.
 func (s *Sink) refresh(ctx context.Context) {
-	if written := s.lastWrite(); !written.IsZero() && time.Since(written) < s.times.refresh || !s.index.hasClaims() {
+	if written := s.lastWrite(); !written.IsZero() && time.Since(written) < s.times.refresh || !s.ledger.hasClaims() {
 		return
 	}
 	select {
@@ -132,7 +132,7 @@ func (s *Sink) refresh(ctx context.Context) {
 		return
 	}
 	w := time.Now()
-	if _, err := s.writeRegistry(ctx, s.index.registryContent()); err != nil {
+	if _, err := s.writeRegistry(ctx, s.ledger.registryContent()); err != nil {
 		s.logger.Debug("could not rewrite the registry of claimed families", "err", err)
 		return
 	}
@@ -148,7 +148,7 @@ func (s *Sink) adopt(ctx context.Context, st gatewayState, groups []listedGroup,
 	if mine == nil || len(mine.entries) == 0 {
 		return
 	}
-	adopted, epoch := s.index.adoptClaims(mine.entries)
+	adopted, epoch := s.ledger.adoptClaims(mine.entries)
 	if len(adopted) == 0 || mine.mark != mark || !st.start.IsZero() && s.watch.uptime(marked) < s.times.grace {
 		// The listing may miss claims submitted before the mark, or pushes confirmed
 		// before a restart of the gateway may be on their way: the first round
@@ -169,7 +169,7 @@ func (s *Sink) adopt(ctx context.Context, st gatewayState, groups []listedGroup,
 			won = append(won, c.key)
 		}
 	}
-	if !s.index.settleClaims(epoch, won, lostKeys) {
+	if !s.ledger.settleClaims(epoch, won, lostKeys) {
 		return
 	}
 	s.setLastWrite(marked)
@@ -177,7 +177,7 @@ func (s *Sink) adopt(ctx context.Context, st gatewayState, groups []listedGroup,
 	if len(lostKeys) > 0 {
 		s.roundSem <- struct{}{}
 		defer func() { <-s.roundSem }()
-		if _, err := s.writeRegistry(ctx, s.index.registryContent()); err != nil {
+		if _, err := s.writeRegistry(ctx, s.ledger.registryContent()); err != nil {
 			s.logger.Warn("could not withdraw claims from the push gateway", "families", len(lostKeys), "err", err)
 		}
 	}

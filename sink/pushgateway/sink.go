@@ -47,7 +47,7 @@ type Sink struct {
 	deleted        prometheus.Counter
 	refused        *prometheus.CounterVec
 	dropped        *prometheus.CounterVec
-	index          *index
+	ledger         *ledger
 
 	// The claims of families (claims.go).
 	id            string // this drain's identity: its registry group's instance
@@ -60,7 +60,7 @@ type Sink struct {
 	roundDuration prometheus.Histogram
 
 	loadMu sync.Mutex  // serialises Load
-	loaded atomic.Bool // a Load succeeded: the index knows the gateway's groups
+	loaded atomic.Bool // a Load succeeded: the ledger knows the gateway's groups
 
 	mu       sync.Mutex
 	groups   map[string]*group // by Grouping.Path()
@@ -120,7 +120,7 @@ func NewSink(c *Client, publisherLabel string, logger *slog.Logger, reg promethe
 		groups:         map[string]*group{},
 		leftover:       map[string]bool{},
 		noted:          map[string]bool{},
-		index:          newIndex(),
+		ledger:         newLedger(),
 		id:             fmt.Sprintf("%s-%08x", host, rand.Uint32()),
 		times:          defaultClaimTimes,
 		roundSem:       make(chan struct{}, 1),
@@ -152,7 +152,7 @@ func NewSink(c *Client, publisherLabel string, logger *slog.Logger, reg promethe
 		o(s)
 	}
 	s.watch = &watch{
-		client: c, logger: logger, restarted: s.index.voidClaims,
+		client: c, logger: logger, restarted: s.ledger.voidClaims,
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "prometheus_streams", Subsystem: "drain", Name: "pushgateway_restarts_total",
 			Help: "Restarts of the Push Gateway the drain noticed (its start time changed).",
@@ -210,7 +210,7 @@ func (s *Sink) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load push gateway groups: %w", err)
 	}
-	claims := !st.checked && !s.index.hasClaims()
+	claims := !st.checked && !s.ledger.hasClaims()
 	var mark float64
 	var marked time.Time
 	if claims {
@@ -241,7 +241,7 @@ func (s *Sink) load(ctx context.Context) error {
 		if gr.scraped.After(g.newest) {
 			g.newest = gr.scraped
 		}
-		s.index.learn(gr.path, gr.grouping.String(), gr.shape)
+		s.ledger.learn(gr.path, gr.grouping.String(), gr.shape)
 		g.mu.Unlock()
 	}
 	if claims {
@@ -284,7 +284,7 @@ type listedGroup struct {
 
 // list reads the gateway's groups, decoding of each family no more than its type and
 // help, but for the scrape time, so that the sink never holds more than one group's
-// families at a time. The caller must hand every shape to the index.
+// families at a time. The caller must hand every shape to the ledger.
 func (s *Sink) list(ctx context.Context) ([]listedGroup, error) {
 	var out []listedGroup
 	err := s.client.eachGroup(ctx, func(name string) detail {
@@ -312,7 +312,7 @@ func (s *Sink) list(ctx context.Context) ([]listedGroup, error) {
 					fams = append(fams, famMeta{name: name, typ: dto.MetricType(t), help: f.Help})
 				}
 			}
-			lg.shape = s.index.internListed(s.index.newShape(fams))
+			lg.shape = s.ledger.internListed(s.ledger.newShape(fams))
 		}
 		out = append(out, lg)
 		return nil
@@ -324,11 +324,11 @@ func (s *Sink) list(ctx context.Context) ([]listedGroup, error) {
 	return out, nil
 }
 
-// releaseListing releases the shapes of a listing not handed to the index.
+// releaseListing releases the shapes of a listing not handed to the ledger.
 func (s *Sink) releaseListing(groups []listedGroup) {
 	for _, lg := range groups {
 		if lg.shape != nil {
-			s.index.releaseListed(lg.shape)
+			s.ledger.releaseListed(lg.shape)
 		}
 	}
 }
@@ -362,7 +362,7 @@ func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
 	}
 	st, confirmed, err := s.vouch(ctx, res)
 	if err != nil {
-		s.index.cancel(path, res)
+		s.ledger.cancel(path, res)
 		var ie *InconsistentError
 		if errors.As(err, &ie) {
 			s.noteRefusal(gk, ie)
@@ -374,10 +374,10 @@ func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
 		if !errors.Is(err, ErrRejected) {
 			// It may have reached the gateway: count both what the group held
 			// and this push until a push settles it.
-			s.index.unsure(path, res)
+			s.ledger.unsure(path, res)
 			return err
 		}
-		s.index.cancel(path, res)
+		s.ledger.cancel(path, res)
 		var pe *Error
 		if errors.As(err, &pe) && pe.Status != 0 {
 			s.refused.WithLabelValues(ReasonGateway).Inc()
@@ -391,7 +391,7 @@ func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
 		}
 		return fmt.Errorf("%w: %w", sink.ErrRejected, err)
 	}
-	s.index.commit(path, res)
+	s.ledger.commit(path, res)
 	g.newest = sc.Envelope.Start
 	if !st.start.IsZero() && time.Since(confirmed) > s.times.grace {
 		return s.afterSlowPush(ctx, gk, path, g, st)
@@ -413,7 +413,7 @@ func (s *Sink) afterSlowPush(ctx context.Context, gk Grouping, path string, g *g
 	if err := s.client.Delete(ctx, gk); err != nil {
 		return fmt.Errorf("push %s: the gateway may have restarted while the push was answered, and the group could not be deleted: %w", gk, err)
 	}
-	s.index.forget(path)
+	s.ledger.forget(path)
 	g.newest = time.Time{}
 	return fmt.Errorf("push %s: %w: the gateway restarted while the push was answered: group deleted, to be pushed again", gk, ErrUnavailable)
 }
@@ -422,11 +422,11 @@ func (s *Sink) afterSlowPush(ctx context.Context, gk Grouping, path string, g *g
 // reserves its families; the caller holds the group's lock. A refusal is counted, and
 // logged once per cause: the same conflict comes back with every scrape.
 func (s *Sink) check(gk Grouping, path string, fams []*dto.MetricFamily) (*shape, error) {
-	err := checkSeries(fams, gk, s.index.seed, s.index.exists(path))
+	err := checkSeries(fams, gk, s.ledger.seed, s.ledger.exists(path))
 	var res *shape
 	var helpDiffers []string
 	if err == nil {
-		res, helpDiffers, err = s.index.reserve(path, gk.String(), fams)
+		res, helpDiffers, err = s.ledger.reserve(path, gk.String(), fams)
 	}
 	for _, name := range helpDiffers {
 		if s.firstTime("help " + name) {
@@ -518,12 +518,12 @@ func (s *Sink) Sweep(ctx context.Context, now time.Time, maxAge time.Duration) e
 		if gr.scraped.After(g.newest) {
 			g.newest = gr.scraped // pushed by another drain of the same queue group
 		}
-		s.index.learn(gr.path, gr.grouping.String(), gr.shape)
+		s.ledger.learn(gr.path, gr.grouping.String(), gr.shape)
 		if age := now.Sub(g.newest); age > maxAge {
 			if err := s.client.Delete(ctx, gr.grouping); err != nil {
 				errs = append(errs, err)
 			} else {
-				s.index.forget(gr.path)
+				s.ledger.forget(gr.path)
 				s.deleted.Inc()
 				s.logger.Info("deleted stale push gateway group", "group", gr.path, "last_scrape_age", age.Round(time.Second))
 			}
@@ -541,7 +541,7 @@ func (s *Sink) Sweep(ctx context.Context, now time.Time, maxAge time.Duration) e
 		if !present[p] && g.mu.TryLock() {
 			if now.Sub(g.newest) > maxAge {
 				delete(s.groups, p)
-				s.index.forget(p)
+				s.ledger.forget(p)
 			}
 			g.mu.Unlock()
 		}
