@@ -96,10 +96,8 @@ type Config struct {
 	// ReceiverStreams are where the drain consumes: receiver_stream is one stream
 	// section or a list of them (e.g. a STAN channel and a JetStream stream while the
 	// edges move from one to the other). Derived from embedded_stream when absent.
-	ReceiverStreams Streams `yaml:"receiver_stream"`
-	// ReceiverStream is the first of ReceiverStreams, nil when there is none.
-	ReceiverStream *Stream      `yaml:"-"`
-	PushGateway    *PushGateway `yaml:"push_gateway"`
+	ReceiverStreams Streams      `yaml:"receiver_stream"`
+	PushGateway     *PushGateway `yaml:"push_gateway"`
 	// RemoteWrite lists remote-write receivers, each one more sink, as in Prometheus.
 	RemoteWrite []*RemoteWrite `yaml:"remote_write"`
 
@@ -576,43 +574,14 @@ func (c *Config) applyDefaults() {
 		c.Identity, _ = os.Hostname()
 	}
 	c.ReceiverStreams = slices.DeleteFunc(c.ReceiverStreams, func(s *Stream) bool { return s == nil })
-	c.ReceiverStream = nil
-	if len(c.ReceiverStreams) > 0 {
-		c.ReceiverStream = c.ReceiverStreams[0]
-	}
 	for _, s := range c.streams() {
-		if s.Transport == "" {
-			s.Transport = TransportSTAN
-		}
-		if s.BodyCompression == "" {
-			s.BodyCompression = BodyCompressionZstd
-		}
-		if s.TLS == nil && c.TLS != nil {
-			s.TLS = c.TLS // a stream section's own tls overrides the top-level one
-		}
-		if s.Topic == "" {
-			s.Topic = DefaultTopic
-		}
-		if s.ConnectTimeout == 0 {
-			s.ConnectTimeout = DefaultConnectTimeout
-		}
+		s.applyDefaults(c.TLS)
 	}
 	if c.PollerStream != nil && c.PollerStream.ClientID == "" {
 		c.PollerStream.ClientID = DefaultClientIDPrefix
 	}
 	for _, r := range c.ReceiverStreams {
-		if r.DurableName == "" {
-			r.DurableName = r.ClientID
-		}
-		if r.MaxInflight == 0 {
-			r.MaxInflight = DefaultMaxInflight
-		}
-		if r.AckWait == 0 {
-			r.AckWait = DefaultAckWait
-		}
-		if r.Shards == 0 {
-			r.Shards = 1
-		}
+		r.applyReceiverDefaults()
 	}
 	if pg := c.PushGateway; pg != nil {
 		if pg.Timeout == 0 {
@@ -623,45 +592,8 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	for _, rw := range c.RemoteWrite {
-		if rw == nil {
-			continue
-		}
-		if rw.ProtobufMessage == "" {
-			rw.ProtobufMessage = RemoteWriteV1
-		}
-		if rw.RemoteTimeout == 0 {
-			rw.RemoteTimeout = DefaultRemoteTimeout
-		}
-		q := &rw.QueueConfig
-		if q.MaxSamplesPerSend == 0 {
-			q.MaxSamplesPerSend = DefaultMaxSamplesPerSend
-		}
-		if q.MaxShards == 0 {
-			q.MaxShards = DefaultRemoteMaxShards
-		}
-		if q.MinBackoff == 0 {
-			q.MinBackoff = DefaultRemoteMinBackoff
-		}
-		if q.MaxBackoff == 0 {
-			q.MaxBackoff = DefaultRemoteMaxBackoff
-		}
-		if q.RetryOnRateLimit == nil {
-			yes := true
-			q.RetryOnRateLimit = &yes
-		}
-		m := &rw.MetadataConfig
-		if m.Send == nil {
-			yes := true
-			m.Send = &yes
-		}
-		if m.SendInterval == 0 {
-			m.SendInterval = DefaultMetadataSendInterval
-		}
-		if m.MaxSamplesPerSend == 0 {
-			m.MaxSamplesPerSend = DefaultMetadataMaxSamplesPerSend
-		}
-		if rw.Name == "" {
-			rw.Name = remoteWriteName(rw.URL)
+		if rw != nil {
+			rw.applyDefaults()
 		}
 	}
 	if e := c.Expose; e != nil {
@@ -672,58 +604,160 @@ func (c *Config) applyDefaults() {
 			e.Path = DefaultExposePath
 		}
 	}
-	if es := c.EmbeddedStream; es != nil {
-		if es.Listen == "" {
-			es.Listen = DefaultEmbeddedListen
+	if c.EmbeddedStream != nil {
+		c.applyEmbeddedDefaults()
+	}
+	c.applyMonitorDefaults()
+	for name, j := range c.Jobs {
+		if j != nil {
+			j.applyDefaults(name, c)
 		}
-		if es.ClusterID == "" {
-			es.ClusterID = DefaultEmbeddedClusterID
-			for _, r := range c.ReceiverStreams {
-				if r.Transport == TransportSTAN && r.ClusterID != "" {
-					es.ClusterID = r.ClusterID
-					break
-				}
-			}
-		}
-		if es.StoreDir == "" {
-			es.StoreDir = DefaultEmbeddedStoreDir
-		}
-		if es.MaxAge == 0 {
-			es.MaxAge = c.MaxAge
-		}
-		if c.ReceiverStream == nil {
-			// The drain consumes from its own server.
-			c.ReceiverStream = &Stream{
-				Transport: TransportSTAN, ClusterID: es.ClusterID, URLs: URLList{"nats://" + dialable(es.Listen)},
-				ClientID: DefaultDrainClientID, Topic: DefaultTopic, ConnectTimeout: DefaultConnectTimeout,
-				DurableName: DefaultDrainClientID, MaxInflight: DefaultMaxInflight, AckWait: DefaultAckWait,
-				Shards: 1,
-			}
-			if c.PollerStream != nil {
-				c.ReceiverStream.Topic = c.PollerStream.Topic
-			}
-			c.ReceiverStreams = Streams{c.ReceiverStream}
-			if es.ServesJetStream() {
-				js := *c.ReceiverStream
-				js.Transport, js.ClusterID = TransportJetStream, ""
-				js.StreamName, js.CreateStream = DefaultJetStreamName, CreateStream{Enabled: true, Replicas: 1}
-				c.ReceiverStreams = append(c.ReceiverStreams, &js)
-			}
-			c.receiverDerived = true
-		} else if es.ServesJetStream() && !slices.ContainsFunc(c.ReceiverStreams, (*Stream).IsJetStream) {
-			// The embedded server takes JetStream publishers too: a drain that named only
-			// its NATS Streaming channel consumes them as well, with that section's
-			// settings, rather than leave them unread. (Pointing elsewhere, it is refused:
-			// validate.)
-			if base := c.ReceiverStreams[0]; base.Transport == TransportSTAN && pointsAt(base, es.Listen) {
-				js := *base
-				js.Transport, js.ClusterID, js.QueueGroup = TransportJetStream, "", ""
-				js.StreamName, js.CreateStream = DefaultJetStreamName, CreateStream{Enabled: true, Replicas: 1}
-				c.ReceiverStreams = append(c.ReceiverStreams, &js)
-				c.jetStreamDerived = len(c.ReceiverStreams) - 1
+	}
+}
+
+// applyDefaults fills what a stream section leaves unset; top is the top-level tls.
+func (s *Stream) applyDefaults(top *TLS) {
+	if s.Transport == "" {
+		s.Transport = TransportSTAN
+	}
+	if s.BodyCompression == "" {
+		s.BodyCompression = BodyCompressionZstd
+	}
+	if s.TLS == nil && top != nil {
+		s.TLS = top // a stream section's own tls overrides the top-level one
+	}
+	if s.Topic == "" {
+		s.Topic = DefaultTopic
+	}
+	if s.ConnectTimeout == 0 {
+		s.ConnectTimeout = DefaultConnectTimeout
+	}
+}
+
+// applyReceiverDefaults fills what only a receiver stream section takes.
+func (s *Stream) applyReceiverDefaults() {
+	if s.DurableName == "" {
+		s.DurableName = s.ClientID
+	}
+	if s.MaxInflight == 0 {
+		s.MaxInflight = DefaultMaxInflight
+	}
+	if s.AckWait == 0 {
+		s.AckWait = DefaultAckWait
+	}
+	if s.Shards == 0 {
+		s.Shards = 1
+	}
+}
+
+// applyDefaults fills what a remote_write section leaves unset, with Prometheus's
+// defaults where they apply.
+func (rw *RemoteWrite) applyDefaults() {
+	if rw.ProtobufMessage == "" {
+		rw.ProtobufMessage = RemoteWriteV1
+	}
+	if rw.RemoteTimeout == 0 {
+		rw.RemoteTimeout = DefaultRemoteTimeout
+	}
+	q := &rw.QueueConfig
+	if q.MaxSamplesPerSend == 0 {
+		q.MaxSamplesPerSend = DefaultMaxSamplesPerSend
+	}
+	if q.MaxShards == 0 {
+		q.MaxShards = DefaultRemoteMaxShards
+	}
+	if q.MinBackoff == 0 {
+		q.MinBackoff = DefaultRemoteMinBackoff
+	}
+	if q.MaxBackoff == 0 {
+		q.MaxBackoff = DefaultRemoteMaxBackoff
+	}
+	if q.RetryOnRateLimit == nil {
+		yes := true
+		q.RetryOnRateLimit = &yes
+	}
+	m := &rw.MetadataConfig
+	if m.Send == nil {
+		yes := true
+		m.Send = &yes
+	}
+	if m.SendInterval == 0 {
+		m.SendInterval = DefaultMetadataSendInterval
+	}
+	if m.MaxSamplesPerSend == 0 {
+		m.MaxSamplesPerSend = DefaultMetadataMaxSamplesPerSend
+	}
+	if rw.Name == "" {
+		rw.Name = remoteWriteName(rw.URL)
+	}
+}
+
+// applyEmbeddedDefaults fills what embedded_stream leaves unset, and the receiver
+// streams the drain consumes from its own server: its NATS Streaming channel and, when
+// it serves JetStream, its JetStream stream, unless receiver_stream names them.
+func (c *Config) applyEmbeddedDefaults() {
+	es := c.EmbeddedStream
+	if es.Listen == "" {
+		es.Listen = DefaultEmbeddedListen
+	}
+	if es.ClusterID == "" {
+		es.ClusterID = DefaultEmbeddedClusterID
+		for _, r := range c.ReceiverStreams {
+			if r.Transport == TransportSTAN && r.ClusterID != "" {
+				es.ClusterID = r.ClusterID
+				break
 			}
 		}
 	}
+	if es.StoreDir == "" {
+		es.StoreDir = DefaultEmbeddedStoreDir
+	}
+	if es.MaxAge == 0 {
+		es.MaxAge = c.MaxAge
+	}
+	if len(c.ReceiverStreams) == 0 {
+		// The drain consumes from its own server.
+		stan := &Stream{
+			Transport: TransportSTAN, ClusterID: es.ClusterID, URLs: URLList{"nats://" + dialable(es.Listen)},
+			ClientID: DefaultDrainClientID, Topic: DefaultTopic, ConnectTimeout: DefaultConnectTimeout,
+			DurableName: DefaultDrainClientID, MaxInflight: DefaultMaxInflight, AckWait: DefaultAckWait,
+			Shards: 1,
+		}
+		if c.PollerStream != nil {
+			stan.Topic = c.PollerStream.Topic
+		}
+		c.ReceiverStreams = Streams{stan}
+		if es.ServesJetStream() {
+			c.ReceiverStreams = append(c.ReceiverStreams, embeddedJetStream(stan))
+		}
+		c.receiverDerived = true
+		return
+	}
+	if es.ServesJetStream() && !slices.ContainsFunc(c.ReceiverStreams, (*Stream).IsJetStream) {
+		// The embedded server takes JetStream publishers too: a drain that named only
+		// its NATS Streaming channel consumes them as well, with that section's
+		// settings, rather than leave them unread. (Pointing elsewhere, it is refused:
+		// validate.)
+		if base := c.ReceiverStreams[0]; base.Transport == TransportSTAN && pointsAt(base, es.Listen) {
+			js := embeddedJetStream(base)
+			js.QueueGroup = ""
+			c.ReceiverStreams = append(c.ReceiverStreams, js)
+			c.jetStreamDerived = len(c.ReceiverStreams) - 1
+		}
+	}
+}
+
+// embeddedJetStream is the embedded server's JetStream stream, consumed with the
+// settings of its NATS Streaming receiver stream stan.
+func embeddedJetStream(stan *Stream) *Stream {
+	js := *stan
+	js.Transport, js.ClusterID = TransportJetStream, ""
+	js.StreamName, js.CreateStream = DefaultJetStreamName, CreateStream{Enabled: true, Replicas: 1}
+	return &js
+}
+
+// applyMonitorDefaults resolves monitor and the earlier system's monitor_port.
+func (c *Config) applyMonitorDefaults() {
 	switch {
 	case c.Monitor != nil && c.MonitorPort != 0:
 		c.monitorBoth = true
@@ -734,22 +768,21 @@ func (c *Config) applyDefaults() {
 	case c.Monitor.Listen == "":
 		c.Monitor.Listen = DefaultMonitorListen
 	}
-	for name, j := range c.Jobs {
-		if j == nil {
-			continue
-		}
-		j.Name = name
-		if j.ScrapeTimeout == 0 {
-			j.ScrapeTimeout = min(c.ScrapeTimeout, c.ScrapeInterval)
-		}
-		if j.BodySizeLimit == 0 {
-			j.BodySizeLimit = DefaultBodySizeLimit
-		}
-		j.Histograms.inherit(&c.Histograms)
-		for _, t := range j.Targets {
-			if t != nil && t.Name == "" {
-				t.Name = instanceFromURL(t.URL)
-			}
+}
+
+// applyDefaults names the job and fills what it leaves unset from the top level c.
+func (j *Job) applyDefaults(name string, c *Config) {
+	j.Name = name
+	if j.ScrapeTimeout == 0 {
+		j.ScrapeTimeout = min(c.ScrapeTimeout, c.ScrapeInterval)
+	}
+	if j.BodySizeLimit == 0 {
+		j.BodySizeLimit = DefaultBodySizeLimit
+	}
+	j.Histograms.inherit(&c.Histograms)
+	for _, t := range j.Targets {
+		if t != nil && t.Name == "" {
+			t.Name = instanceFromURL(t.URL)
 		}
 	}
 }

@@ -36,7 +36,7 @@ func TestLegacySample(t *testing.T) {
 	if p.ClientID != DefaultClientIDPrefix {
 		t.Errorf("poller client id prefix = %q", p.ClientID)
 	}
-	r := c.ReceiverStream
+	r := c.ReceiverStreams[0]
 	if r.ClientID != "prometheus_receiver" || r.ClusterID != "global_stream" || r.URLs.String() != "nats://nats.dc2.example.net:4222" {
 		t.Errorf("receiver_stream = %+v", r)
 	}
@@ -255,7 +255,7 @@ func TestCentralWithoutGateway(t *testing.T) {
 	if err := c.RequireCentral(); err != nil {
 		t.Fatalf("embedded stream and expose should do: %v", err)
 	}
-	es, r := c.EmbeddedStream, c.ReceiverStream
+	es, r := c.EmbeddedStream, c.ReceiverStreams[0]
 	if es.Listen != DefaultEmbeddedListen || es.ClusterID != DefaultEmbeddedClusterID || es.MaxAge.D() != 90*time.Second {
 		t.Errorf("embedded_stream defaults: %+v", es)
 	}
@@ -269,7 +269,7 @@ func TestCentralWithoutGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.ReceiverStream.URLs.String(); got != "nats://127.0.0.1:4333" {
+	if got := c.ReceiverStreams[0].URLs.String(); got != "nats://127.0.0.1:4333" {
 		t.Errorf("receiver dials %q", got)
 	}
 	if c.Expose.KeepTimestamps() {
@@ -429,11 +429,11 @@ func TestTransports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.PollerStream.Transport != TransportSTAN || c.ReceiverStream.Transport != TransportSTAN {
-		t.Errorf("legacy sample: transports %q, %q, want stan", c.PollerStream.Transport, c.ReceiverStream.Transport)
+	if c.PollerStream.Transport != TransportSTAN || c.ReceiverStreams[0].Transport != TransportSTAN {
+		t.Errorf("legacy sample: transports %q, %q, want stan", c.PollerStream.Transport, c.ReceiverStreams[0].Transport)
 	}
-	if len(c.ReceiverStreams) != 1 || c.ReceiverStreams[0] != c.ReceiverStream {
-		t.Errorf("receiver_stream as a mapping: ReceiverStreams %v, ReceiverStream %p", c.ReceiverStreams, c.ReceiverStream)
+	if len(c.ReceiverStreams) != 1 {
+		t.Errorf("receiver_stream as a mapping: ReceiverStreams %v", c.ReceiverStreams)
 	}
 
 	c, err = Parse([]byte(`scrape_interval: 30s
@@ -465,7 +465,7 @@ receiver_stream:
 	if got, want := p.Describe(), "jetstream stream PROMETHEUS subjects prometheus.> at nats://edge:xxxxx@nats.dc1:4222 (created if missing, 1 replica)"; got != want {
 		t.Errorf("Describe:\n got %s\nwant %s", got, want)
 	}
-	if len(c.ReceiverStreams) != 2 || c.ReceiverStream != c.ReceiverStreams[0] {
+	if len(c.ReceiverStreams) != 2 {
 		t.Fatalf("receiver_stream as a list: %v", c.ReceiverStreams)
 	}
 	r := c.ReceiverStreams[1]
@@ -501,7 +501,7 @@ receiver_stream:
 		t.Fatal(err)
 	}
 	// The embedded server serves both transports; its drain consumes both.
-	if len(c.ReceiverStreams) != 2 || c.ReceiverStream != c.ReceiverStreams[0] || c.ReceiverStream.Transport != TransportSTAN ||
+	if len(c.ReceiverStreams) != 2 || c.ReceiverStreams[0].Transport != TransportSTAN ||
 		c.ReceiverStreams[1].Transport != TransportJetStream || c.ReceiverStreams[1].StreamName != DefaultJetStreamName || c.ReceiverStreams[1].CreateStream.Replicas != 1 {
 		t.Errorf("receiver streams from embedded_stream: %+v", c.ReceiverStreams)
 	}
@@ -510,7 +510,7 @@ receiver_stream:
 		t.Errorf("DescribeReceivers: %q", got)
 	}
 	c, err = Parse([]byte("embedded_stream: {store_dir: memory, jetstream: false}\nexpose: {}\n"))
-	if err != nil || len(c.ReceiverStreams) != 1 || c.ReceiverStream.Transport != TransportSTAN {
+	if err != nil || len(c.ReceiverStreams) != 1 || c.ReceiverStreams[0].Transport != TransportSTAN {
 		t.Errorf("embedded_stream without JetStream: %v %v", c.ReceiverStreams, err)
 	}
 	c, err = Parse([]byte("scrape_interval: 60s\nmax_age: 80\nembedded_stream: {store_dir: memory}\nexpose: {}\n"))
@@ -615,12 +615,12 @@ func TestShards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.ReceiverStream.Durable(); got != "d-shard-2-of-3" {
+	if got := c.ReceiverStreams[0].Durable(); got != "d-shard-2-of-3" {
 		t.Errorf("sharded durable = %q", got)
 	}
 	c, err = Parse([]byte("receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1'}\nexpose: {}\n"))
-	if err != nil || c.ReceiverStream.Shards != 1 || c.ReceiverStream.Durable() != "d" {
-		t.Errorf("default: %+v %v", c.ReceiverStream, err)
+	if err != nil || c.ReceiverStreams[0].Shards != 1 || c.ReceiverStreams[0].Durable() != "d" {
+		t.Errorf("default: %+v %v", c.ReceiverStreams[0], err)
 	}
 	for _, bad := range []string{"shards: 3, shard: 3", "shards: -1", "shard: 1", "shards: 2, queue_group: q"} {
 		_, err := Parse([]byte("receiver_stream: {cluster_id: c, client_id: d, urls: 'nats://h:1', " + bad + "}\n"))

@@ -118,8 +118,8 @@ func TestDrainConfigsLoad(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v\n%s", err, s.yaml())
 			}
-			if s.MaxInflight != 0 && cfg.ReceiverStream.MaxInflight != s.MaxInflight {
-				t.Errorf("max_inflight %d, want %d", cfg.ReceiverStream.MaxInflight, s.MaxInflight)
+			if s.MaxInflight != 0 && cfg.ReceiverStreams[0].MaxInflight != s.MaxInflight {
+				t.Errorf("max_inflight %d, want %d", cfg.ReceiverStreams[0].MaxInflight, s.MaxInflight)
 			}
 		})
 	}

@@ -142,7 +142,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 			logger.Warn("queue_group with the push gateway or expose sink: drains of the group may deliver two scrapes of a target out of order, or expose a target on several drains; use shards instead (see the README's Several drains)", "stream", rs.Describe())
 		}
 	}
-	rs := cfg.ReceiverStream // shards are the same in every receiver stream
+	rs := cfg.ReceiverStreams[0] // shards are the same in every receiver stream
 	if rs.Shards > 1 {
 		logger.Info("taking one shard of the targets", "shard", rs.Shard, "shards", rs.Shards)
 	}
