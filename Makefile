@@ -65,7 +65,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./wire/envelope/ ./edge/scrape/ ./wire/exposition/ ./edge/
 	$(GO) test -run '^$$' -bench 'DrainIntoGateway' -benchtime 300x ./sink/pushgateway/
 	$(GO) test -run '^$$' -bench 'DrainMemory' -benchtime 1x ./sink/pushgateway/
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./sink/expose/
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./sink/endpoint/
 	$(GO) test -run '^$$' -bench 'Transport' -benchtime 3x ./drain/
 	$(GO) test -run '^$$' -bench 'OtherShard' -benchtime 20000x ./drain/
 	$(GO) test -run '^$$' -bench 'ConsistencyCheck' -benchtime 1x ./sink/pushgateway/

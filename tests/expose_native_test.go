@@ -15,7 +15,7 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
 	"github.com/prometheus-streams/prometheus-streams/sink"
-	"github.com/prometheus-streams/prometheus-streams/sink/expose"
+	"github.com/prometheus-streams/prometheus-streams/sink/endpoint"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
@@ -37,9 +37,9 @@ func TestExposeNativeHistogramsToPrometheus3(t *testing.T) {
 	target := httptest.NewServer(promhttp.HandlerFor(src, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	defer target.Close()
 
-	sk := expose.New(expose.Options{Timestamps: true}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	endpoint := httptest.NewServer(sk.Handler())
-	defer endpoint.Close()
+	sk := endpoint.New(endpoint.Options{Timestamps: true}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	srv := httptest.NewServer(sk.Handler())
+	defer srv.Close()
 	deliverGathered(t, sk, src, 2)
 
 	host := func(u string) string { return strings.TrimPrefix(u, "http://") }
@@ -61,7 +61,7 @@ func TestExposeNativeHistogramsToPrometheus3(t *testing.T) {
   honor_labels: true
   scrape_protocols: [PrometheusText0.0.4]
   static_configs: [{targets: [%[2]q], labels: {via: text0}}]
-`, host(target.URL), host(endpoint.URL))})
+`, host(target.URL), host(srv.URL))})
 
 	for _, q := range []string{"histogram_count(%s)", "histogram_sum(%s)", "histogram_quantile(0.9, %s)", "histogram_quantile(0.5, %s)"} {
 		direct := prom.WaitForSeries(t, fmt.Sprintf(q, `latency_seconds{job="direct"}`), 1)

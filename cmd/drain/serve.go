@@ -23,7 +23,7 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/internal/monitor"
 	"github.com/prometheus-streams/prometheus-streams/internal/version"
 	"github.com/prometheus-streams/prometheus-streams/sink"
-	"github.com/prometheus-streams/prometheus-streams/sink/expose"
+	"github.com/prometheus-streams/prometheus-streams/sink/endpoint"
 	"github.com/prometheus-streams/prometheus-streams/sink/pushgateway"
 	"github.com/prometheus-streams/prometheus-streams/sink/remotewrite"
 	"github.com/prometheus-streams/prometheus-streams/stream"
@@ -95,7 +95,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		sinks = append(sinks, sink)
 	}
 	if e := cfg.Expose; e != nil {
-		sink := expose.New(expose.Options{Timestamps: e.KeepTimestamps(), MaxAge: cfg.MaxAge.D()}, logger, reg)
+		sink := endpoint.New(endpoint.Options{Timestamps: e.KeepTimestamps(), MaxAge: cfg.MaxAge.D()}, logger, reg)
 		mux := http.NewServeMux()
 		mux.Handle(e.Path, sink.Handler())
 		srv, err := monitor.Listen(e.Listen, e.WebConfigFile, mux, logger)

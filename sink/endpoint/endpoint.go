@@ -1,4 +1,4 @@
-// Package expose is the drain's built-in exposition sink: it keeps the latest scrape of every target and serves
+// Package endpoint is the drain's built-in exposition sink (the config's expose section): it keeps the latest scrape of every target and serves
 // them all on one endpoint for Prometheus to scrape.
 //
 // # What is served
@@ -74,7 +74,7 @@
 // header asks for another escaping (or none: model.NameEscapingScheme applies) gets
 // the families and labels that need it re-encoded, escaped, on the fly; a family whose
 // escaped name collides with another family's name is then left out of that response.
-package expose
+package endpoint
 
 import (
 	"cmp"

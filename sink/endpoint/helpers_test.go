@@ -1,4 +1,4 @@
-package expose_test
+package endpoint_test
 
 import (
 	"bytes"
@@ -23,7 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/prometheus-streams/prometheus-streams/sink"
-	"github.com/prometheus-streams/prometheus-streams/sink/expose"
+	"github.com/prometheus-streams/prometheus-streams/sink/endpoint"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
@@ -110,16 +110,16 @@ func (l *logBuffer) String() string {
 }
 
 type harness struct {
-	sink *expose.Sink
+	sink *endpoint.Sink
 	reg  *prometheus.Registry
 	logs *logBuffer
 	srv  *httptest.Server
 }
 
-func newHarness(t testing.TB, o expose.Options) *harness {
+func newHarness(t testing.TB, o endpoint.Options) *harness {
 	t.Helper()
 	h := &harness{reg: prometheus.NewRegistry(), logs: &logBuffer{}}
-	h.sink = expose.New(o, slog.New(slog.NewTextHandler(h.logs, nil)), h.reg)
+	h.sink = endpoint.New(o, slog.New(slog.NewTextHandler(h.logs, nil)), h.reg)
 	h.srv = httptest.NewServer(h.sink.Handler())
 	t.Cleanup(h.srv.Close)
 	return h

@@ -1,4 +1,4 @@
-package expose
+package endpoint
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package expose_test
+package endpoint_test
 
 import (
 	"bytes"
@@ -21,20 +21,20 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/sink"
-	"github.com/prometheus-streams/prometheus-streams/sink/expose"
+	"github.com/prometheus-streams/prometheus-streams/sink/endpoint"
 	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
 
 var (
-	_ sink.Sink    = (*expose.Sink)(nil)
-	_ sink.Sweeper = (*expose.Sink)(nil)
+	_ sink.Sink    = (*endpoint.Sink)(nil)
+	_ sink.Sweeper = (*endpoint.Sink)(nil)
 )
 
 var t0 = time.Date(2026, 3, 4, 5, 6, 7, 891_000_000, time.UTC)
 
 // captures delivers the three real captures for five targets, in an order other than
 // the served one, and returns the scrapes in delivery order.
-func captures(t *testing.T, s *expose.Sink) []*sink.Scrape {
+func captures(t *testing.T, s *endpoint.Sink) []*sink.Scrape {
 	t.Helper()
 	node, prom, pgw := fixture.Read(t, fixture.NodeExporter), fixture.Read(t, fixture.Prometheus), fixture.Read(t, fixture.PushGateway)
 	scrapes := []*sink.Scrape{
@@ -58,7 +58,7 @@ func captures(t *testing.T, s *expose.Sink) []*sink.Scrape {
 // whether OpenMetrics was encoded on demand or at delivery.
 func TestServeCaptures(t *testing.T) {
 	now := func() time.Time { return t0.Add(5 * time.Second) }
-	h := newHarness(t, expose.Options{Timestamps: true, Now: coldStart(now), MaxAge: time.Minute})
+	h := newHarness(t, endpoint.Options{Timestamps: true, Now: coldStart(now), MaxAge: time.Minute})
 	scrapes := captures(t, h.sink)
 	want := expected(scrapes, true)
 
@@ -103,7 +103,7 @@ func TestServeCaptures(t *testing.T) {
 	}
 	checkOpenMetrics(t, om, false)
 	// expfmt's parser, on a response small enough for it: two targets merged.
-	small := newHarness(t, expose.Options{Timestamps: true})
+	small := newHarness(t, endpoint.Options{Timestamps: true})
 	for i, inst := range []string{"x:9091", "y:9091"} {
 		if err := small.sink.Deliver(context.Background(), scrapeOf(t, "pushgateway", inst, t0.Add(time.Duration(i)*time.Second), fixture.Read(t, fixture.PushGateway), fixture.TextContentType)); err != nil {
 			t.Fatal(err)
@@ -114,7 +114,7 @@ func TestServeCaptures(t *testing.T) {
 
 	// A sink that was asked for OpenMetrics recently (or just started) encodes it at
 	// delivery: the same.
-	h2 := newHarness(t, expose.Options{Timestamps: true, Now: now})
+	h2 := newHarness(t, endpoint.Options{Timestamps: true, Now: now})
 	captures(t, h2.sink)
 	if om2, _ := h2.get(t, acceptOpenMetrics); !bytes.Equal(om2, wantOM) {
 		t.Fatalf("OpenMetrics response (encoded at delivery) differs from expfmt's: %s", firstDiff(om2, wantOM))
@@ -296,7 +296,7 @@ func TestTimestamps(t *testing.T) {
 	body := []byte("# TYPE own gauge\nown 1 1700000000000\n# TYPE plain gauge\nplain 2\n")
 	for _, stamp := range []bool{true, false} {
 		t.Run(fmt.Sprint("timestamps=", stamp), func(t *testing.T) {
-			h := newHarness(t, expose.Options{Timestamps: stamp})
+			h := newHarness(t, endpoint.Options{Timestamps: stamp})
 			if err := h.sink.Deliver(context.Background(), scrapeOf(t, "j", "i", t0, body, fixture.TextContentType)); err != nil {
 				t.Fatal(err)
 			}
@@ -322,7 +322,7 @@ func TestTimestamps(t *testing.T) {
 // type's holder is gone, the next scrape establishes the other type.
 func TestTypeConflict(t *testing.T) {
 	clk := &clock{t: t0}
-	h := newHarness(t, expose.Options{Timestamps: true, MaxAge: time.Minute, Now: clk.Now})
+	h := newHarness(t, endpoint.Options{Timestamps: true, MaxAge: time.Minute, Now: clk.Now})
 	ctx := context.Background()
 	a := []byte("# HELP x first help\n# TYPE x counter\nx 1\n# TYPE y gauge\ny 1\n")
 	b := []byte("# HELP x second help\n# TYPE x gauge\nx 2\n# TYPE y gauge\ny 2\n")
@@ -386,7 +386,7 @@ func TestTypeConflict(t *testing.T) {
 // TestTypeChange: a family that changes type at its only source follows it, with no
 // conflict.
 func TestTypeChange(t *testing.T) {
-	h := newHarness(t, expose.Options{Timestamps: true})
+	h := newHarness(t, endpoint.Options{Timestamps: true})
 	ctx := context.Background()
 	if err := h.sink.Deliver(ctx, scrapeOf(t, "j", "a", t0, []byte("# TYPE x counter\nx 1\n"), fixture.TextContentType)); err != nil {
 		t.Fatal(err)
@@ -405,7 +405,7 @@ func TestTypeChange(t *testing.T) {
 // TestHealthNameClash: a target's own family named like a health family is left out;
 // the health family is served.
 func TestHealthNameClash(t *testing.T) {
-	h := newHarness(t, expose.Options{Timestamps: true})
+	h := newHarness(t, endpoint.Options{Timestamps: true})
 	body := []byte("# TYPE streams_scrape_up counter\nstreams_scrape_up 7\n# TYPE ok gauge\nok 1\n")
 	if err := h.sink.Deliver(context.Background(), scrapeOf(t, "j", "a", t0, body, fixture.TextContentType)); err != nil {
 		t.Fatal(err)
@@ -426,7 +426,7 @@ func TestHealthNameClash(t *testing.T) {
 // and forgotten by Sweep.
 func TestExpiry(t *testing.T) {
 	clk := &clock{t: t0}
-	h := newHarness(t, expose.Options{Timestamps: true, MaxAge: time.Minute, Now: clk.Now})
+	h := newHarness(t, endpoint.Options{Timestamps: true, MaxAge: time.Minute, Now: clk.Now})
 	ctx := context.Background()
 	body := []byte("# TYPE m gauge\nm 1\n")
 	if err := h.sink.Deliver(ctx, scrapeOf(t, "j", "old", t0, body, fixture.TextContentType)); err != nil {
@@ -483,7 +483,7 @@ func TestExpiry(t *testing.T) {
 // TestSuperseded: a scrape not newer than the one held is refused; a newer one
 // replaces it whole.
 func TestSuperseded(t *testing.T) {
-	h := newHarness(t, expose.Options{Timestamps: true})
+	h := newHarness(t, endpoint.Options{Timestamps: true})
 	ctx := context.Background()
 	if err := h.sink.Deliver(ctx, scrapeOf(t, "j", "a", t0, []byte("m 1\ngone 1\n"), fixture.TextContentType)); err != nil {
 		t.Fatal(err)
@@ -507,7 +507,7 @@ func TestSuperseded(t *testing.T) {
 
 // TestFailedScrape: a failed scrape serves only the target's health series.
 func TestFailedScrape(t *testing.T) {
-	h := newHarness(t, expose.Options{Timestamps: true})
+	h := newHarness(t, endpoint.Options{Timestamps: true})
 	ctx := context.Background()
 	if err := h.sink.Deliver(ctx, scrapeOf(t, "j", "a", t0, fixture.Read(t, fixture.PushGateway), fixture.TextContentType)); err != nil {
 		t.Fatal(err)
@@ -541,7 +541,7 @@ func TestFailedScrape(t *testing.T) {
 // series from one scrape. Every value of a scrape, and its timestamp, says which
 // scrape it is; odd scrapes have a family more.
 func TestConcurrentReplace(t *testing.T) {
-	h := newHarness(t, expose.Options{Timestamps: true})
+	h := newHarness(t, endpoint.Options{Timestamps: true})
 	const targets, generations, readers = 4, 60, 4
 	body := func(g int) []byte {
 		var b strings.Builder
@@ -685,7 +685,7 @@ func TestConcurrentReplace(t *testing.T) {
 // Prometheus parser, and gzip.
 func TestOpenMetrics(t *testing.T) {
 	// Cold: the families with exemplars are encoded at delivery, the rest on demand.
-	h := newHarness(t, expose.Options{Timestamps: true, Now: coldStart(time.Now)})
+	h := newHarness(t, endpoint.Options{Timestamps: true, Now: coldStart(time.Now)})
 	ctx := context.Background()
 	om := []byte(`# TYPE requests counter
 # HELP requests Requests.
@@ -773,7 +773,7 @@ temp 21.5
 // is asked for, not once it has not been for a while, and the encodings agree.
 func TestOpenMetricsDemand(t *testing.T) {
 	clk := &clock{t: t0}
-	h := newHarness(t, expose.Options{Timestamps: true, Now: clk.Now})
+	h := newHarness(t, endpoint.Options{Timestamps: true, Now: clk.Now})
 	ctx := context.Background()
 	body := fixture.Read(t, fixture.NodeExporter)
 	held := func() float64 { return metricValue(t, h.reg, "prometheus_streams_drain_expose_encoded_bytes") }
@@ -811,7 +811,7 @@ func TestOpenMetricsDemand(t *testing.T) {
 // that reads them, and escaped for one that does not say it does, without colliding
 // with a legacy family of the escaped name.
 func TestUTF8Names(t *testing.T) {
-	h := newHarness(t, expose.Options{Timestamps: false, Now: coldStart(time.Now)})
+	h := newHarness(t, endpoint.Options{Timestamps: false, Now: coldStart(time.Now)})
 	ctx := context.Background()
 	if err := h.sink.Deliver(ctx, scrapeOf(t, "j", "a", t0, []byte("# HELP \"my.metric\" Dotted.\n# TYPE \"my.metric\" gauge\n{\"my.metric\",\"label.x\"=\"1\"} 1\n# TYPE m gauge\nm{\"a.b\"=\"c\"} 2\n"), fixture.TextContentType)); err != nil {
 		t.Fatal(err)
@@ -876,7 +876,7 @@ func TestUTF8Names(t *testing.T) {
 
 // TestMethods: the endpoint answers GET and HEAD.
 func TestMethods(t *testing.T) {
-	h := newHarness(t, expose.Options{Timestamps: true})
+	h := newHarness(t, endpoint.Options{Timestamps: true})
 	resp, err := http.Post(h.srv.URL, "text/plain", strings.NewReader(""))
 	if err != nil {
 		t.Fatal(err)
@@ -898,7 +898,7 @@ func TestMethods(t *testing.T) {
 // TestRejected: a scrape whose families expfmt cannot encode is refused for good, and
 // the target's previous scrape stays served.
 func TestRejected(t *testing.T) {
-	h := newHarness(t, expose.Options{Timestamps: true})
+	h := newHarness(t, endpoint.Options{Timestamps: true})
 	ctx := context.Background()
 	if err := h.sink.Deliver(ctx, scrapeOf(t, "j", "a", t0, []byte("m 1\n"), fixture.TextContentType)); err != nil {
 		t.Fatal(err)

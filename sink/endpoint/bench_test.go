@@ -1,4 +1,4 @@
-package expose_test
+package endpoint_test
 
 import (
 	"bufio"
@@ -23,7 +23,7 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/sink"
-	"github.com/prometheus-streams/prometheus-streams/sink/expose"
+	"github.com/prometheus-streams/prometheus-streams/sink/endpoint"
 	"github.com/prometheus-streams/prometheus-streams/sink/pushgateway"
 )
 
@@ -139,7 +139,7 @@ var serveCases = []serveCase{
 // protobuf was asked for in a while: the first scrape in either, which encodes it for
 // all of them, is reported apart (first-ms); later ones find it done.
 func BenchmarkServe(b *testing.B) {
-	h := newHarness(b, expose.Options{Timestamps: true, MaxAge: time.Hour, Now: coldStart(time.Now)})
+	h := newHarness(b, endpoint.Options{Timestamps: true, MaxAge: time.Hour, Now: coldStart(time.Now)})
 	forTargets(b, benchBody(b), time.Now(), func(sc *sink.Scrape) error { return h.sink.Deliver(context.Background(), sc) })
 	sc := newScraper()
 	defer sc.client.CloseIdleConnections()
@@ -171,7 +171,7 @@ func BenchmarkDeliver(b *testing.B) {
 	body := benchBody(b)
 	for _, om := range []bool{false, true} {
 		b.Run(fmt.Sprint("openmetrics=", om), func(b *testing.B) {
-			o := expose.Options{Timestamps: true}
+			o := endpoint.Options{Timestamps: true}
 			if !om {
 				o.Now = coldStart(time.Now)
 			}
@@ -237,7 +237,7 @@ func BenchmarkVsPushGateway(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	// Text only first, as for a scraper that never asks for OpenMetrics.
-	h := newHarness(b, expose.Options{Timestamps: true, MaxAge: time.Hour, Now: coldStart(time.Now)})
+	h := newHarness(b, endpoint.Options{Timestamps: true, MaxAge: time.Hour, Now: coldStart(time.Now)})
 	forTargets(b, body, start, func(sc *sink.Scrape) error { return h.sink.Deliver(context.Background(), sc) })
 	runtime.GC()
 	runtime.ReadMemStats(&after)

@@ -1,4 +1,4 @@
-package expose
+package endpoint
 
 import "github.com/prometheus/client_golang/prometheus"
 

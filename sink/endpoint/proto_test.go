@@ -1,4 +1,4 @@
-package expose_test
+package endpoint_test
 
 import (
 	"bufio"
@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/prometheus-streams/prometheus-streams/sink"
-	"github.com/prometheus-streams/prometheus-streams/sink/expose"
+	"github.com/prometheus-streams/prometheus-streams/sink/endpoint"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
@@ -83,7 +83,7 @@ func decodeProto(t testing.TB, body []byte) map[string]*dto.MetricFamily {
 func TestProtobuf(t *testing.T) {
 	for _, hot := range []bool{false, true} {
 		t.Run(map[bool]string{false: "cold", true: "hot"}[hot], func(t *testing.T) {
-			h := newHarness(t, expose.Options{Timestamps: true})
+			h := newHarness(t, endpoint.Options{Timestamps: true})
 			if hot {
 				h.get(t, acceptProto) // protobuf asked for: encoded at delivery from now on
 			}
@@ -196,7 +196,7 @@ func keys(m map[string]*dto.MetricFamily) []string {
 // TestTextUTF8: text 1.0.0 with escaping=allow-utf-8 serves UTF-8 names quoted; a
 // 0.0.4 client gets them escaped with underscores.
 func TestTextUTF8(t *testing.T) {
-	h := newHarness(t, expose.Options{})
+	h := newHarness(t, endpoint.Options{})
 	fams, err := nativeRegistry(t).Gather()
 	if err != nil {
 		t.Fatal(err)
