@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/drain"
 	"github.com/prometheus-streams/prometheus-streams/drain/targets"
-	"github.com/prometheus-streams/prometheus-streams/internal/monitor"
+	"github.com/prometheus-streams/prometheus-streams/internal/httpserver"
 	"github.com/prometheus-streams/prometheus-streams/internal/version"
 	"github.com/prometheus-streams/prometheus-streams/sink"
 	"github.com/prometheus-streams/prometheus-streams/sink/endpoint"
@@ -66,7 +66,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 	}
 
 	var sinks []sink.Sink
-	var servers []*monitor.Server
+	var servers []*httpserver.Server
 	defer func() {
 		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -98,7 +98,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		sink := endpoint.New(endpoint.Options{Timestamps: e.KeepTimestamps(), MaxAge: cfg.MaxAge.D()}, logger, reg)
 		mux := http.NewServeMux()
 		mux.Handle(e.Path, sink.Handler())
-		srv, err := monitor.Listen(e.Listen, e.WebConfigFile, mux, logger)
+		srv, err := httpserver.Listen(e.Listen, e.WebConfigFile, mux, logger)
 		if err != nil {
 			return fmt.Errorf("expose: %w", err)
 		}
@@ -151,10 +151,10 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		Streams: len(cfg.ReceiverStreams), Shards: rs.Shards, Shard: rs.Shard,
 	}, codec, sinks, logger, reg)
 
-	monHandler := monitor.Handler(reg, d.Ready, monitor.Page{
+	monHandler := httpserver.MonitorHandler(reg, d.Ready, httpserver.Page{
 		Path: "/targets", About: "every target's last scrape and its fate in each sink", Handler: targets.Handler(d.Targets),
 	})
-	mon, err := monitor.Listen(cfg.Monitor.Listen, cfg.Monitor.WebConfigFile, monHandler, logger)
+	mon, err := httpserver.Listen(cfg.Monitor.Listen, cfg.Monitor.WebConfigFile, monHandler, logger)
 	if err != nil {
 		return fmt.Errorf("monitor: %w", err)
 	}

@@ -1,4 +1,4 @@
-package monitor
+package httpserver
 
 import (
 	"context"
@@ -35,7 +35,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x_total", Help: "x"})
 	reg.MustRegister(c)
 	var ready atomic.Bool
-	s, err := Listen("127.0.0.1:0", "", Handler(reg, ready.Load), slog.New(slog.DiscardHandler))
+	s, err := Listen("127.0.0.1:0", "", MonitorHandler(reg, ready.Load), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestWebConfig(t *testing.T) {
 	if err := os.WriteFile(path, []byte("basic_auth_users:\n  prom: "+string(hash)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Listen("127.0.0.1:0", path, Handler(prometheus.NewRegistry(), func() bool { return true }), slog.New(slog.DiscardHandler))
+	s, err := Listen("127.0.0.1:0", path, MonitorHandler(prometheus.NewRegistry(), func() bool { return true }), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestWebConfig(t *testing.T) {
 
 	bad := filepath.Join(t.TempDir(), "bad.yml")
 	_ = os.WriteFile(bad, []byte("tls_server_config: {cert_file: /nonexistent}\n"), 0o600)
-	if _, err := Listen("127.0.0.1:0", bad, Handler(prometheus.NewRegistry(), func() bool { return true }), slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := Listen("127.0.0.1:0", bad, MonitorHandler(prometheus.NewRegistry(), func() bool { return true }), slog.New(slog.DiscardHandler)); err == nil {
 		t.Error("a bad web config was accepted")
 	}
 }
@@ -89,7 +89,7 @@ func TestWebConfig(t *testing.T) {
 // TestIndex: / links to every page, each link works, and other paths are still 404.
 func TestIndex(t *testing.T) {
 	page := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "the targets") })
-	s, err := Listen("127.0.0.1:0", "", Handler(prometheus.NewRegistry(), func() bool { return true },
+	s, err := Listen("127.0.0.1:0", "", MonitorHandler(prometheus.NewRegistry(), func() bool { return true },
 		Page{Path: "/targets", About: "targets", Handler: page}), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,8 @@
-// Package monitor serves a binary's HTTP endpoints — its self-metrics and health, or the
-// drain's federated exposition — with optional TLS and basic auth from a Prometheus
-// exporter-toolkit web config file, as exporters do.
-package monitor
+// Package httpserver serves a binary's HTTP listeners — its monitoring endpoints
+// (self-metrics, health, an index page: MonitorHandler), or the drain's exposition
+// endpoint — with optional TLS and basic auth from a Prometheus exporter-toolkit web
+// config file, as exporters do (Listen).
+package httpserver
 
 import (
 	"context"
@@ -29,10 +30,10 @@ type Page struct {
 	Handler http.Handler
 }
 
-// Handler serves /metrics from g, /healthz from ready (200 when ready, else 503), the
+// MonitorHandler serves /metrics from g, /healthz from ready (200 when ready, else 503), the
 // pages, and at / an index that links to them all, so that a person who opens the bare
 // address finds their way.
-func Handler(g prometheus.Gatherer, ready func() bool, pages ...Page) http.Handler {
+func MonitorHandler(g prometheus.Gatherer, ready func() bool, pages ...Page) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -1,4 +1,4 @@
-package monitor_test
+package httpserver_test
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/prometheus-streams/prometheus-streams/internal/monitor"
+	"github.com/prometheus-streams/prometheus-streams/internal/httpserver"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
 )
 
@@ -41,7 +41,7 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
-// listenTLS serves a registry with one counter through monitor.Listen with the
+// listenTLS serves a registry with one counter through httpserver.Listen with the
 // web config webConfig, on 127.0.0.1, until the test ends. It returns the
 // address and the server's log.
 func listenTLS(t *testing.T, webConfig string) (string, *logBuffer) {
@@ -55,7 +55,7 @@ func listenTLS(t *testing.T, webConfig string) (string, *logBuffer) {
 	c.Add(3)
 	reg.MustRegister(c)
 	logs := &logBuffer{}
-	s, err := monitor.Listen("127.0.0.1:0", path, monitor.Handler(reg, func() bool { return true }),
+	s, err := httpserver.Listen("127.0.0.1:0", path, httpserver.MonitorHandler(reg, func() bool { return true }),
 		slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +230,7 @@ func TestTLSConfigChecked(t *testing.T) {
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		s, err := monitor.Listen("127.0.0.1:0", path, http.NotFoundHandler(), slog.New(slog.DiscardHandler))
+		s, err := httpserver.Listen("127.0.0.1:0", path, http.NotFoundHandler(), slog.New(slog.DiscardHandler))
 		if err == nil {
 			_ = s.Shutdown(context.Background())
 			t.Errorf("%s: Listen accepted the web config", name)
