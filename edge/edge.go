@@ -99,7 +99,7 @@ func (r *Runner) Scrape(ctx context.Context, sel []Selected, each func(Selected,
 		if _, ok := scrapers[s.Job.Name]; ok {
 			continue
 		}
-		sc, err := scrape.New(s.Job, r.ua)
+		sc, err := scrape.New(ScrapeJob(s.Job), r.ua)
 		if err != nil {
 			return err
 		}
@@ -117,7 +117,7 @@ func (r *Runner) Scrape(ctx context.Context, sel []Selected, each func(Selected,
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			each(s, scrapers[s.Job.Name].Scrape(ctx, s.Target))
+			each(s, scrapers[s.Job.Name].Scrape(ctx, ScrapeTarget(s.Target)))
 		}()
 	}
 	wg.Wait()

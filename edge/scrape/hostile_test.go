@@ -11,7 +11,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
@@ -122,9 +121,9 @@ func TestScrapeTimeoutCoversValidation(t *testing.T) {
 	for i := range 200 {
 		fmt.Fprintf(&rules, "- {source_labels: [__name__], regex: 'nothing_%d.*', action: drop}\n", i)
 	}
-	j := testJob(t, func(j *config.Job) {
+	j := testJob(t, func(j *Job) {
 		j.MetricRelabelConfigs = relabels(t, rules.String())
-		j.ScrapeTimeout = config.Duration(300 * time.Millisecond)
+		j.Timeout = 300 * time.Millisecond
 	})
 	start := time.Now()
 	r := scrapeURL(t, j, srv.URL)

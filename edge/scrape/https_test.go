@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/edge"
 	"github.com/prometheus-streams/prometheus-streams/edge/scrape"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
@@ -81,9 +82,10 @@ func httpsTarget(t *testing.T, cfg *tls.Config, http2 bool, allow func(*http.Req
 }
 
 // yamlJob parses a config with one job scraping url, whose HTTP client settings
-// are the YAML lines settings, through config.Parse as the binaries read it.
+// are the YAML lines settings, through config.Parse and the edge's mapping as the
+// binaries read it.
 // The timeout is generous for loaded CI machines; nothing here waits it out.
-func yamlJob(t *testing.T, url, settings string) *config.Job {
+func yamlJob(t *testing.T, url, settings string) (scrape.Job, scrape.Target) {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "jobs:\n  node:\n    scrape_timeout: 30s\n    targets: [{url: %q}]\n", url)
@@ -96,7 +98,8 @@ func yamlJob(t *testing.T, url, settings string) *config.Job {
 	if err != nil {
 		t.Fatalf("config.Parse:\n%s\n%v", b.String(), err)
 	}
-	return c.Jobs["node"]
+	j := c.Jobs["node"]
+	return edge.ScrapeJob(j), edge.ScrapeTarget(j.Targets[0])
 }
 
 // refusedWrite reports whether msg is the failed write of a request on a
@@ -261,12 +264,12 @@ func TestHTTPS(t *testing.T) {
 			if !strings.HasPrefix(url, "https://127.0.0.1:") {
 				t.Fatalf("target %s is not HTTPS on loopback", url)
 			}
-			job := yamlJob(t, url, tc.settings)
+			job, target := yamlJob(t, url, tc.settings)
 			s, err := scrape.New(job, "scrape-once-test")
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := s.Scrape(context.Background(), job.Targets[0])
+			r := s.Scrape(context.Background(), target)
 			defer func() {
 				if t.Failed() {
 					t.Logf("target's log:\n%s", logs.String())

@@ -21,22 +21,19 @@ import (
 	promcfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
-
-	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus/prometheus/model/relabel"
 )
 
-// AcceptHeader is the Accept header of a scrape asking for the formats sps in that
-// order, built as Prometheus builds it (scrape.acceptHeader): a weight per format,
-// descending, the escaping scheme on the formats that take one, and */* last. Names are
-// asked for as they are (escaping=allow-utf-8), as Prometheus 3 asks: the drain reads
-// UTF-8 names.
-func AcceptHeader(sps []config.ScrapeProtocol) string {
-	vals := make([]string, 0, len(sps)+1)
-	weight := len(config.ScrapeProtocolsHeaders) + 1
-	for _, sp := range sps {
-		val := config.ScrapeProtocolsHeaders[sp]
-		// Only the newer text formats take an escaping parameter.
-		if sp == config.PrometheusText1_0_0 || sp == config.OpenMetricsText1_0_0 || sp == config.OpenMetricsText2_0_0 {
+// AcceptHeader is the Accept header of a scrape asking for the media types in that order
+// (Prometheus's ScrapeProtocolsHeaders of the job's scrape_protocols), built as
+// Prometheus builds it (scrape.acceptHeader): a weight per format, descending, the
+// escaping scheme on the formats that take one, and */* last. Names are asked for as
+// they are (escaping=allow-utf-8), as Prometheus 3 asks: the drain reads UTF-8 names.
+func AcceptHeader(mediaTypes []string) string {
+	vals := make([]string, 0, len(mediaTypes)+1)
+	weight := protocolCount + 1
+	for _, val := range mediaTypes {
+		if takesEscaping(val) {
 			val += ";" + model.EscapingKey + "=" + model.AllowUTF8
 		}
 		val += fmt.Sprintf(";q=0.%d", weight)
@@ -45,6 +42,21 @@ func AcceptHeader(sps []config.ScrapeProtocol) string {
 	}
 	vals = append(vals, fmt.Sprintf("*/*;q=0.%d", weight))
 	return strings.Join(vals, ",")
+}
+
+// protocolCount is how many scrape protocols Prometheus names (its
+// ScrapeProtocolsHeaders): its Accept header's weights start from it, whatever the job
+// asks for.
+const protocolCount = 6
+
+// takesEscaping reports whether a scrape protocol's media type takes the escaping
+// parameter: only the newer text formats do (text 1.0.0, OpenMetrics 1.0.0 and 2.0.0).
+func takesEscaping(mediaType string) bool {
+	switch mediaType {
+	case "text/plain;version=1.0.0", "application/openmetrics-text;version=1.0.0", "application/openmetrics-text;version=2.0.0":
+		return true
+	}
+	return false
 }
 
 // Errors a caller may branch on; a Result's Err wraps one of them where it applies.
@@ -80,31 +92,53 @@ type Result struct {
 	Err error
 }
 
+// Job is how the targets of one job are scraped: its config section, resolved.
+type Job struct {
+	Name string
+	// HTTPClient is the job's Prometheus HTTP client settings (TLS, auth, proxy).
+	HTTPClient promcfg.HTTPClientConfig
+	// Accept is the Accept header of each scrape (AcceptHeader).
+	Accept string
+	// Timeout bounds each scrape, fetch and validation together.
+	Timeout time.Duration
+	// BodySizeLimit bounds the uncompressed body; 0: none.
+	BodySizeLimit int64
+	// SampleLimit and LabelLimit fail a scrape that exceeds them; 0: none.
+	SampleLimit int
+	LabelLimit  int
+	Histograms  Histograms
+	// Labels are the job's static labels.
+	Labels               map[string]string
+	MetricRelabelConfigs []*relabel.Config
+}
+
+// Target is one endpoint of a job.
+type Target struct {
+	Name   string // the instance label
+	URL    string
+	Labels map[string]string // the target's static labels
+}
+
 // Scraper scrapes the targets of one job. It is safe for concurrent use.
 type Scraper struct {
-	job    *config.Job
+	job    Job
 	client *http.Client
 	ua     string
-	accept string
 }
 
 // New builds the job's HTTP client from its Prometheus HTTP client settings.
-func New(job *config.Job, userAgent string) (*Scraper, error) {
-	client, err := promcfg.NewClientFromConfig(job.HTTPClientConfig, job.Name, promcfg.WithUserAgent(userAgent))
+func New(job Job, userAgent string) (*Scraper, error) {
+	client, err := promcfg.NewClientFromConfig(job.HTTPClient, job.Name, promcfg.WithUserAgent(userAgent))
 	if err != nil {
 		return nil, fmt.Errorf("job %s: http client: %w", job.Name, err)
 	}
-	sps := job.ScrapeProtocols
-	if len(sps) == 0 { // a job not resolved by config.Load
-		sps = config.DefaultScrapeProtocols
-	}
-	return &Scraper{job: job, client: client, ua: userAgent, accept: AcceptHeader(sps)}, nil
+	return &Scraper{job: job, client: client, ua: userAgent}, nil
 }
 
 // Scrape scrapes t within the job's scrape_timeout (or ctx's deadline, if sooner).
-func (s *Scraper) Scrape(ctx context.Context, t *config.Target) *Result {
+func (s *Scraper) Scrape(ctx context.Context, t Target) *Result {
 	r := &Result{Job: s.job.Name, Instance: t.Name, URL: t.URL, Start: time.Now()}
-	timeout := s.job.ScrapeTimeout.D()
+	timeout := s.job.Timeout
 	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
 		timeout = time.Until(d)
 	}
@@ -126,9 +160,7 @@ func (s *Scraper) Scrape(ctx context.Context, t *config.Target) *Result {
 		SampleLimit: s.job.SampleLimit,
 		LabelLimit:  s.job.LabelLimit,
 		ExtraLabels: 2 + len(s.job.Labels) + len(t.Labels), // job, instance and static labels
-		Histograms: Histograms{
-			Native: s.job.NativeHistograms(), AlwaysClassic: s.job.AlwaysClassic(), ConvertToNHCB: s.job.ConvertToNHCB(),
-		},
+		Histograms:  s.job.Histograms,
 	}, Relabel{Configs: s.job.MetricRelabelConfigs, Target: s.targetLabels(t)})
 	r.Series = series
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -146,7 +178,7 @@ func (s *Scraper) Scrape(ctx context.Context, t *config.Target) *Result {
 
 // targetLabels are the labels the target's series carry centrally: job, instance, and
 // the static labels (the target's own win over the job's).
-func (s *Scraper) targetLabels(t *config.Target) labels.Labels {
+func (s *Scraper) targetLabels(t Target) labels.Labels {
 	if len(s.job.MetricRelabelConfigs) == 0 {
 		return labels.EmptyLabels()
 	}
@@ -165,12 +197,12 @@ func (s *Scraper) targetLabels(t *config.Target) labels.Labels {
 	return b.Labels()
 }
 
-func (s *Scraper) fetch(ctx context.Context, t *config.Target, r *Result, buf *bytes.Buffer, timeout time.Duration) error {
+func (s *Scraper) fetch(ctx context.Context, t Target, r *Result, buf *bytes.Buffer, timeout time.Duration) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.URL, nil)
 	if err != nil {
 		return fmt.Errorf("build request: %w", err)
 	}
-	req.Header.Set("Accept", s.accept)
+	req.Header.Set("Accept", s.job.Accept)
 	req.Header.Set("Accept-Encoding", "gzip")
 	req.Header.Set("User-Agent", s.ua)
 	req.Header.Set("X-Prometheus-Scrape-Timeout-Seconds", strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64))
@@ -198,7 +230,7 @@ func (s *Scraper) fetch(ctx context.Context, t *config.Target, r *Result, buf *b
 		return err
 	}
 
-	limit := int64(s.job.BodySizeLimit)
+	limit := s.job.BodySizeLimit
 	var body io.Reader = resp.Body
 	if resp.Header.Get("Content-Encoding") == "gzip" {
 		gz, err := gzip.NewReader(resp.Body)

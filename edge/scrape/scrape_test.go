@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alecthomas/units"
 	"github.com/klauspost/compress/gzip"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,31 +19,30 @@ import (
 	"github.com/prometheus/prometheus/model/relabel"
 	"gopkg.in/yaml.v3"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
-func testJob(t *testing.T, mod func(j *config.Job)) *config.Job {
+// testJob is a job with Prometheus 3's default formats, a 5 s timeout and a 32 MiB
+// body size limit, as mod changes it.
+func testJob(t *testing.T, mod func(j *Job)) Job {
 	t.Helper()
-	c, err := config.Parse([]byte("jobs: {j: {targets: [{url: 'http://127.0.0.1:1/'}]}}\n"))
-	if err != nil {
-		t.Fatal(err)
+	j := Job{
+		Name: "j", Timeout: 5 * time.Second, BodySizeLimit: 32 << 20,
+		Accept: AcceptHeader([]string{"application/openmetrics-text;version=1.0.0", "application/openmetrics-text;version=0.0.1", "text/plain;version=1.0.0", "text/plain;version=0.0.4"}),
 	}
-	j := c.Jobs["j"]
-	j.ScrapeTimeout = config.Duration(5 * time.Second)
 	if mod != nil {
-		mod(j)
+		mod(&j)
 	}
 	return j
 }
 
-func scrapeURL(t *testing.T, j *config.Job, url string) *Result {
+func scrapeURL(t *testing.T, j Job, url string) *Result {
 	t.Helper()
 	s, err := New(j, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s.Scrape(context.Background(), &config.Target{Name: "t", URL: url})
+	return s.Scrape(context.Background(), Target{Name: "t", URL: url})
 }
 
 func parseText(t *testing.T, b []byte) map[string]int {
@@ -129,7 +127,7 @@ func TestGzip(t *testing.T) {
 		t.Error("gunzipped body differs")
 	}
 	// The cap applies to the uncompressed size: a small gzip of a large body is caught.
-	r = scrapeURL(t, testJob(t, func(j *config.Job) { j.BodySizeLimit = 10 * units.KiB }), srv.URL)
+	r = scrapeURL(t, testJob(t, func(j *Job) { j.BodySizeLimit = 10 << 10 }), srv.URL)
 	if !errors.Is(r.Err, ErrBodyTooLarge) {
 		t.Errorf("err = %v, want body size limit", r.Err)
 	}
@@ -192,21 +190,21 @@ func TestFailures(t *testing.T) {
 	tests := []struct {
 		name    string
 		url     string
-		mod     func(*config.Job)
+		mod     func(*Job)
 		wantErr error
 		want    string
 		status  int
 	}{
 		{"down", closed, nil, nil, "connection refused", 0},
-		{"timeout", serve(200, fixture.TextContentType, "up 1\n", 10*time.Second), func(j *config.Job) { j.ScrapeTimeout = config.Duration(200 * time.Millisecond) }, ErrScrapeTimeout, "after 200ms", 0},
-		{"oversized", serve(200, fixture.TextContentType, big, 0), func(j *config.Job) { j.BodySizeLimit = 1000 }, ErrBodyTooLarge, "1000", 200},
+		{"timeout", serve(200, fixture.TextContentType, "up 1\n", 10*time.Second), func(j *Job) { j.Timeout = 200 * time.Millisecond }, ErrScrapeTimeout, "after 200ms", 0},
+		{"oversized", serve(200, fixture.TextContentType, big, 0), func(j *Job) { j.BodySizeLimit = 1000 }, ErrBodyTooLarge, "1000", 200},
 		{"non-2xx", serve(503, "text/plain", "down for maintenance", 0), nil, ErrHTTPStatus, "503 Service Unavailable", 503},
 		{"not found", serve(404, "text/plain", "no", 0), nil, ErrHTTPStatus, "404", 404},
 		{"invalid body", serve(200, fixture.TextContentType, "this is not { an exposition\n", 0), nil, ErrInvalidBody, "", 200},
 		{"invalid openmetrics", serve(200, "application/openmetrics-text; version=1.0.0", "a 1\n", 0), nil, ErrInvalidBody, "", 200},
 		{"html", serve(200, "text/html", "<html></html>", 0), nil, ErrContentType, "text/html", 200},
-		{"sample limit", serve(200, fixture.TextContentType, big, 0), func(j *config.Job) { j.SampleLimit = 100 }, ErrSampleLimit, "2000 samples, limit 100", 200},
-		{"label limit", serve(200, fixture.TextContentType, "m{a=\"1\",b=\"2\",c=\"3\"} 1\n", 0), func(j *config.Job) { j.LabelLimit = 5 }, ErrLabelLimit, "6 labels, limit 5", 200},
+		{"sample limit", serve(200, fixture.TextContentType, big, 0), func(j *Job) { j.SampleLimit = 100 }, ErrSampleLimit, "2000 samples, limit 100", 200},
+		{"label limit", serve(200, fixture.TextContentType, "m{a=\"1\",b=\"2\",c=\"3\"} 1\n", 0), func(j *Job) { j.LabelLimit = 5 }, ErrLabelLimit, "6 labels, limit 5", 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -255,7 +253,7 @@ func TestUTF8Names(t *testing.T) {
 
 func relabels(t testing.TB, y string) []*relabel.Config {
 	t.Helper()
-	var rcs config.RelabelConfigs
+	var rcs []*relabel.Config
 	if err := yaml.Unmarshal([]byte(y), &rcs); err != nil {
 		t.Fatal(err)
 	}

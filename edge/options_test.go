@@ -1,12 +1,14 @@
-package scrape
+package edge
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
 )
 
-// TestAcceptHeader: the Accept header of each list of scrape protocols is the one
+// TestAcceptHeader: the Accept header of a job's scrapes, for each list of scrape
+// protocols, is the one
 // Prometheus v0.316.0 sends for it with UTF-8 names allowed (scrape.acceptHeader with
 // model.UTF8Validation's escaping, allow-utf-8), strings taken from Prometheus's own.
 func TestAcceptHeader(t *testing.T) {
@@ -25,8 +27,39 @@ func TestAcceptHeader(t *testing.T) {
 		{[]config.ScrapeProtocol{config.PrometheusText1_0_0, config.PrometheusProto},
 			"text/plain;version=1.0.0;escaping=allow-utf-8;q=0.7,application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,*/*;q=0.5"},
 	} {
-		if got := AcceptHeader(c.sps); got != c.want {
+		j := &config.Job{Name: "j", Histograms: config.Histograms{ScrapeProtocols: c.sps}}
+		if got := ScrapeJob(j).Accept; got != c.want {
 			t.Errorf("%v:\n got %s\nwant %s", c.sps, got, c.want)
 		}
+	}
+}
+
+// TestScrapeJobSetsEveryField: a job whose every key is set reaches the scraper whole:
+// no field of scrape.Job is left at its zero value by the mapping.
+func TestScrapeJobSetsEveryField(t *testing.T) {
+	c, err := config.Parse([]byte(`jobs:
+  node:
+    scrape_timeout: 3s
+    sample_limit: 10
+    label_limit: 5
+    body_size_limit: 1MiB
+    labels: {site: a}
+    scrape_native_histograms: true
+    metric_relabel_configs: [{source_labels: [__name__], regex: 'go_.*', action: drop}]
+    basic_auth: {username: u, password: p}
+    targets: [{url: 'http://127.0.0.1:9100/metrics', labels: {rack: r1}}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := c.Jobs["node"]
+	v := reflect.ValueOf(ScrapeJob(j))
+	for i := range v.NumField() {
+		if v.Field(i).IsZero() {
+			t.Errorf("scrape.Job.%s not set", v.Type().Field(i).Name)
+		}
+	}
+	if tg := ScrapeTarget(j.Targets[0]); tg.Name != "127.0.0.1:9100" || tg.URL != j.Targets[0].URL || tg.Labels["rack"] != "r1" {
+		t.Errorf("target %+v", tg)
 	}
 }
