@@ -7,13 +7,13 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/logtest"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
@@ -28,24 +28,6 @@ func userKey(t *testing.T, n byte) (nkeys.KeyPair, string) {
 		t.Fatal(err)
 	}
 	return kp, pub
-}
-
-// syncBuffer is a log sink safe for the drain's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // signed encodes a scrape of job/instance at offset, signed by kp (unsigned if nil).
@@ -104,7 +86,7 @@ func TestTrust(t *testing.T) {
 	if trust.Keys() != 2 {
 		t.Errorf("Keys() = %d", trust.Keys())
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	rec := &recorder{}
 	h := newHarnessWith(t, rec, 2, trust, slog.New(slog.NewTextHandler(logs, nil)))
 

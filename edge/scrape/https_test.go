@@ -22,25 +22,8 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/edge/scrape"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/logtest"
 )
-
-// lockedBuffer collects a server's log lines, written from its goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // seen is what an HTTPS target saw of the last request that reached its handler.
 type seen struct {
@@ -53,7 +36,7 @@ type seen struct {
 // httpsTarget serves the node_exporter capture over TLS with cfg on 127.0.0.1,
 // answering 401 when allow refuses the request. Its log (TLS handshake failures
 // among others) is kept in the returned buffer.
-func httpsTarget(t *testing.T, cfg *tls.Config, http2 bool, allow func(*http.Request) bool) (*httptest.Server, *seen, *lockedBuffer) {
+func httpsTarget(t *testing.T, cfg *tls.Config, http2 bool, allow func(*http.Request) bool) (*httptest.Server, *seen, *logtest.Buffer) {
 	t.Helper()
 	body := fixture.Read(t, fixture.NodeExporter)
 	s := &seen{}
@@ -72,7 +55,7 @@ func httpsTarget(t *testing.T, cfg *tls.Config, http2 bool, allow func(*http.Req
 		w.Header().Set("Content-Type", fixture.TextContentType)
 		_, _ = w.Write(body)
 	}))
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	srv.Config.ErrorLog = log.New(logs, "", 0)
 	srv.TLS = cfg
 	srv.EnableHTTP2 = http2

@@ -1,7 +1,6 @@
 package httpserver_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,29 +20,13 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/internal/httpserver"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/logtest"
 )
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // listenTLS serves a registry with one counter through httpserver.Listen with the
 // web config webConfig, on 127.0.0.1, until the test ends. It returns the
 // address and the server's log.
-func listenTLS(t *testing.T, webConfig string) (string, *logBuffer) {
+func listenTLS(t *testing.T, webConfig string) (string, *logtest.Buffer) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "web.yml")
 	if err := os.WriteFile(path, []byte(webConfig), 0o600); err != nil {
@@ -54,7 +36,7 @@ func listenTLS(t *testing.T, webConfig string) (string, *logBuffer) {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "tls_requests_total", Help: "x"})
 	c.Add(3)
 	reg.MustRegister(c)
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	s, err := httpserver.Listen("127.0.0.1:0", path, httpserver.MonitorHandler(reg, func() bool { return true }),
 		slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
@@ -105,7 +87,7 @@ func fetch(t *testing.T, cfg *tls.Config, url, user, pass string) (int, string, 
 
 // waitFor waits briefly for the server to log want: a refused handshake is
 // logged after the alert is sent, maybe after the client has returned.
-func waitFor(t *testing.T, logs *logBuffer, want string) {
+func waitFor(t *testing.T, logs *logtest.Buffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String(), want) {

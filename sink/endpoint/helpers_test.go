@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/logtest"
 	"github.com/prometheus-streams/prometheus-streams/sink"
 	"github.com/prometheus-streams/prometheus-streams/sink/endpoint"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
@@ -91,34 +92,16 @@ func (c *clock) Set(t time.Time) {
 	c.t = t
 }
 
-// logBuffer collects a logger's output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type harness struct {
 	sink *endpoint.Sink
 	reg  *prometheus.Registry
-	logs *logBuffer
+	logs *logtest.Buffer
 	srv  *httptest.Server
 }
 
 func newHarness(t testing.TB, o endpoint.Options) *harness {
 	t.Helper()
-	h := &harness{reg: prometheus.NewRegistry(), logs: &logBuffer{}}
+	h := &harness{reg: prometheus.NewRegistry(), logs: &logtest.Buffer{}}
 	h.sink = endpoint.New(o, slog.New(slog.NewTextHandler(h.logs, nil)), h.reg)
 	h.srv = httptest.NewServer(h.sink.Handler())
 	t.Cleanup(h.srv.Close)

@@ -3,7 +3,6 @@
 package pushgateway_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -17,7 +16,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +24,7 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/logtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/sink/pushgateway"
 )
@@ -39,30 +38,7 @@ import (
 // tlsGateway is a Push Gateway serving HTTPS with a web config.
 type tlsGateway struct {
 	url string // https://127.0.0.1:<port>
-	log *syncLog
-}
-
-type syncLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Len()
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log *logtest.Buffer
 }
 
 // startTLSGateway runs the gateway with webConfig and waits until ready answers
@@ -81,7 +57,7 @@ func startTLSGateway(t *testing.T, webConfig string, ready *http.Client) *tlsGat
 	if err := os.WriteFile(path, []byte(webConfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := &tlsGateway{log: &syncLog{}}
+	g := &tlsGateway{log: &logtest.Buffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("gateway output:\n%s", g.log.String())
@@ -325,7 +301,7 @@ basic_auth_users:
 			if err != nil {
 				t.Fatal(err)
 			}
-			mark := g.log.len()
+			mark := g.log.Len()
 			err = c.Push(ctx, group, fams)
 			t.Logf("push error: %v", err)
 			pe, ok := errors.AsType[*pushgateway.Error](err)
@@ -385,7 +361,7 @@ func noSecret(t *testing.T, err error, secrets ...string) {
 // waitLog waits briefly for the gateway to log want after mark: it logs a
 // failed handshake after sending its alert, so possibly after the client has
 // returned.
-func waitLog(t *testing.T, l *syncLog, mark int, want string) {
+func waitLog(t *testing.T, l *logtest.Buffer, mark int, want string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(l.String()[mark:], want) {
