@@ -350,6 +350,10 @@ type Job struct {
 	SampleLimit   int              `yaml:"sample_limit"`
 	LabelLimit    int              `yaml:"label_limit"`
 	BodySizeLimit units.Base2Bytes `yaml:"body_size_limit"`
+	// EnableCompression asks targets for gzip, as Prometheus does by default; off, they
+	// are asked for the body as it is, which costs neither side a compression when the
+	// target is on the same host or network.
+	EnableCompression *bool `yaml:"enable_compression"`
 
 	MetricRelabelConfigs RelabelConfigs `yaml:"metric_relabel_configs"`
 
@@ -359,6 +363,9 @@ type Job struct {
 
 	HTTPClientConfig promcfg.HTTPClientConfig `yaml:",inline"`
 }
+
+// Compression reports enable_compression as resolved: on unless set false.
+func (j *Job) Compression() bool { return j.EnableCompression == nil || *j.EnableCompression }
 
 // Target is one endpoint to scrape.
 type Target struct {

@@ -22,6 +22,7 @@ func ScrapeJob(j *config.Job) scrape.Job {
 		Accept:        scrape.AcceptHeader(mediaTypes),
 		Timeout:       j.ScrapeTimeout.D(),
 		BodySizeLimit: int64(j.BodySizeLimit),
+		Compression:   j.Compression(),
 		SampleLimit:   j.SampleLimit,
 		LabelLimit:    j.LabelLimit,
 		Histograms: scrape.Histograms{

@@ -43,6 +43,7 @@ func TestScrapeJobSetsEveryField(t *testing.T) {
     sample_limit: 10
     label_limit: 5
     body_size_limit: 1MiB
+    enable_compression: true
     labels: {site: a}
     scrape_native_histograms: true
     metric_relabel_configs: [{source_labels: [__name__], regex: 'go_.*', action: drop}]
@@ -58,6 +59,10 @@ func TestScrapeJobSetsEveryField(t *testing.T) {
 		if v.Field(i).IsZero() {
 			t.Errorf("scrape.Job.%s not set", v.Type().Field(i).Name)
 		}
+	}
+	j.EnableCompression = new(bool)
+	if ScrapeJob(j).Compression {
+		t.Error("enable_compression: false asks for gzip")
 	}
 	if tg := ScrapeTarget(j.Targets[0]); tg.Name != "127.0.0.1:9100" || tg.URL != j.Targets[0].URL || tg.Labels["rack"] != "r1" {
 		t.Errorf("target %+v", tg)

@@ -33,15 +33,15 @@ func TestMeasure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.scrape) != 1 || len(res.fetch) != 1 {
-		t.Fatalf("%d scrape-once runs and %d fetches, want 1 each", len(res.scrape), len(res.fetch))
+	if len(res.scrape) != 1 || len(res.fetch) != 1 || len(res.scrapePlain) != 1 || len(res.fetchPlain) != 1 {
+		t.Fatalf("%d+%d scrape-once runs and %d+%d fetches, want 1 each", len(res.scrape), len(res.scrapePlain), len(res.fetch), len(res.fetchPlain))
 	}
 	if res.storedMsgs != 2 || res.storedBytes == 0 {
 		t.Errorf("stored %d messages, %d bytes; want 2 messages", res.storedMsgs, res.storedBytes)
 	}
 	var out bytes.Buffer
 	res.report(&out, o, len(body))
-	rows := []string{"wall per run", "CPU per run ÷ bare", "bytes stored"}
+	rows := []string{"wall per run", "CPU per run ÷ bare", "bytes stored", "`enable_compression: false`²: CPU per run"}
 	if o.agent != "" {
 		if len(res.agent) != 1 || res.agent[0].cpu <= 0 {
 			t.Errorf("agent windows %+v, want one with CPU", res.agent)

@@ -26,10 +26,12 @@ import (
 // result is what one sitting measured.
 type result struct {
 	fetch, scrape []usage // run i of each, alternated
-	storedBytes   uint64  // the stream's growth over the measured runs
-	storedMsgs    uint64
-	agent         []agentWindow // one per block of runs; none when not measured
-	profile       string        // scrape-once's CPU profile summary, "" when not taken
+	// The same with enable_compression: false, and the bare fetch asking likewise.
+	fetchPlain, scrapePlain []usage
+	storedBytes             uint64 // the stream's growth over the measured runs
+	storedMsgs              uint64
+	agent                   []agentWindow // one per block of runs; none when not measured
+	profile                 string        // scrape-once's CPU profile summary, "" when not taken
 }
 
 // measure runs the whole sitting: builds, servers, a warm-up run of each, o.runs
@@ -58,15 +60,23 @@ func measure(ctx context.Context, o options, body []byte) (*result, error) {
 		return nil, err
 	}
 	defer ns.close()
-	cfgText := edgeConfig(ns.url(), tg.urls())
+	cfgText := edgeConfig(ns.url(), tg.urls(), true)
 	cfgPath := filepath.Join(dir, "scrape-once.yaml")
+	plainPath := filepath.Join(dir, "scrape-once-plain.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
 	}
+	if err := os.WriteFile(plainPath, []byte(edgeConfig(ns.url(), tg.urls(), false)), 0o600); err != nil {
+		return nil, fmt.Errorf("write config: %w", err)
+	}
 
-	fetchOnce := func() (usage, error) {
+	fetchOnce := func(plain bool) (usage, error) {
 		before := tg.requests.Load()
-		u, _, err := runChild(ctx, fetch, tg.urls()...)
+		args := tg.urls()
+		if plain {
+			args = append([]string{"-identity"}, args...)
+		}
+		u, _, err := runChild(ctx, fetch, args...)
 		if err != nil {
 			return u, err
 		}
@@ -76,13 +86,17 @@ func measure(ctx context.Context, o options, body []byte) (*result, error) {
 		return u, nil
 	}
 	var res result
-	scrapeOnceRun := func() (usage, error) {
+	scrapeOnceRun := func(plain bool) (usage, error) {
 		before := tg.requests.Load()
 		b0, m0, err := ns.stored(ctx)
 		if err != nil {
 			return usage{}, err
 		}
-		u, log, err := runChild(ctx, scrapeOnce, "--config", cfgPath)
+		path := cfgPath
+		if plain {
+			path = plainPath
+		}
+		u, log, err := runChild(ctx, scrapeOnce, "--config", path)
 		if err != nil {
 			return u, err
 		}
@@ -99,17 +113,21 @@ func measure(ctx context.Context, o options, body []byte) (*result, error) {
 		if m1 != m0+uint64(o.targets) || b1 < b0 {
 			return u, fmt.Errorf("scrape-once: the stream went from %d to %d messages (%d to %d bytes) for %d targets", m0, m1, b0, b1, o.targets)
 		}
-		res.storedBytes += b1 - b0
-		res.storedMsgs += m1 - m0
+		if !plain { // the same bodies: counted once
+			res.storedBytes += b1 - b0
+			res.storedMsgs += m1 - m0
+		}
 		return u, nil
 	}
 
 	// Warm-up: the page cache, and the stream's creation, are not measured.
-	if _, err := fetchOnce(); err != nil {
-		return nil, err
-	}
-	if _, err := scrapeOnceRun(); err != nil {
-		return nil, err
+	for _, plain := range []bool{false, true} {
+		if _, err := fetchOnce(plain); err != nil {
+			return nil, err
+		}
+		if _, err := scrapeOnceRun(plain); err != nil {
+			return nil, err
+		}
 	}
 	res.storedBytes, res.storedMsgs = 0, 0
 
@@ -127,25 +145,35 @@ func measure(ctx context.Context, o options, body []byte) (*result, error) {
 	}
 	for b := range blocks {
 		for i := b * o.runs / blocks; i < (b+1)*o.runs/blocks; i++ {
-			// Alternate which goes first, so that neither always follows the other.
+			// Alternate which goes first, so that neither always follows the other;
+			// each pair with gzip, then without.
 			order := []bool{true, false}
 			if i%2 == 1 {
 				order = []bool{false, true}
 			}
-			for _, isFetch := range order {
-				if isFetch {
-					u, err := fetchOnce()
+			for _, plain := range []bool{false, true} {
+				for _, isFetch := range order {
+					var u usage
+					var err error
+					if isFetch {
+						u, err = fetchOnce(plain)
+					} else {
+						u, err = scrapeOnceRun(plain)
+					}
 					if err != nil {
 						return nil, err
 					}
-					res.fetch = append(res.fetch, u)
-					continue
+					switch {
+					case isFetch && plain:
+						res.fetchPlain = append(res.fetchPlain, u)
+					case isFetch:
+						res.fetch = append(res.fetch, u)
+					case plain:
+						res.scrapePlain = append(res.scrapePlain, u)
+					default:
+						res.scrape = append(res.scrape, u)
+					}
 				}
-				u, err := scrapeOnceRun()
-				if err != nil {
-					return nil, err
-				}
-				res.scrape = append(res.scrape, u)
 			}
 		}
 		if ag != nil {
@@ -170,12 +198,13 @@ func measure(ctx context.Context, o options, body []byte) (*result, error) {
 }
 
 // edgeConfig is scrape-once's config: one job of the targets, published to the
-// stream, which scrape-once creates. The stream keeps messages for max_age: an hour,
-// so that none expires during a sitting, which would spoil the count of each run's.
-func edgeConfig(natsURL string, urls []string) string {
+// stream, which scrape-once creates, asking the targets for gzip or not. The stream
+// keeps messages for max_age: an hour, so that none expires during a sitting, which
+// would spoil the count of each run's.
+func edgeConfig(natsURL string, urls []string, gzip bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "scrape_interval: 60s\nmax_age: 1h\npoller_stream: {transport: jetstream, stream: %s, create_stream: true, urls: '%s'}\n", streamName, natsURL)
-	b.WriteString("jobs:\n  node:\n    targets:\n")
+	fmt.Fprintf(&b, "jobs:\n  node:\n    enable_compression: %t\n    targets:\n", gzip)
 	for i, u := range urls {
 		fmt.Fprintf(&b, "      - {name: t%d, url: '%s'}\n", i, u)
 	}
@@ -422,6 +451,22 @@ func (r *result) report(w io.Writer, o options, rawBytes int) {
 		fmt.Fprintf(w, "| CPU per run ÷ Prometheus agent's CPU per scrape cycle¹ | %.0f ms | %.0f ms | %.2f (%.2f–%.2f) | ≤ 0.3 |\n",
 			median(sc), median(agentCPU), median(agentRatio), slices.Min(agentRatio), slices.Max(agentRatio))
 	}
+	if len(r.scrapePlain) == len(r.scrape) {
+		var pw, pc, pfw, pfc, pWall, pCPU, pCPUGzipFloor []float64
+		for i := range r.scrapePlain {
+			s, f := r.scrapePlain[i], r.fetchPlain[i]
+			pw, pc, pfw, pfc = append(pw, ms(s.wall)), append(pc, ms(s.cpu)), append(pfw, ms(f.wall)), append(pfc, ms(f.cpu))
+			pWall = append(pWall, float64(s.wall)/float64(f.wall))
+			pCPU = append(pCPU, float64(s.cpu)/float64(f.cpu))
+			pCPUGzipFloor = append(pCPUGzipFloor, float64(s.cpu)/float64(r.fetch[i].cpu))
+		}
+		fmt.Fprintf(w, "| `enable_compression: false`²: wall per run ÷ bare fetch asking likewise | %.0f ms | %.0f ms | %.2f (%.2f–%.2f) | |\n",
+			median(pw), median(pfw), median(pWall), slices.Min(pWall), slices.Max(pWall))
+		fmt.Fprintf(w, "| `enable_compression: false`²: CPU per run ÷ bare fetch's CPU asking likewise | %.0f ms | %.0f ms | %.2f (%.2f–%.2f) | |\n",
+			median(pc), median(pfc), median(pCPU), slices.Min(pCPU), slices.Max(pCPU))
+		fmt.Fprintf(w, "| `enable_compression: false`²: CPU per run ÷ the gzip bare fetch's CPU | %.0f ms | %.0f ms | %.2f (%.2f–%.2f) | |\n",
+			median(pc), median(fc), median(pCPUGzipFloor), slices.Min(pCPUGzipFloor), slices.Max(pCPUGzipFloor))
+	}
 	perRun := float64(r.storedBytes) / float64(len(r.scrape))
 	raw := float64(o.targets * rawBytes)
 	fmt.Fprintf(w, "| bytes stored in the stream ÷ raw exposition bytes | %.0f B/run | %.0f B/run | %.3f | ≤ 0.12 |\n",
@@ -429,6 +474,9 @@ func (r *result) report(w io.Writer, o options, rawBytes int) {
 	if len(r.agent) > 0 {
 		fmt.Fprintf(w, "\n¹ The agent's CPU includes its remote-write sending (to a loopback receiver answering 204 at once) and its WAL; %.0f scrape cycles at %v, from its process_cpu_seconds_total, in %d windows, each after a block of the runs above (paused meanwhile); the ratio is each window's against the median of its block.\n",
 			cycles, o.interval, len(r.agent))
+	}
+	if len(r.scrapePlain) == len(r.scrape) {
+		fmt.Fprintf(w, "\n² The same targets scraped with the job's `enable_compression: false` (Accept-Encoding: identity): the targets send the body uncompressed, which spares their gzip and scrape-once's gunzip, as where a target runs on the edge host itself; runs alternated with the rows above.\n")
 	}
 	if r.profile != "" {
 		fmt.Fprintf(w, "\nWhere scrape-once's CPU goes: edge run in-process %d times under the CPU profiler (the in-process NATS and target servers left out; GC is the whole process's), top by cumulative share:\n\n```\n%s```\n",

@@ -103,6 +103,8 @@ type Job struct {
 	Timeout time.Duration
 	// BodySizeLimit bounds the uncompressed body; 0: none.
 	BodySizeLimit int64
+	// Compression asks for gzip; off, for the body as it is (Accept-Encoding: identity).
+	Compression bool
 	// SampleLimit and LabelLimit fail a scrape that exceeds them; 0: none.
 	SampleLimit int
 	LabelLimit  int
@@ -203,7 +205,11 @@ func (s *Scraper) fetch(ctx context.Context, t Target, r *Result, buf *bytes.Buf
 		return fmt.Errorf("build request: %w", err)
 	}
 	req.Header.Set("Accept", s.job.Accept)
-	req.Header.Set("Accept-Encoding", "gzip")
+	if s.job.Compression {
+		req.Header.Set("Accept-Encoding", "gzip")
+	} else {
+		req.Header.Set("Accept-Encoding", "identity")
+	}
 	req.Header.Set("User-Agent", s.ua)
 	req.Header.Set("X-Prometheus-Scrape-Timeout-Seconds", strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64))
 

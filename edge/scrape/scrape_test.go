@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -27,7 +28,7 @@ import (
 func testJob(t *testing.T, mod func(j *Job)) Job {
 	t.Helper()
 	j := Job{
-		Name: "j", Timeout: 5 * time.Second, BodySizeLimit: 32 << 20,
+		Name: "j", Timeout: 5 * time.Second, BodySizeLimit: 32 << 20, Compression: true,
 		Accept: AcceptHeader([]string{"application/openmetrics-text;version=1.0.0", "application/openmetrics-text;version=0.0.1", "text/plain;version=1.0.0", "text/plain;version=0.0.4"}),
 	}
 	if mod != nil {
@@ -130,6 +131,30 @@ func TestGzip(t *testing.T) {
 	r = scrapeURL(t, testJob(t, func(j *Job) { j.BodySizeLimit = 10 << 10 }), srv.URL)
 	if !errors.Is(r.Err, ErrBodyTooLarge) {
 		t.Errorf("err = %v, want body size limit", r.Err)
+	}
+}
+
+// TestCompressionOff: with enable_compression off, the target is asked for the body as
+// it is, and a target that compresses when it may (client_golang's handler) sends it so.
+func TestCompressionOff(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "g", Help: "G."}))
+	promh := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	var asked, served []string
+	srv := fixture.Serve(t, nil, "")
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked = append(asked, r.Header.Get("Accept-Encoding"))
+		promh.ServeHTTP(w, r)
+		served = append(served, w.Header().Get("Content-Encoding"))
+	})
+	for _, on := range []bool{true, false} {
+		r := scrapeURL(t, testJob(t, func(j *Job) { j.Compression = on }), srv.URL)
+		if r.Err != nil || r.Series != 1 {
+			t.Fatalf("compression %v: err %v, %d series", on, r.Err, r.Series)
+		}
+	}
+	if fmt.Sprint(asked) != "[gzip identity]" || fmt.Sprint(served) != "[gzip ]" {
+		t.Errorf("Accept-Encoding asked %q, Content-Encoding served %q; want gzip then identity, gzip then none", asked, served)
 	}
 }
 
