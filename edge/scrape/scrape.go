@@ -7,6 +7,7 @@ package scrape
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -238,16 +239,23 @@ func (s *Scraper) fetch(ctx context.Context, t Target, r *Result, buf *bytes.Buf
 
 	limit := s.job.BodySizeLimit
 	var body io.Reader = resp.Body
-	if resp.Header.Get("Content-Encoding") == "gzip" {
-		gz, err := gzip.NewReader(resp.Body)
+	gzipped := resp.Header.Get("Content-Encoding") == "gzip"
+	if gzipped {
+		z, err := readGzip(resp, limit)
+		if err != nil {
+			return timeoutError(ctx, timeout, err)
+		}
+		gz, err := gzip.NewReader(bytes.NewReader(z))
 		if err != nil {
 			return timeoutError(ctx, timeout, fmt.Errorf("%w: gzip: %v", ErrInvalidBody, err))
 		}
 		defer gz.Close()
 		body = gz
-	}
-	if resp.ContentLength > 0 && (limit <= 0 || resp.ContentLength <= limit) {
-		buf.Grow(int(resp.ContentLength))
+		// ReadFrom reads into at least MinRead free bytes: without them at the end, it
+		// would grow the buffer once more only to see EOF.
+		buf.Grow(gzipSize(z, limit) + bytes.MinRead)
+	} else if resp.ContentLength > 0 && (limit <= 0 || resp.ContentLength <= limit) {
+		buf.Grow(int(resp.ContentLength) + bytes.MinRead)
 	}
 	if limit > 0 {
 		if resp.ContentLength > limit && resp.Header.Get("Content-Encoding") == "" {
@@ -256,12 +264,57 @@ func (s *Scraper) fetch(ctx context.Context, t Target, r *Result, buf *bytes.Buf
 		body = io.LimitReader(body, limit+1)
 	}
 	if _, err := buf.ReadFrom(body); err != nil {
+		if gzipped {
+			// Read whole already: what fails now is the stream itself.
+			return fmt.Errorf("%w: gzip: %v", ErrInvalidBody, err)
+		}
 		return timeoutError(ctx, timeout, fmt.Errorf("read body: %w", err))
 	}
 	if limit > 0 && int64(buf.Len()) > limit {
 		return fmt.Errorf("%w: more than %d bytes", ErrBodyTooLarge, limit)
 	}
 	return nil
+}
+
+// readGzip reads a gzip response's compressed body whole, so that its trailer can size
+// the uncompressed one (gzipSize) before it is decompressed: growing the body's buffer
+// as it decompresses cost as much as the decompression. A compressed body so long that
+// its content must exceed limit is refused as such.
+func readGzip(resp *http.Response, limit int64) ([]byte, error) {
+	var z bytes.Buffer
+	var r io.Reader = resp.Body
+	var most int64 // the longest a gzip stream of at most limit bytes can be
+	if limit > 0 {
+		// Deflate's stored blocks add 5 bytes a 64 KiB; gzip's header and trailer 18
+		// and more: a generous bound.
+		most = limit + limit/1024 + 4096
+		r = io.LimitReader(r, most+1)
+	}
+	if resp.ContentLength > 0 && (most == 0 || resp.ContentLength <= most) {
+		z.Grow(int(resp.ContentLength) + bytes.MinRead)
+	}
+	if _, err := z.ReadFrom(r); err != nil {
+		return nil, fmt.Errorf("read body: %w", err)
+	}
+	if most > 0 && int64(z.Len()) > most {
+		return nil, fmt.Errorf("%w: more than %d bytes compressed, more than %d uncompressed", ErrBodyTooLarge, most, limit)
+	}
+	return z.Bytes(), nil
+}
+
+// gzipSize is the uncompressed size the trailer of the gzip stream z states (of its
+// last member, modulo 2^32), bounded by limit and by the most deflate can expand z to:
+// the buffer to grow to before decompressing. A wrong trailer only costs a regrowth.
+func gzipSize(z []byte, limit int64) int {
+	if len(z) < 18 {
+		return 0
+	}
+	size := int64(binary.LittleEndian.Uint32(z[len(z)-4:]))
+	size = min(size, 1032*int64(len(z))) // deflate's largest ratio
+	if limit > 0 {
+		size = min(size, limit+1)
+	}
+	return int(size)
 }
 
 // timeoutError names a timeout as such: "context deadline exceeded" from deep inside

@@ -3,10 +3,12 @@ package scrape
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,6 +133,42 @@ func TestGzip(t *testing.T) {
 	r = scrapeURL(t, testJob(t, func(j *Job) { j.BodySizeLimit = 10 << 10 }), srv.URL)
 	if !errors.Is(r.Err, ErrBodyTooLarge) {
 		t.Errorf("err = %v, want body size limit", r.Err)
+	}
+	// A compressed body longer than any gzip of limit bytes is refused before it is
+	// decompressed; one whose trailer lies about its size is still read whole (and its
+	// checksum then refuses it).
+	noise := make([]byte, 64<<10)
+	for i := range noise {
+		noise[i] = byte(i*7919 + i>>5)
+	}
+	var nz bytes.Buffer
+	nw, _ := gzip.NewWriterLevel(&nz, gzip.NoCompression)
+	_, _ = nw.Write(noise)
+	_ = nw.Close()
+	lying := slices.Clone(zb.Bytes())
+	binary.LittleEndian.PutUint32(lying[len(lying)-4:], 100)
+	for _, c := range []struct {
+		body    []byte
+		limit   int64
+		wantErr error
+		want    string
+	}{
+		{nz.Bytes(), 16 << 10, ErrBodyTooLarge, "compressed"},
+		{nz.Bytes(), 1 << 20, nil, ""},
+		{lying, 1 << 20, ErrInvalidBody, ""},
+	} {
+		srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", fixture.TextContentType)
+			w.Header().Set("Content-Encoding", "gzip")
+			_, _ = w.Write(c.body)
+		})
+		r = scrapeURL(t, testJob(t, func(j *Job) { j.BodySizeLimit = c.limit }), srv.URL)
+		switch {
+		case c.wantErr == nil && r.RawSize != len(noise):
+			t.Errorf("limit %d: read %d bytes of %d (err %v)", c.limit, r.RawSize, len(noise), r.Err)
+		case c.wantErr != nil && (!errors.Is(r.Err, c.wantErr) || !strings.Contains(r.Err.Error(), c.want)):
+			t.Errorf("limit %d: err = %v, want %v (%q)", c.limit, r.Err, c.wantErr, c.want)
+		}
 	}
 }
 
