@@ -284,7 +284,7 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 			}
 		}
 		for i, data := range msgs {
-			pub := withID{d.conn, MsgID(m.env.Job, m.env.Instance, m.env.Start, i, len(msgs))}
+			pub := withID{d.conn, stream.MsgID(m.env.Job, m.env.Instance, m.env.Start, i, len(msgs))}
 			if err := acks.Publish(pub, subject, data, acked); err != nil {
 				sendErr = errors.Join(sendErr, fmt.Errorf("publish %s/%s part %d of %d: %w", m.env.Job, m.env.Instance, i, len(msgs), err))
 				unsent++
