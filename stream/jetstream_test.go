@@ -150,7 +150,7 @@ func TestJetStreamRedeliveries(t *testing.T) {
 		first[string(m.Data)] = time.Now()
 		switch string(m.Data) {
 		case "nakked":
-			if err := m.NakWithDelay(2 * time.Second); err != nil {
+			if err := m.Nak(2 * time.Second); err != nil {
 				t.Fatal(err)
 			}
 		case "termed":

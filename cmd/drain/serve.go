@@ -215,7 +215,7 @@ func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drai
 		want := func(job, instance string) string { return stream.Subject(rs.Topic, job, instance) }
 		handle = func(m *stream.Msg) {
 			d.HandleMessage(drain.Message{Data: m.Data, Stream: name, Subject: m.Subject, Want: want,
-				Handle: drain.Handle{Seq: m.Sequence, Ack: m.Ack, Term: m.Term, Nak: m.NakWithDelay}})
+				Handle: drain.Handle{Seq: m.Sequence, Ack: m.Ack, Term: m.Term, Nak: m.Nak}})
 		}
 	}
 	state := func(s stream.State) {
