@@ -45,17 +45,17 @@ jobs:
 
 // retrying publishes every message twice with the same ID, as a publisher that did not
 // hear the first ack would.
-type retrying struct{ Conn }
+type retrying struct{ stream.Publisher }
 
-func (r retrying) PublishAsyncMsg(subject string, data []byte, msgID string, done func(error)) error {
+func (r retrying) PublishAsync(subject string, data []byte, msgID string, done func(error)) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
-	if err := r.Conn.PublishAsyncMsg(subject, data, msgID, func(error) { wg.Done() }); err != nil {
+	if err := r.Publisher.PublishAsync(subject, data, msgID, func(error) { wg.Done() }); err != nil {
 		return err
 	}
 	go func() {
 		wg.Wait() // the retry goes out once the first is answered: done must not publish
-		if err := r.Conn.PublishAsyncMsg(subject, data, msgID, done); err != nil {
+		if err := r.Publisher.PublishAsync(subject, data, msgID, done); err != nil {
 			done(err)
 		}
 	}()
@@ -81,7 +81,7 @@ func TestRunJetStream(t *testing.T) {
 	defer codec.Close()
 	logger := slog.New(slog.DiscardHandler)
 	dial := Dial(cfg, logger)
-	retried := func(ctx context.Context) (Conn, error) {
+	retried := func(ctx context.Context) (stream.Publisher, error) {
 		c, err := dial(ctx)
 		if err != nil {
 			return nil, err
@@ -231,7 +231,7 @@ func TestREADMEStreamAdd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := jetStreamOptions(cfg, cfg.PollerStream, "x", nil).StreamAddCommand()
+	cmd := options(cfg, nil).StreamAddCommand()
 	if !strings.Contains(string(readme), "\n"+cmd+"\n") {
 		t.Errorf("README lacks the command scrape-once's create_stream amounts to:\n%s", cmd)
 	}

@@ -39,7 +39,7 @@ func publishJS(t *testing.T, j *JetStream, bodies []string) {
 	t.Helper()
 	var acks Acks
 	for _, b := range bodies {
-		if err := acks.Publish(j, Subject("metrics", "job", "inst"), []byte(b), nil); err != nil {
+		if err := acks.Publish(&publisher{conn: j}, Subject("metrics", "job", "inst"), []byte(b), "", nil); err != nil {
 			t.Fatalf("publish: %v", err)
 		}
 	}
