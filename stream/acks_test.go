@@ -10,15 +10,11 @@ import (
 
 // fakePublisher keeps done callbacks for the test to answer, or refuses with refuse.
 type fakePublisher struct {
-	mu     sync.Mutex
-	refuse error
-	dones  []func(error)
+	Publisher // what Acks does not use: nil
+	mu        sync.Mutex
+	refuse    error
+	dones     []func(error)
 }
-
-func (p *fakePublisher) Subject(string, string) string { return "s" }
-func (p *fakePublisher) MaxPayload(string) int         { return 1 << 20 }
-func (p *fakePublisher) Retried() int                  { return 0 }
-func (p *fakePublisher) Close() error                  { return nil }
 
 func (p *fakePublisher) PublishAsync(_ string, _ []byte, _ string, done func(error)) error {
 	p.mu.Lock()

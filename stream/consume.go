@@ -88,6 +88,9 @@ type consumer struct {
 
 // durable is a transport's way to subscribe to a durable.
 type durable interface {
+	// prepare checks the options and fills in their defaults, and returns the
+	// consumer's logger and backoff bounds.
+	prepare() (log *slog.Logger, minBackoff, maxBackoff time.Duration, err error)
 	// subscribe connects (with c.connChanged told of each NATS disconnect and
 	// reconnect) and subscribes, starting its deliveries with c.begin and passing
 	// each to c.deliver; on failure it calls c.retire if it began.
@@ -117,8 +120,16 @@ type subscription interface {
 	abandon()
 }
 
-func newConsumer(d durable, log *slog.Logger, handle func(*Msg), state func(State), minBackoff, maxBackoff time.Duration) *consumer {
-	return &consumer{
+// consume runs a consumer of d until ctx ends: Consume and ConsumeJetStream.
+func consume(ctx context.Context, d durable, handle func(*Msg), state func(State)) error {
+	if handle == nil {
+		return errors.New("stream: consume without a message handler")
+	}
+	log, minBackoff, maxBackoff, err := d.prepare()
+	if err != nil {
+		return err
+	}
+	c := &consumer{
 		d:       d,
 		log:     log,
 		handle:  handle,
@@ -126,6 +137,8 @@ func newConsumer(d durable, log *slog.Logger, handle func(*Msg), state func(Stat
 		changed: make(chan struct{}, 1),
 		backoff: backoff{min: minBackoff, max: maxBackoff},
 	}
+	c.run(ctx)
+	return nil
 }
 
 func (c *consumer) run(ctx context.Context) {

@@ -93,20 +93,20 @@ func (o *JetStreamSubscribeOptions) normalize() error {
 // un-acked messages the server redelivers later) and returns nil; it returns an error
 // only for an invalid configuration.
 func ConsumeJetStream(ctx context.Context, o JetStreamSubscribeOptions, handle func(*Msg), state func(State)) error {
-	if handle == nil {
-		return errors.New("stream: ConsumeJetStream without a message handler")
-	}
-	if err := o.normalize(); err != nil {
-		return err
-	}
-	newConsumer(jsDurable{o}, o.Logger.With("stream", o.Stream, "durable", o.Durable), handle, state, o.MinBackoff, o.MaxBackoff).run(ctx)
-	return nil
+	return consume(ctx, &jsDurable{o}, handle, state)
 }
 
 // jsDurable is ConsumeJetStream's durable: a durable pull consumer.
 type jsDurable struct{ o JetStreamSubscribeOptions }
 
-func (d jsDurable) words() consumerWords {
+func (d *jsDurable) prepare() (*slog.Logger, time.Duration, time.Duration, error) {
+	if err := d.o.normalize(); err != nil {
+		return nil, 0, 0, err
+	}
+	return d.o.Logger.With("stream", d.o.Stream, "durable", d.o.Durable), d.o.MinBackoff, d.o.MaxBackoff, nil
+}
+
+func (d *jsDurable) words() consumerWords {
 	return consumerWords{
 		failed:  "could not consume from JetStream; retrying",
 		up:      "consuming from JetStream",
@@ -116,7 +116,7 @@ func (d jsDurable) words() consumerWords {
 }
 
 // subscribe connects, creates or updates the consumer, and consumes from it.
-func (d jsDurable) subscribe(ctx context.Context, c *consumer) (subscription, error) {
+func (d *jsDurable) subscribe(ctx context.Context, c *consumer) (subscription, error) {
 	o := d.o
 	j, err := dialJetStream(ctx, o.JetStreamOptions, c.connChanged)
 	if err != nil {

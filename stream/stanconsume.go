@@ -174,25 +174,26 @@ func validChannel(subject string) error {
 // nil; the close takes at most ConnectTimeout (plus a subscribe under way). Consume
 // returns an error only for an invalid configuration.
 func Consume(ctx context.Context, o SubscribeOptions, handle func(*Msg), state func(State)) error {
-	if handle == nil {
-		return errors.New("stream: Consume without a message handler")
-	}
-	if err := o.normalize(); err != nil {
-		return err
-	}
-	log := o.Logger.With("client_id", o.ClientID, "subject", o.Subject, "durable", o.DurableName)
-	if o.QueueGroup != "" {
-		log = log.With("queue_group", o.QueueGroup)
-	}
-	newConsumer(stanDurable{o}, log, handle, state, o.MinBackoff, o.MaxBackoff).run(ctx)
-	return nil
+	return consume(ctx, &stanDurable{o}, handle, state)
 }
 
 // stanDurable is Consume's durable: a NATS Streaming durable subscription, or durable
 // queue group.
 type stanDurable struct{ o SubscribeOptions }
 
-func (d stanDurable) words() consumerWords {
+func (d *stanDurable) prepare() (*slog.Logger, time.Duration, time.Duration, error) {
+	o := &d.o
+	if err := o.normalize(); err != nil {
+		return nil, 0, 0, err
+	}
+	log := o.Logger.With("client_id", o.ClientID, "subject", o.Subject, "durable", o.DurableName)
+	if o.QueueGroup != "" {
+		log = log.With("queue_group", o.QueueGroup)
+	}
+	return log, o.MinBackoff, o.MaxBackoff, nil
+}
+
+func (d *stanDurable) words() consumerWords {
 	return consumerWords{
 		failed:  "could not subscribe to NATS Streaming; retrying",
 		up:      "subscribed to NATS Streaming",
@@ -202,7 +203,7 @@ func (d stanDurable) words() consumerWords {
 }
 
 // subscribe opens a session and subscribes on it.
-func (d stanDurable) subscribe(ctx context.Context, c *consumer) (subscription, error) {
+func (d *stanDurable) subscribe(ctx context.Context, c *consumer) (subscription, error) {
 	o := d.o
 	s, err := dialWith(ctx, o.STANOptions, dialHooks{
 		stanOpts:     []stan.Option{stan.Pings(int(o.PingInterval/time.Second), o.PingMaxOut)},

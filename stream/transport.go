@@ -130,12 +130,16 @@ func Open(o Options) (Transport, error) {
 	}
 }
 
-// connectTimeout is o.ConnectTimeout, defaulted.
-func (o Options) connectTimeout() time.Duration {
-	if o.ConnectTimeout <= 0 {
-		return DefaultConnectTimeout
+// dialWithin dials with the transport's options within o's ConnectTimeout, or until
+// ctx ends: a Publisher's whole connect.
+func dialWithin[C, O any](ctx context.Context, o Options, dial func(context.Context, O) (C, error), with O) (C, error) {
+	timeout := o.ConnectTimeout
+	if timeout <= 0 {
+		timeout = DefaultConnectTimeout
 	}
-	return o.ConnectTimeout
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return dial(ctx, with)
 }
 
 // stanTransport is a NATS Streaming channel.
@@ -153,9 +157,7 @@ func (t stanTransport) options() STANOptions {
 }
 
 func (t stanTransport) Publisher(ctx context.Context) (Publisher, error) {
-	dctx, cancel := context.WithTimeout(ctx, t.o.connectTimeout())
-	defer cancel()
-	s, err := DialSTAN(dctx, t.options())
+	s, err := dialWithin(ctx, t.o, DialSTAN, t.options())
 	if err != nil {
 		return nil, err
 	}
@@ -200,9 +202,7 @@ func (t jsTransport) options() JetStreamOptions {
 // ctx leaves for tries again, in which a publish tried again may be stored twice, and
 // a max age below MaxAge, which drops messages a consumer would still want.
 func (t jsTransport) Publisher(ctx context.Context) (Publisher, error) {
-	dctx, cancel := context.WithTimeout(ctx, t.o.connectTimeout())
-	defer cancel()
-	j, err := DialJetStream(dctx, t.options())
+	j, err := dialWithin(ctx, t.o, DialJetStream, t.options())
 	if err != nil {
 		return nil, err
 	}
