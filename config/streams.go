@@ -17,10 +17,10 @@ import (
 // Transports a stream section may name.
 const (
 	// TransportSTAN is NATS Streaming: one channel, named by topic. The default.
-	TransportSTAN = "stan"
+	TransportSTAN = stream.TransportSTAN
 	// TransportJetStream is NATS JetStream: a stream capturing <topic>.>, each
 	// target's scrapes on its own subject <topic>.<job>.<instance>.
-	TransportJetStream = "jetstream"
+	TransportJetStream = stream.TransportJetStream
 )
 
 // Body compressions a stream section's body_compression may name: how scrape-once
@@ -407,20 +407,25 @@ func (s *Stream) Security() stream.Security {
 	return sec
 }
 
-// JetStreamOptions is how a client named name reaches the section's JetStream stream:
-// the one conversion the edge and the drain share (each adds what only it sets).
-func (c *Config) JetStreamOptions(s *Stream, name string, logger *slog.Logger) stream.JetStreamOptions {
-	return stream.JetStreamOptions{
+// StreamOptions is how a client named name reaches the section's stream, whichever
+// its transport: the one conversion of a stream section that the edge and the drain
+// share (each adds what only it sets: the edge a client ID unique to its run and its
+// publish ack wait, the drain the embedded server's channel ends).
+func (c *Config) StreamOptions(s *Stream, name string, logger *slog.Logger) stream.Options {
+	return stream.Options{
+		Transport:       s.Transport,
 		URLs:            s.URLs,
+		Topic:           s.Topic, // JetStream: the stream's subjects, and a consumer's filter: Topic+".>"
 		Name:            name,
+		ConnectTimeout:  s.ConnectTimeout.D(),
+		Security:        s.Security(),
+		Logger:          logger,
+		ClusterID:       s.ClusterID,
+		ClientID:        s.ClientID,
 		Stream:          s.StreamName,
-		Subject:         s.Topic, // the stream's subjects, and a consumer's filter: Topic+".>"
 		Create:          s.CreateStream.Enabled,
 		Replicas:        s.CreateStream.Replicas,
 		MaxAge:          c.MaxAge.D(),
 		DuplicateWindow: c.DuplicateWindow(),
-		ConnectTimeout:  s.ConnectTimeout.D(),
-		Security:        s.Security(),
-		Logger:          logger,
 	}
 }

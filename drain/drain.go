@@ -119,10 +119,11 @@ type Message struct {
 	Handle
 	// Stream names the receiver stream it came from, as in StreamState.
 	Stream string
-	// Subject is the subject it was published on; when Want is set (JetStream, where
-	// each target has a subject of its own) it must be Want(job, instance) of the
-	// envelope, else the message is rejected: a publisher may not speak for another
-	// target on its subject.
+	// Subject is the subject it was published on; when Want is set (the transport's
+	// subject of a target: with JetStream each target has one of its own, with NATS
+	// Streaming all share the channel) it must be Want(job, instance) of the envelope,
+	// else the message is rejected: a publisher may not speak for another target on its
+	// subject.
 	Subject string
 	Want    func(job, instance string) string
 }

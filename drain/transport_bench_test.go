@@ -105,7 +105,7 @@ func BenchmarkTransport(b *testing.B) {
 					}, handle, nil)
 				} else {
 					handle = func(m *stream.Msg) {
-						d.HandleMessage(drain.Message{Data: m.Data, Handle: drain.Handle{Seq: m.Sequence, Ack: m.Ack, Term: m.Term, Nak: m.NakWithDelay}})
+						d.HandleMessage(drain.Message{Data: m.Data, Handle: drain.Handle{Seq: m.Sequence, Ack: m.Ack, Term: m.Term, Nak: m.Nak}})
 					}
 					err = stream.ConsumeJetStream(ctx, stream.JetStreamSubscribeOptions{
 						JetStreamOptions: stream.JetStreamOptions{URLs: []string{srv.URL()}, Stream: name, Subject: prefix},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
+	"github.com/prometheus-streams/prometheus-streams/stream"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
@@ -21,10 +22,12 @@ type lossyConn struct {
 	calls int
 }
 
-func (c *lossyConn) MaxPayload(string) int { return 1 << 20 }
-func (c *lossyConn) Close() error          { return nil }
+func (c *lossyConn) Subject(string, string) string { return "s" }
+func (c *lossyConn) MaxPayload(string) int         { return 1 << 20 }
+func (c *lossyConn) Retried() int                  { return 0 }
+func (c *lossyConn) Close() error                  { return nil }
 
-func (c *lossyConn) PublishAsyncMsg(_ string, _ []byte, _ string, done func(error)) error {
+func (c *lossyConn) PublishAsync(_ string, _ []byte, _ string, done func(error)) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls++
@@ -62,7 +65,7 @@ jobs:
 	}
 	defer codec.Close()
 	conn := &lossyConn{}
-	dial := func(context.Context) (Conn, error) { return conn, nil }
+	dial := func(context.Context) (stream.Publisher, error) { return conn, nil }
 	logger := slog.New(slog.DiscardHandler)
 	sum, err := New(cfg, codec, dial, logger, "test").Run(context.Background(), sel)
 	if !errors.Is(err, ErrAcksMissing) {

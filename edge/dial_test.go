@@ -8,11 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go"
@@ -25,36 +23,6 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/stream"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
-
-func TestMsgID(t *testing.T) {
-	start := time.Date(2025, 1, 2, 3, 4, 5, 678901234, time.UTC)
-	id := MsgID("node", "host:9100", start, 0, 1)
-	if again := MsgID("node", "host:9100", start.In(time.FixedZone("x", 3600)), 0, 1); again != id {
-		t.Errorf("same scrape, another ID: %q, %q", id, again)
-	}
-	if !regexp.MustCompile(`^[0-9a-f]{24}-1735787045678901234-0-1$`).MatchString(id) {
-		t.Errorf("ID %q", id)
-	}
-	seen := map[string]string{id: "base"}
-	for name, other := range map[string]string{
-		"job":            MsgID("node2", "host:9100", start, 0, 1),
-		"instance":       MsgID("node", "host:9101", start, 0, 1),
-		"start":          MsgID("node", "host:9100", start.Add(time.Nanosecond), 0, 1),
-		"part":           MsgID("node", "host:9100", start, 1, 2),
-		"parts":          MsgID("node", "host:9100", start, 0, 2),
-		"shifted split":  MsgID("nodeh", "ost:9100", start, 0, 1),
-		"empty job":      MsgID("", "nodehost:9100", start, 0, 1),
-		"long and weird": MsgID(strings.Repeat("j.*> \x00é", 100), strings.Repeat("i", 1000), start, 99, 100),
-	} {
-		if prev, dup := seen[other]; dup {
-			t.Errorf("%s: ID %q is also %s's", name, other, prev)
-		}
-		seen[other] = name
-		if len(other) > 64 || strings.ContainsFunc(other, func(r rune) bool { return !strings.ContainsRune("0123456789abcdef-", r) }) {
-			t.Errorf("%s: ID %q: want at most 64 bytes of [0-9a-f-]", name, other)
-		}
-	}
-}
 
 // jsEdge is a config publishing to a JetStream stream on srv, scraping two targets
 // whose job and instance need escaping in a subject.
@@ -77,17 +45,17 @@ jobs:
 
 // retrying publishes every message twice with the same ID, as a publisher that did not
 // hear the first ack would.
-type retrying struct{ Conn }
+type retrying struct{ stream.Publisher }
 
-func (r retrying) PublishAsyncMsg(subject string, data []byte, msgID string, done func(error)) error {
+func (r retrying) PublishAsync(subject string, data []byte, msgID string, done func(error)) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
-	if err := r.Conn.PublishAsyncMsg(subject, data, msgID, func(error) { wg.Done() }); err != nil {
+	if err := r.Publisher.PublishAsync(subject, data, msgID, func(error) { wg.Done() }); err != nil {
 		return err
 	}
 	go func() {
 		wg.Wait() // the retry goes out once the first is answered: done must not publish
-		if err := r.Conn.PublishAsyncMsg(subject, data, msgID, done); err != nil {
+		if err := r.Publisher.PublishAsync(subject, data, msgID, done); err != nil {
 			done(err)
 		}
 	}()
@@ -113,7 +81,7 @@ func TestRunJetStream(t *testing.T) {
 	defer codec.Close()
 	logger := slog.New(slog.DiscardHandler)
 	dial := Dial(cfg, logger)
-	retried := func(ctx context.Context) (Conn, error) {
+	retried := func(ctx context.Context) (stream.Publisher, error) {
 		c, err := dial(ctx)
 		if err != nil {
 			return nil, err
@@ -154,7 +122,7 @@ func TestRunJetStream(t *testing.T) {
 		if want[m.Subject] != e.Instance || e.Job != "a.job" {
 			t.Errorf("message %d of %s/%s on subject %q", seq, e.Job, e.Instance, m.Subject)
 		}
-		if id := m.Header.Get(jetstream.MsgIDHeader); id != MsgID(e.Job, e.Instance, e.Start, 0, 1) {
+		if id := m.Header.Get(jetstream.MsgIDHeader); id != stream.MsgID(e.Job, e.Instance, e.Start, 0, 1) {
 			t.Errorf("message %d: Nats-Msg-Id %q, want MsgID of its scrape", seq, id)
 		}
 		if id := zstdDictionary(t, m.Data); id != envelope.DictionaryID {
@@ -263,7 +231,7 @@ func TestREADMEStreamAdd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := jetStreamOptions(cfg, cfg.PollerStream, "x", nil).StreamAddCommand()
+	cmd := options(cfg, nil).StreamAddCommand()
 	if !strings.Contains(string(readme), "\n"+cmd+"\n") {
 		t.Errorf("README lacks the command scrape-once's create_stream amounts to:\n%s", cmd)
 	}

@@ -34,20 +34,9 @@ var (
 	ErrAcksMissing = errors.New("stream acks missing")
 )
 
-// Conn is what a run needs of a stream connection. Its methods are safe for concurrent
-// use; done is called as stream.Publisher's PublishAsync says.
-type Conn interface {
-	// MaxPayload is the largest body PublishAsyncMsg accepts on subject.
-	MaxPayload(subject string) int
-	// PublishAsyncMsg publishes data on subject as stream.Publisher's PublishAsync
-	// does. msgID identifies the message for a transport that deduplicates by it
-	// (JetStream's Nats-Msg-Id: a retried publish is stored once); others ignore it.
-	PublishAsyncMsg(subject string, data []byte, msgID string, done func(error)) error
-	Close() error
-}
-
 // Dialer connects to the stream; a run calls it once, while its scrapes run.
-type Dialer func(ctx context.Context) (Conn, error)
+// ctx is the run's: the publisher tries a publish again until it ends.
+type Dialer func(ctx context.Context) (stream.Publisher, error)
 
 // Runner runs scrape-once. Build one per process.
 type Runner struct {
@@ -186,7 +175,7 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 
 	// Connect while the scrapes run: neither waits for the other.
 	type dialed struct {
-		conn Conn
+		conn stream.Publisher
 		err  error
 	}
 	connCh := make(chan dialed, 1)
@@ -232,24 +221,12 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 	}
 	defer d.conn.Close()
 
-	ps := r.cfg.PollerStream
-	var rt *retrier
-	if ps.IsJetStream() {
-		// Messages carry IDs the stream deduplicates by: a publish that got no ack
-		// can be tried again until the deadline, e.g. while a cluster elects a new
-		// stream leader.
-		rt = &retrier{ctx: ctx, conn: d.conn}
-		d.conn = rt
-	}
 	var acks stream.Acks
 	var sendErr error
 	var unsent int
 	var ackedTargets atomic.Int64 // targets whose every part the server acknowledged
 	for m := range results {
-		subject := ps.Topic // STAN: one channel
-		if ps.IsJetStream() {
-			subject = stream.Subject(ps.Topic, m.env.Job, m.env.Instance)
-		}
+		subject := d.conn.Subject(m.env.Job, m.env.Instance)
 		msgs := [][]byte{m.data}
 		if maxPayload := d.conn.MaxPayload(subject); len(m.data) > maxPayload {
 			// Too large for one message: split into parts that each fit, which the drain
@@ -284,8 +261,8 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 			}
 		}
 		for i, data := range msgs {
-			pub := withID{d.conn, MsgID(m.env.Job, m.env.Instance, m.env.Start, i, len(msgs))}
-			if err := acks.Publish(pub, subject, data, acked); err != nil {
+			id := stream.MsgID(m.env.Job, m.env.Instance, m.env.Start, i, len(msgs))
+			if err := acks.Publish(d.conn, subject, data, id, acked); err != nil {
 				sendErr = errors.Join(sendErr, fmt.Errorf("publish %s/%s part %d of %d: %w", m.env.Job, m.env.Instance, i, len(msgs), err))
 				unsent++
 				continue
@@ -300,9 +277,7 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 		return sum, err
 	}
 	sum.Acked, sum.AckFailed, sum.Pending = acks.Wait(ctx)
-	if rt != nil {
-		sum.Retried = int(rt.retries.Load())
-	}
+	sum.Retried = d.conn.Retried()
 	sum.Duration = time.Since(start)
 
 	mu.Lock()
@@ -321,19 +296,6 @@ func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 		return sum, errors.Join(err, sendErr)
 	}
 	return sum, nil
-}
-
-// withID is a Conn as a stream.Publisher (what stream.Acks counts) publishing with one
-// message ID.
-type withID struct {
-	c  Conn
-	id string
-}
-
-func (w withID) MaxPayload(subject string) int { return w.c.MaxPayload(subject) }
-
-func (w withID) PublishAsync(subject string, data []byte, done func(error)) error {
-	return w.c.PublishAsyncMsg(subject, data, w.id, done)
 }
 
 func (s *Summary) count(e *envelope.Envelope) {

@@ -10,14 +10,13 @@ import (
 
 // fakePublisher keeps done callbacks for the test to answer, or refuses with refuse.
 type fakePublisher struct {
-	mu     sync.Mutex
-	refuse error
-	dones  []func(error)
+	Publisher // what Acks does not use: nil
+	mu        sync.Mutex
+	refuse    error
+	dones     []func(error)
 }
 
-func (p *fakePublisher) MaxPayload(string) int { return 1 << 20 }
-
-func (p *fakePublisher) PublishAsync(_ string, _ []byte, done func(error)) error {
+func (p *fakePublisher) PublishAsync(_ string, _ []byte, _ string, done func(error)) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.refuse != nil {
@@ -39,12 +38,12 @@ func TestAcks(t *testing.T) {
 	var acks Acks
 	var thenCalls []error
 	for range 3 {
-		if err := acks.Publish(p, "s", nil, func(err error) { thenCalls = append(thenCalls, err) }); err != nil {
+		if err := acks.Publish(p, "s", nil, "", func(err error) { thenCalls = append(thenCalls, err) }); err != nil {
 			t.Fatal(err)
 		}
 	}
 	p.refuse = ErrTooLarge
-	if err := acks.Publish(p, "s", nil, func(error) { t.Error("then called for a refused publish") }); !errors.Is(err, ErrTooLarge) {
+	if err := acks.Publish(p, "s", nil, "", func(error) { t.Error("then called for a refused publish") }); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("refused publish: err = %v", err)
 	}
 	if a, f, pend := acks.Counts(); a != 0 || f != 0 || pend != 3 {

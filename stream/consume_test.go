@@ -181,7 +181,7 @@ func publishRange(t *testing.T, srv *stantest.Server, from, to int) {
 	s := dial(t, srv)
 	var acks Acks
 	for i := from; i <= to; i++ {
-		if err := acks.Publish(s, testSubject, fmt.Appendf(nil, "m%d", i), nil); err != nil {
+		if err := acks.Publish(&publisher{conn: s}, testSubject, fmt.Appendf(nil, "m%d", i), "", nil); err != nil {
 			t.Fatalf("publish m%d: %v", i, err)
 		}
 	}

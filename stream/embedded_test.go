@@ -66,7 +66,7 @@ func publishN(t *testing.T, url string, n, from int) {
 	defer s.Close()
 	var acks Acks
 	for i := from; i < from+n; i++ {
-		if err := acks.Publish(s, "prometheus", []byte(fmt.Sprint(i)), nil); err != nil {
+		if err := acks.Publish(&publisher{conn: s}, "prometheus", []byte(fmt.Sprint(i)), "", nil); err != nil {
 			t.Fatal(err)
 		}
 	}

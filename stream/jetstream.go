@@ -616,8 +616,6 @@ func (j *JetStream) Close() error {
 	return nil
 }
 
-var _ Publisher = (*JetStream)(nil)
-
 // Subject returns prefix.<job>.<instance> with job and instance escaped into single
 // subject tokens, so that whatever they hold cannot add tokens, wildcards or white
 // space to the subject. The escaping keeps ASCII letters, digits, '_', '-' and ':'

@@ -39,7 +39,7 @@ func publishJS(t *testing.T, j *JetStream, bodies []string) {
 	t.Helper()
 	var acks Acks
 	for _, b := range bodies {
-		if err := acks.Publish(j, Subject("metrics", "job", "inst"), []byte(b), nil); err != nil {
+		if err := acks.Publish(&publisher{conn: j}, Subject("metrics", "job", "inst"), []byte(b), "", nil); err != nil {
 			t.Fatalf("publish: %v", err)
 		}
 	}
@@ -150,7 +150,7 @@ func TestJetStreamRedeliveries(t *testing.T) {
 		first[string(m.Data)] = time.Now()
 		switch string(m.Data) {
 		case "nakked":
-			if err := m.NakWithDelay(2 * time.Second); err != nil {
+			if err := m.Nak(2 * time.Second); err != nil {
 				t.Fatal(err)
 			}
 		case "termed":

@@ -83,7 +83,7 @@ func (o *JetStreamSubscribeOptions) normalize() error {
 // calls handle for each delivery, in stream order, until ctx ends. The contract is
 // Consume's: handle is called from one goroutine at a time, never after
 // ConsumeJetStream returns, and must return promptly, handing the Msg on (Ack,
-// NakWithDelay or Term it later, from any goroutine); state gets every failed attempt,
+// Nak or Term it later, from any goroutine); state gets every failed attempt,
 // the consumer up, NATS lost and back, the consumer lost, and a last State{Err:
 // ErrClosed...}; faults (connect failures, ErrAuth, a missing stream, the consumer
 // deleted) are logged, reported and retried with capped exponential backoff; a pull
@@ -93,203 +93,145 @@ func (o *JetStreamSubscribeOptions) normalize() error {
 // un-acked messages the server redelivers later) and returns nil; it returns an error
 // only for an invalid configuration.
 func ConsumeJetStream(ctx context.Context, o JetStreamSubscribeOptions, handle func(*Msg), state func(State)) error {
-	if handle == nil {
-		return errors.New("stream: ConsumeJetStream without a message handler")
-	}
-	if err := o.normalize(); err != nil {
-		return err
-	}
-	c := &jsConsumer{
-		o:       o,
-		log:     o.Logger.With("stream", o.Stream, "durable", o.Durable),
-		handle:  handle,
-		state:   state,
-		changed: make(chan struct{}, 1),
-		lost:    make(chan error, 1),
-		backoff: backoff{min: o.MinBackoff, max: o.MaxBackoff},
-	}
-	c.run(ctx)
-	return nil
+	return consume(ctx, &jsDurable{o}, handle, state)
 }
 
-type jsConsumer struct {
-	o       JetStreamSubscribeOptions
-	log     *slog.Logger
-	handle  func(*Msg)
-	state   func(State)
-	changed chan struct{}
-	lost    chan error // the consumer is gone (deleted, stream gone)
-	backoff backoff
+// jsDurable is ConsumeJetStream's durable: a durable pull consumer.
+type jsDurable struct{ o JetStreamSubscribeOptions }
 
-	mu   sync.Mutex // held while handle runs
-	gen  int        // counts subscriptions; deliveries of the current one go to handle
-	live bool       // the current subscription's deliveries are wanted
-}
-
-func (c *jsConsumer) run(ctx context.Context) {
-	for {
-		j, cc, err := c.subscribe(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			wait := c.backoff.next()
-			if errors.Is(err, ErrAuth) {
-				c.log.Warn("NATS authentication or TLS failed; retrying", "reason", AuthReason(err), "err", err, "retry_in", wait.Round(time.Millisecond))
-			} else {
-				c.log.Warn("could not consume from JetStream; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
-			}
-			c.report(State{Err: err})
-			if !sleep(ctx, wait) {
-				break
-			}
-			continue
-		}
-		c.backoff.reset()
-		c.log.Info("consuming from JetStream", "url", j.nc.ConnectedUrlRedacted(),
-			"max_ack_pending", c.o.MaxAckPending, "ack_wait", c.o.AckWait)
-		c.report(State{Connected: true})
-		lostErr := c.serve(ctx, j, cc)
-		if lostErr == nil {
-			break
-		}
-		wait := c.backoff.next()
-		c.log.Warn("JetStream consumer lost; consuming again", "err", lostErr, "retry_in", wait.Round(time.Millisecond))
-		c.report(State{Err: lostErr})
-		if !sleep(ctx, wait) {
-			break
-		}
+func (d *jsDurable) prepare() (*slog.Logger, time.Duration, time.Duration, error) {
+	if err := d.o.normalize(); err != nil {
+		return nil, 0, 0, err
 	}
-	c.report(State{Err: fmt.Errorf("%w: consumer stopped: %w", ErrClosed, context.Cause(ctx))})
+	return d.o.Logger.With("stream", d.o.Stream, "durable", d.o.Durable), d.o.MinBackoff, d.o.MaxBackoff, nil
 }
 
-func (c *jsConsumer) subscribe(ctx context.Context) (*JetStream, jetstream.ConsumeContext, error) {
-	j, err := dialJetStream(ctx, c.o.JetStreamOptions, c.connChanged)
+func (d *jsDurable) words() consumerWords {
+	return consumerWords{
+		failed:  "could not consume from JetStream; retrying",
+		up:      "consuming from JetStream",
+		upAttrs: []any{"max_ack_pending", d.o.MaxAckPending, "ack_wait", d.o.AckWait},
+		lost:    "JetStream consumer lost; consuming again",
+	}
+}
+
+// subscribe connects, creates or updates the consumer, and consumes from it.
+func (d *jsDurable) subscribe(ctx context.Context, c *consumer) (subscription, error) {
+	o := d.o
+	j, err := dialJetStream(ctx, o.JetStreamOptions, c.connChanged)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	actx, cancel := context.WithTimeout(ctx, c.o.ConnectTimeout)
+	actx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
 	defer cancel()
 	cons, err := j.stream.CreateOrUpdateConsumer(actx, jetstream.ConsumerConfig{
-		Durable:       c.o.Durable,
+		Durable:       o.Durable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		FilterSubject: c.o.Subject + ".>",
-		AckWait:       c.o.AckWait,
-		MaxAckPending: c.o.MaxAckPending,
+		FilterSubject: o.Subject + ".>",
+		AckWait:       o.AckWait,
+		MaxAckPending: o.MaxAckPending,
 	})
 	if err != nil {
 		_ = j.Close()
-		what := fmt.Sprintf("durable %q on stream %q at %s", c.o.Durable, c.o.Stream, j.where)
+		what := fmt.Sprintf("durable %q on stream %q at %s", o.Durable, o.Stream, j.where)
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrConnectionClosed) {
-			return nil, nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, what, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, what, err)
 		}
-		return nil, nil, fmt.Errorf("stream: %s: %w", what, err)
+		return nil, fmt.Errorf("stream: %s: %w", what, err)
 	}
-	if info := cons.CachedInfo(); info != nil && info.NumAckPending > 0 && c.o.Unacknowledged != nil {
-		c.o.Unacknowledged(info.Delivered.Stream, info.NumAckPending)
+	if info := cons.CachedInfo(); info != nil && info.NumAckPending > 0 && o.Unacknowledged != nil {
+		o.Unacknowledged(info.Delivered.Stream, info.NumAckPending)
 	}
-	// Drain a stale loss of a previous consumer.
-	select {
-	case <-c.lost:
-	default:
-	}
-	c.mu.Lock()
-	c.gen++
-	gen := c.gen
-	c.live = true
-	c.mu.Unlock()
-	cc, err := cons.Consume(func(m jetstream.Msg) { c.deliver(gen, m) },
-		jetstream.PullMaxMessages(min(c.o.MaxAckPending, 500)),
+	sub := &jsSubscription{j: j, log: c.log, durable: o.Durable, done: make(chan struct{})}
+	gen := c.begin()
+	cc, err := cons.Consume(func(m jetstream.Msg) { c.deliver(gen, jsMsg(m)) },
+		jetstream.PullMaxMessages(min(o.MaxAckPending, 500)),
 		jetstream.PullHeartbeat(pullHeartbeat),
-		jetstream.ConsumeErrHandler(c.onConsumeError))
+		jetstream.ConsumeErrHandler(sub.onConsumeError))
 	if err != nil {
 		c.retire()
 		_ = j.Close()
-		return nil, nil, fmt.Errorf("stream: consume durable %q on stream %q at %s: %w", c.o.Durable, c.o.Stream, j.where, err)
+		return nil, fmt.Errorf("stream: consume durable %q on stream %q at %s: %w", o.Durable, o.Stream, j.where, err)
 	}
-	return j, cc, nil
+	sub.cc = cc
+	go sub.watch()
+	return sub, nil
 }
 
-// serve follows the consumer until ctx ends (returns nil) or it is lost (returns why).
-func (c *jsConsumer) serve(ctx context.Context, j *JetStream, cc jetstream.ConsumeContext) error {
-	connected := true
-	for {
-		select {
-		case <-ctx.Done():
-			c.retire()
-			cc.Stop()
-			_ = j.Close()
-			c.log.Info("stopped consuming from JetStream, keeping the durable consumer")
-			return nil
-		case err := <-c.lost:
-			c.retire()
-			cc.Stop()
-			_ = j.Close()
-			return fmt.Errorf("%w: JetStream consumer %q on stream %q: %w", ErrUnreachable, c.o.Durable, c.o.Stream, err)
-		case <-cc.Closed():
-			c.retire()
-			_ = j.Close()
-			return fmt.Errorf("%w: JetStream consumer %q on stream %q stopped", ErrUnreachable, c.o.Durable, c.o.Stream)
-		case <-c.changed:
-			if now := j.nc.IsConnected(); now != connected {
-				connected = now
-				if now {
-					c.report(State{Connected: true})
-				} else {
-					c.report(State{Err: fmt.Errorf("%w: disconnected from NATS at %s; reconnecting", ErrUnreachable, j.where)})
-				}
-			}
-		}
-	}
-}
-
-// onConsumeError runs on nats.go's goroutines; terminal errors end the consumer.
-func (c *jsConsumer) onConsumeError(_ jetstream.ConsumeContext, err error) {
-	switch {
-	case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound),
-		errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrConnectionClosed):
-		select {
-		case c.lost <- err:
-		default:
-		}
-	default:
-		c.log.Debug("JetStream consume error", "err", err)
-	}
-}
-
-func (c *jsConsumer) deliver(gen int, m jetstream.Msg) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.live || c.gen != gen {
-		return // retired: the server redelivers it after AckWait
-	}
-	msg := &Msg{Data: m.Data(), Subject: m.Subject(), jsm: m}
+// jsMsg is a delivery of a JetStream consumer as a Msg.
+func jsMsg(m jetstream.Msg) *Msg {
+	msg := &Msg{Data: m.Data(), Subject: m.Subject()}
 	if md, err := m.Metadata(); err == nil {
 		msg.Sequence = md.Sequence.Stream
 		msg.Redelivered = md.NumDelivered > 1
 		msg.Timestamp = md.Timestamp
 	}
-	c.handle(msg)
+	msg.ack = func() error { return jsAckError("ack", msg, m.Ack()) }
+	msg.Nak = func(d time.Duration) error {
+		if d <= 0 {
+			return jsAckError("nak", msg, m.Nak())
+		}
+		return jsAckError("nak", msg, m.NakWithDelay(d))
+	}
+	msg.Term = func() error { return jsAckError("term", msg, m.Term()) }
+	return msg
 }
 
-func (c *jsConsumer) retire() {
-	c.mu.Lock()
-	c.live = false
-	c.mu.Unlock()
+// jsSubscription is a pull consumer being consumed; it is lost when the consumer is
+// deleted, its stream is gone, or the consuming stops by itself.
+type jsSubscription struct {
+	j       *JetStream
+	cc      jetstream.ConsumeContext
+	log     *slog.Logger
+	durable string
+
+	done chan struct{} // closed when lost
+	once sync.Once
+	why  error
 }
 
-func (c *jsConsumer) connChanged() {
+func (t *jsSubscription) conn() *nats.Conn      { return t.j.nc }
+func (t *jsSubscription) where() string         { return t.j.where }
+func (t *jsSubscription) lost() <-chan struct{} { return t.done }
+func (t *jsSubscription) err() error            { <-t.done; return t.why }
+
+func (t *jsSubscription) end(err error) {
+	t.once.Do(func() {
+		t.why = err
+		close(t.done)
+	})
+}
+
+// watch ends the subscription when the consuming stops by itself (or by close).
+func (t *jsSubscription) watch() {
 	select {
-	case c.changed <- struct{}{}:
-	default:
+	case <-t.cc.Closed():
+		t.end(fmt.Errorf("%w: JetStream consumer %q on stream %q stopped", ErrUnreachable, t.durable, t.j.Stream()))
+	case <-t.done:
 	}
 }
 
-func (c *jsConsumer) report(st State) {
-	if c.state != nil {
-		c.state(st)
+// onConsumeError runs on nats.go's goroutines; terminal errors end the subscription.
+func (t *jsSubscription) onConsumeError(_ jetstream.ConsumeContext, err error) {
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound),
+		errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrConnectionClosed):
+		t.end(fmt.Errorf("%w: JetStream consumer %q on stream %q: %w", ErrUnreachable, t.durable, t.j.Stream(), err))
+	default:
+		t.log.Debug("JetStream consume error", "err", err)
 	}
+}
+
+func (t *jsSubscription) close() {
+	t.cc.Stop()
+	_ = t.j.Close()
+	t.log.Info("stopped consuming from JetStream, keeping the durable consumer")
+}
+
+func (t *jsSubscription) abandon() {
+	t.cc.Stop() // a no-op if it stopped by itself
+	_ = t.j.Close()
 }
 
 // jsAckError wraps the error of an ack, nak or term of a JetStream message.

@@ -430,4 +430,8 @@ func hasPassword(u *url.Userinfo) bool {
 	return ok
 }
 
-var _ Publisher = (*STAN)(nil)
+// PublishAsyncMsg is PublishAsync: NATS Streaming has no message IDs, so msgID is
+// ignored.
+func (s *STAN) PublishAsyncMsg(subject string, data []byte, _ string, done func(error)) error {
+	return s.PublishAsync(subject, data, done)
+}

@@ -26,7 +26,7 @@ func TestPublishAsyncAckedAndReadBackInOrder(t *testing.T) {
 	want := make([]string, n)
 	for i := range want {
 		want[i] = fmt.Sprintf("scrape %d", i)
-		if err := acks.Publish(s, "metrics", []byte(want[i]), nil); err != nil {
+		if err := acks.Publish(&publisher{conn: s}, "metrics", []byte(want[i]), "", nil); err != nil {
 			t.Fatalf("publish %d: %v", i, err)
 		}
 	}
@@ -393,7 +393,7 @@ func TestCloseWithOutstandingAcks(t *testing.T) {
 	var mu sync.Mutex
 	var errs []error
 	for i := range n {
-		err := acks.Publish(s, "metrics", []byte{byte(i)}, func(err error) {
+		err := acks.Publish(&publisher{conn: s}, "metrics", []byte{byte(i)}, "", func(err error) {
 			mu.Lock()
 			errs = append(errs, err)
 			mu.Unlock()

@@ -1,14 +1,23 @@
 // Package stream is prometheus-streams' transport: it carries opaque message bodies from
-// the edge to the centre over a persistent message stream, and tells the publisher which
-// ones the server has persisted.
+// the edge to the centre over a persistent message stream, NATS Streaming or JetStream,
+// and tells the publisher which ones the server has persisted.
 //
-// Two transports sit side by side: NATS Streaming (DialSTAN, Consume, ReplaySTAN) and
-// JetStream (DialJetStream, ConsumeJetStream, ReplayJetStream), on one NATS connection
-// set-up (Security). Publishing goes through the Publisher interface, which both
-// dialled connections implement and which reports each server ack; consuming keeps a
-// durable subscription up across faults and hands over each message (Msg) to be acked
-// once it is dealt with, reporting the subscription's State. Package stream/embedded runs a
-// server serving both, for a drain that needs no separate one.
+// The binaries ask Open for a Transport, from transport-neutral Options, and get from it
+// all they need, whichever the transport: a Publisher (the edge; with Acks to wait for a
+// run's acks, and MsgID to name each message), a durable consumer that stays up across
+// faults and hands over each message (Msg) to be acked once it is dealt with, reporting
+// its State (the drain's Consume), and a replay of what the stream holds (the drain at
+// start). Subject and Name say how the transport addresses a target and names itself.
+// What only one transport offers is a capability, not a branch for the caller: a Msg
+// carries Nak and Term where the transport has them (JetStream), and a publish is tried
+// again where the transport deduplicates by message ID (JetStream).
+//
+// Below the Transport, each transport has its own entry points (DialSTAN, Consume,
+// ReplaySTAN for NATS Streaming; DialJetStream, ConsumeJetStream, ReplayJetStream for
+// JetStream) on one NATS connection set-up (Security); both consumers run one loop
+// (reconnects, backoff, state reports) and differ only in how they subscribe.
+// Package stream/embedded runs a server serving both, for a drain that needs no
+// separate one.
 package stream
 
 import (
@@ -48,21 +57,12 @@ var (
 	ErrAuth = errors.New("stream: NATS authentication or TLS failed")
 )
 
-// Publisher is the publishing side of a transport.
-type Publisher interface {
-	// MaxPayload is the largest body Publish accepts on subject.
-	MaxPayload(subject string) int
-	// PublishAsync sends data and calls done exactly once with the server's verdict
-	// (nil: persisted), unless it returns an error, in which case done is never called.
-	PublishAsync(subject string, data []byte, done func(error)) error
-}
-
 // Acks counts asynchronous publishes until the server has answered each of them, for
 // a publisher that sends a batch and then waits for the whole batch within a deadline.
 //
 //	var acks stream.Acks
 //	for _, m := range batch {
-//		if err := acks.Publish(pub, subject, m, nil); err != nil { ... } // not sent
+//		if err := acks.Publish(pub, subject, m.data, m.id, nil); err != nil { ... } // not sent
 //	}
 //	acked, failed, pending := acks.Wait(ctx)
 //
@@ -77,16 +77,17 @@ type Acks struct {
 	idle     chan struct{} // closed when pending drops to 0; nil if no one waits
 }
 
-// Publish publishes data through p and counts it as pending until p reports its ack.
+// Publish publishes data with msgID through p and counts it as pending until p
+// reports its ack.
 // then, if not nil, is called with the ack result before the counts change (so it has
 // returned by the time Wait sees the message answered); it runs on the transport's
 // goroutine and must not block. When p.PublishAsync returns an error, Publish returns
 // it, counts nothing, and then is not called.
-func (a *Acks) Publish(p Publisher, subject string, data []byte, then func(error)) error {
+func (a *Acks) Publish(p Publisher, subject string, data []byte, msgID string, then func(error)) error {
 	a.mu.Lock()
 	a.pending++
 	a.mu.Unlock()
-	err := p.PublishAsync(subject, data, func(err error) {
+	err := p.PublishAsync(subject, data, msgID, func(err error) {
 		if then != nil {
 			then(err)
 		}

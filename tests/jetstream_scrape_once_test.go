@@ -11,9 +11,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/prometheus-streams/prometheus-streams/edge"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
+	"github.com/prometheus-streams/prometheus-streams/stream"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
@@ -165,7 +165,7 @@ func checkJetStream(t *testing.T, srv *stantest.Server, codec *envelope.Codec, p
 			t.Errorf("%s on subject %q, want %q", key, m.Subject, subjects[key])
 		}
 		id := m.Header.Get(jetstream.MsgIDHeader)
-		if id == "" || id != edge.MsgID(e.Job, e.Instance, e.Start, 0, 1) {
+		if id == "" || id != stream.MsgID(e.Job, e.Instance, e.Start, 0, 1) {
 			t.Errorf("%s: Nats-Msg-Id %q, want the ID of its scrape", key, id)
 		}
 	}
@@ -283,8 +283,8 @@ func TestJetStreamScrapeOnceSplit(t *testing.T) {
 		if m.Subject == "prometheus.j.big" {
 			parts = append(parts, e)
 			id := m.Header.Get("Nats-Msg-Id")
-			if ids[id] || id != edge.MsgID(e.Job, e.Instance, e.Start, e.Part, e.Parts) {
-				t.Errorf("part %d: Nats-Msg-Id %q, want its own, edge.MsgID's", e.Part, id)
+			if ids[id] || id != stream.MsgID(e.Job, e.Instance, e.Start, e.Part, e.Parts) {
+				t.Errorf("part %d: Nats-Msg-Id %q, want its own, stream.MsgID's", e.Part, id)
 			}
 			ids[id] = true
 		} else if m.Subject != "prometheus.j.small" || e.Error != "" || e.Parts > 1 {

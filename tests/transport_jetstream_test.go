@@ -8,7 +8,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/prometheus-streams/prometheus-streams/edge"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 	"github.com/prometheus-streams/prometheus-streams/stream"
@@ -38,7 +37,7 @@ func TestDrainJetStreamDuplicates(t *testing.T) {
 	msg := func() *nats.Msg {
 		m := nats.NewMsg(stream.Subject("prometheus", "j", "a"))
 		m.Data = encode(t, "j", "a", start, "m 1\n")
-		m.Header.Set(jetstream.MsgIDHeader, edge.MsgID("j", "a", start, 0, 1))
+		m.Header.Set(jetstream.MsgIDHeader, stream.MsgID("j", "a", start, 0, 1))
 		return m
 	}
 	acks := jsPublish(t, srv, msg(), msg())

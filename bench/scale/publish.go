@@ -24,10 +24,10 @@ const (
 func instance(i int) string { return fmt.Sprintf("bench-%05d:9100", i) }
 
 // publisher is the edge side: it publishes one envelope per target per round through
-// stream's STAN publisher, as scrape-once does, so the edge is never the bottleneck.
+// stream's publisher, as scrape-once does, so the edge is never the bottleneck.
 type publisher struct {
 	codec  *envelope.Codec
-	conn   *stream.STAN
+	conn   stream.Publisher
 	body   []byte
 	series int
 
@@ -47,10 +47,14 @@ type published struct {
 }
 
 func dialPublisher(ctx context.Context, url, clusterID string, body []byte, series int, codec *envelope.Codec) (*publisher, error) {
-	conn, err := stream.DialSTAN(ctx, stream.STANOptions{
+	t, err := stream.Open(stream.Options{
 		URLs: []string{url}, ClusterID: clusterID, ClientID: stream.ClientID("bench-edge", ""),
 		Logger: slog.New(slog.DiscardHandler),
 	})
+	if err != nil {
+		return nil, err
+	}
+	conn, err := t.Publisher(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +93,7 @@ func (p *publisher) burst(ctx context.Context, msgs [][]byte, start time.Time, a
 	// Counted before they go: the drain sees the first at once.
 	p.record(len(msgs), start)
 	for _, m := range msgs {
-		if err := acks.Publish(p.conn, benchTopic, m, nil); err != nil {
+		if err := acks.Publish(p.conn, benchTopic, m, "", nil); err != nil {
 			sendErr = errors.Join(sendErr, err)
 			continue
 		}
@@ -122,7 +126,7 @@ func (p *publisher) spread(ctx context.Context, n int, start time.Time, interval
 			if err != nil {
 				return 0, err
 			}
-			if err := acks.Publish(p.conn, benchTopic, m, nil); err != nil {
+			if err := acks.Publish(p.conn, benchTopic, m, "", nil); err != nil {
 				sendErr = errors.Join(sendErr, err)
 				continue
 			}

@@ -206,18 +206,17 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 
 // consume feeds the drain from one receiver stream until ctx ends.
 func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drain.Drain, logger *slog.Logger) error {
-	name := streamName(rs)
-	handle := func(m *stream.Msg) {
-		d.HandleMessage(drain.Message{Data: m.Data, Stream: name, Handle: drain.Handle{Seq: m.Sequence, Ack: m.Ack}})
+	t, err := transport(cfg, rs, nil, logger)
+	if err != nil {
+		return err
 	}
-	if rs.IsJetStream() {
-		// JetStream can terminate poison and redeliver after a delay: the drain backs
-		// off a failing delivery through the server instead of holding it.
-		want := func(job, instance string) string { return stream.Subject(rs.Topic, job, instance) }
-		handle = func(m *stream.Msg) {
-			d.HandleMessage(drain.Message{Data: m.Data, Stream: name, Subject: m.Subject, Want: want,
-				Handle: drain.Handle{Seq: m.Sequence, Ack: m.Ack, Term: m.Term, Nak: m.NakWithDelay}})
-		}
+	name := t.Name()
+	// Where the transport can terminate poison and redeliver after a delay (JetStream),
+	// the message carries Term and Nak: the drain then backs off a failing delivery
+	// through the server instead of holding it.
+	handle := func(m *stream.Msg) {
+		d.HandleMessage(drain.Message{Data: m.Data, Stream: name, Subject: m.Subject, Want: t.Subject,
+			Handle: drain.Handle{Seq: m.Sequence, Ack: m.Ack, Term: m.Term, Nak: m.Nak}})
 	}
 	state := func(s stream.State) {
 		if ctx.Err() != nil {
@@ -226,36 +225,17 @@ func consume(ctx context.Context, cfg *config.Config, rs *config.Stream, d *drai
 		d.StreamState(name, s.Connected, s.Err)
 		notify(logger, "STATUS="+d.Status()) // every stream's, not the last one's to report
 	}
-	if rs.IsJetStream() {
-		return stream.ConsumeJetStream(ctx, stream.JetStreamSubscribeOptions{
-			JetStreamOptions: jetStreamOptions(cfg, rs, logger),
-			Durable:          rs.Durable(),
-			MaxAckPending:    rs.MaxInflight,
-			AckWait:          rs.AckWait.D(),
-			// What a previous drain left unacknowledged comes again after AckWait: the
-			// history sinks wait for it, so that a target's scrapes stay in order.
-			Unacknowledged: func(upTo uint64, n int) {
-				d.HoldHistory(name, upTo, n, rs.AckWait.D()+5*time.Second)
-			},
-		}, handle, state)
-	}
-	return stream.Consume(ctx, stream.SubscribeOptions{
-		STANOptions: stanOptions(cfg, rs, logger),
-		Subject:     rs.Topic,
-		DurableName: rs.Durable(),
+	return t.Consume(ctx, stream.ConsumeOptions{
+		Durable:     rs.Durable(),
 		QueueGroup:  rs.QueueGroup,
 		MaxInflight: rs.MaxInflight,
 		AckWait:     rs.AckWait.D(),
+		// What a previous drain left unacknowledged comes again after AckWait: the
+		// history sinks wait for it, so that a target's scrapes stay in order.
+		Unacknowledged: func(upTo uint64, n int) {
+			d.HoldHistory(name, upTo, n, rs.AckWait.D()+5*time.Second)
+		},
 	}, handle, state)
-}
-
-// streamName names a receiver stream in the drain's metrics (the stream label) and
-// logs: stan:<cluster_id>/<channel> or jetstream:<stream>.
-func streamName(rs *config.Stream) string {
-	if rs.IsJetStream() {
-		return "jetstream:" + rs.StreamName
-	}
-	return "stan:" + rs.ClusterID + "/" + rs.Topic
 }
 
 // restoreTimeout bounds the reading of the streams at start: a stream that cannot be
@@ -276,15 +256,9 @@ func restore(ctx context.Context, cfg *config.Config, local *embedded.Server, r 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var err error
-			if rs.IsJetStream() {
-				err = stream.ReplayJetStream(rctx, jetStreamOptions(cfg, rs, logger), rs.Topic, since, r.Add)
-			} else {
-				var last func() (uint64, error)
-				if local != nil && cfg.AtEmbedded(rs) {
-					last = func() (uint64, error) { return local.LastSeq(rs.Topic) }
-				}
-				err = stream.ReplaySTAN(rctx, stanOptions(cfg, rs, logger), rs.Topic, since, last, r.Add)
+			t, err := transport(cfg, rs, local, logger)
+			if err == nil {
+				err = t.Replay(rctx, since, r.Add)
 			}
 			if err != nil {
 				logger.Warn("could not read the stream again at start: /targets and the expose endpoint fill as scrapes arrive", "stream", rs.Describe(), "err", err)
@@ -297,16 +271,14 @@ func restore(ctx context.Context, cfg *config.Config, local *embedded.Server, r 
 	logger.Info("restored each target's newest scrape from the stream", "targets", targets, "messages_read", read, "took", time.Since(start).Round(time.Millisecond))
 }
 
-func stanOptions(cfg *config.Config, rs *config.Stream, logger *slog.Logger) stream.STANOptions {
-	return stream.STANOptions{
-		URLs: rs.URLs, ClusterID: rs.ClusterID, ClientID: rs.ClientID,
-		Name: "drain " + cfg.Identity, ConnectTimeout: rs.ConnectTimeout.D(), Logger: logger,
-		Security: rs.Security(),
+// transport is the drain's view of receiver stream rs. A NATS Streaming channel of
+// the embedded server, when there is one, says where it ends.
+func transport(cfg *config.Config, rs *config.Stream, local *embedded.Server, logger *slog.Logger) (stream.Transport, error) {
+	o := cfg.StreamOptions(rs, "drain "+cfg.Identity, logger)
+	if local != nil && cfg.AtEmbedded(rs) {
+		o.LastSeq = local.LastSeq
 	}
-}
-
-func jetStreamOptions(cfg *config.Config, rs *config.Stream, logger *slog.Logger) stream.JetStreamOptions {
-	return cfg.JetStreamOptions(rs, "drain "+cfg.Identity, logger)
+	return stream.Open(o)
 }
 
 // drainWorkers is how many targets the drain delivers at once: the gateway's workers,

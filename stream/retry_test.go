@@ -1,4 +1,4 @@
-package edge
+package stream
 
 import (
 	"context"
@@ -7,11 +7,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/prometheus-streams/prometheus-streams/stream"
 )
 
-// flaky is a Conn whose publishes go through scripted outcomes, one per try: an error
+// flaky is a connection whose publishes go through scripted outcomes, one per try: an error
 // PublishAsyncMsg returns ("sync:" prefix) or one its done gets; past the script, an ack.
 type flaky struct {
 	mu     sync.Mutex
@@ -20,10 +18,10 @@ type flaky struct {
 }
 
 var outcomes = map[string]error{
-	"unreachable": fmt.Errorf("%w: no stream leader answered", stream.ErrUnreachable),
-	"timeout":     fmt.Errorf("%w: no ack", stream.ErrAckTimeout),
-	"rejected":    fmt.Errorf("%w: store full", stream.ErrRejected),
-	"too large":   fmt.Errorf("%w: 2 MB", stream.ErrTooLarge),
+	"unreachable": fmt.Errorf("%w: no stream leader answered", ErrUnreachable),
+	"timeout":     fmt.Errorf("%w: no ack", ErrAckTimeout),
+	"rejected":    fmt.Errorf("%w: store full", ErrRejected),
+	"too large":   fmt.Errorf("%w: 2 MB", ErrTooLarge),
 }
 
 func (f *flaky) MaxPayload(string) int { return 1 << 20 }
@@ -55,16 +53,16 @@ func TestRetrier(t *testing.T) {
 		{"acked at once", nil, nil, nil, 1},
 		{"no leader, then acked", []string{"unreachable", "unreachable"}, nil, nil, 3},
 		{"disconnected, ack lost, then acked", []string{"sync:unreachable", "timeout"}, nil, nil, 3},
-		{"rejected: final", []string{"timeout", "rejected"}, nil, stream.ErrRejected, 2},
-		{"too large: never sent", []string{"sync:too large"}, stream.ErrTooLarge, nil, 1},
+		{"rejected: final", []string{"timeout", "rejected"}, nil, ErrRejected, 2},
+		{"too large: never sent", []string{"sync:too large"}, ErrTooLarge, nil, 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			conn := &flaky{script: c.script}
-			r := &retrier{ctx: context.Background(), conn: conn}
+			r := &publisher{conn: conn, ctx: context.Background()}
 			got := make(chan error, 2)
-			err := r.PublishAsyncMsg("s", []byte("x"), "id-1", func(err error) { got <- err })
+			err := r.PublishAsync("s", []byte("x"), "id-1", func(err error) { got <- err })
 			if !errors.Is(err, c.sendErr) || (err == nil) != (c.sendErr == nil) {
-				t.Fatalf("PublishAsyncMsg: %v, want %v", err, c.sendErr)
+				t.Fatalf("PublishAsync: %v, want %v", err, c.sendErr)
 			}
 			if err == nil {
 				select {
@@ -104,14 +102,14 @@ func TestRetrierDeadline(t *testing.T) {
 		script[i] = "unreachable"
 	}
 	conn := &flaky{script: script}
-	r := &retrier{ctx: ctx, conn: conn}
+	r := &publisher{conn: conn, ctx: ctx}
 	got := make(chan error, 2)
-	if err := r.PublishAsyncMsg("s", []byte("x"), "id", func(err error) { got <- err }); err != nil {
+	if err := r.PublishAsync("s", []byte("x"), "id", func(err error) { got <- err }); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-got:
-		if !errors.Is(err, stream.ErrUnreachable) || ctx.Err() == nil {
+		if !errors.Is(err, ErrUnreachable) || ctx.Err() == nil {
 			t.Errorf("done(%v) before the deadline", err)
 		}
 	case <-time.After(10 * time.Second):
