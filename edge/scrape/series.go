@@ -12,7 +12,8 @@ const maxShapeLabels = 32
 // included. It allocates nothing.
 //
 // ok is true only in the plain case: a metric name, no label named twice, no label
-// named __name__, no empty or escaped quoted name, at most maxShapeLabels labels. In
+// named __name__, no empty or escaped quoted name, no NUL byte, at most
+// maxShapeLabels labels. In
 // any other case check reads the series through the parser's Labels and validSeries,
 // as Prometheus does, so that a series that would be refused is refused with the same
 // reason. Label values are not looked at: the body is known to be UTF-8, and a value
@@ -21,6 +22,9 @@ func seriesShape(s []byte) (name []byte, n int, ok bool) {
 	var names [maxShapeLabels][]byte
 	if len(s) == 0 || s[0] == ' ' || s[0] == '\t' {
 		return nil, 0, false // the parser keeps such a space in the name
+	}
+	if bytes.IndexByte(s, 0) >= 0 {
+		return nil, 0, false // the parser's lexers skip NUL bytes where this would not
 	}
 	i := 0
 	if s[i] != '{' {
@@ -96,8 +100,8 @@ func seriesShape(s []byte) (name []byte, n int, ok bool) {
 			i++
 		}
 	}
-	if len(name) == 0 {
-		return nil, 0, false
+	if len(name) == 0 || i != len(s)-1 {
+		return nil, 0, false // the closing brace ends the series
 	}
 	return name, n + 1, true
 }

@@ -1,6 +1,7 @@
 package scrape
 
 import (
+	"context"
 	"errors"
 	"io"
 	"testing"
@@ -77,6 +78,9 @@ func TestSeriesShapeLeaves(t *testing.T) {
 		`m{a=1}`,
 		`m{a="1\"}`,
 		`m{"x"}`,
+		"m{a=\"\\\x00\\\",a=\"}\"}",
+		"m{a=\"1\"\x00a=\"2\"}",
+		`m{a="1"}x`,
 	} {
 		if name, n, ok := seriesShape([]byte(s)); ok {
 			t.Errorf("%s: read as %q with %d labels, want it left to the parser", s, name, n)
@@ -107,6 +111,8 @@ func FuzzSeriesShape(f *testing.F) {
 		"m { a = \"x\\\"}\" , \"b\"=\"\" } 1\n",
 		"m{__name__=\"x\"} 1\n",
 		"# TYPE c counter\nc_total{a=\"1\"} 1 # {t=\"x\"} 1\n# EOF\n",
+		"m{a=\"\\\x00\\\",b=\"}\",c=\"1\",__name__=\"x\"} 1\n",
+		"m{a=\"1\"\x00a=\"2\"} 1\n",
 	} {
 		f.Add([]byte(s), false)
 		f.Add([]byte(s), true)
@@ -121,4 +127,22 @@ func FuzzSeriesShape(f *testing.F) {
 		}
 		shapeAgrees(t, body, mt)
 	})
+}
+
+// TestSeriesShapeNUL: a NUL byte, which the parser's lexers skip inside a label value,
+// cannot hide labels from label_limit or a label named twice from validation.
+func TestSeriesShapeNUL(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		lim  Limits
+		want error
+	}{
+		{"m{a=\"\\\x00\\\",b=\"}\",c=\"1\",d=\"2\",e=\"3\"} 1\n", Limits{LabelLimit: 3}, ErrLabelLimit},
+		{"m{a=\"\\\x00\\\",b=\"}\",__name__=\"x\"} 1\n", Limits{}, ErrInvalidBody},
+		{"m{a=\"1\"\x00a=\"2\"} 1\n", Limits{}, ErrInvalidBody},
+	} {
+		if _, _, err := Process(context.Background(), []byte(c.body), fixture.TextContentType, c.lim, Relabel{}); !errors.Is(err, c.want) {
+			t.Errorf("%q: err = %v, want %v", c.body, err, c.want)
+		}
+	}
 }
