@@ -239,21 +239,30 @@ func (s *Scraper) fetch(ctx context.Context, t Target, r *Result, buf *bytes.Buf
 
 	limit := s.job.BodySizeLimit
 	var body io.Reader = resp.Body
-	gzipped := resp.Header.Get("Content-Encoding") == "gzip"
+	gzipped, whole := resp.Header.Get("Content-Encoding") == "gzip", false
 	if gzipped {
 		z, err := readGzip(resp, limit)
 		if err != nil {
 			return timeoutError(ctx, timeout, err)
 		}
-		gz, err := gzip.NewReader(bytes.NewReader(z))
+		// A longer stream (of many members) is decompressed as it arrives, read
+		// behind what was read already.
+		whole = z.whole
+		zr := io.Reader(bytes.NewReader(z.b))
+		if !whole {
+			zr = io.MultiReader(zr, resp.Body)
+		}
+		gz, err := gzip.NewReader(zr)
 		if err != nil {
 			return timeoutError(ctx, timeout, fmt.Errorf("%w: gzip: %v", ErrInvalidBody, err))
 		}
 		defer gz.Close()
 		body = gz
-		// ReadFrom reads into at least MinRead free bytes: without them at the end, it
-		// would grow the buffer once more only to see EOF.
-		buf.Grow(gzipSize(z, limit) + bytes.MinRead)
+		if whole {
+			// ReadFrom reads into at least MinRead free bytes: without them at the
+			// end, it would grow the buffer once more only to see EOF.
+			buf.Grow(gzipSize(z.b, limit) + bytes.MinRead)
+		}
 	} else if resp.ContentLength > 0 && (limit <= 0 || resp.ContentLength <= limit) {
 		buf.Grow(int(resp.ContentLength) + bytes.MinRead)
 	}
@@ -264,7 +273,7 @@ func (s *Scraper) fetch(ctx context.Context, t Target, r *Result, buf *bytes.Buf
 		body = io.LimitReader(body, limit+1)
 	}
 	if _, err := buf.ReadFrom(body); err != nil {
-		if gzipped {
+		if whole {
 			// Read whole already: what fails now is the stream itself.
 			return fmt.Errorf("%w: gzip: %v", ErrInvalidBody, err)
 		}
@@ -276,30 +285,34 @@ func (s *Scraper) fetch(ctx context.Context, t Target, r *Result, buf *bytes.Buf
 	return nil
 }
 
+// compressed is the start of a gzip response's body; whole when it is all of it.
+type compressed struct {
+	b     []byte
+	whole bool
+}
+
 // readGzip reads a gzip response's compressed body whole, so that its trailer can size
 // the uncompressed one (gzipSize) before it is decompressed: growing the body's buffer
-// as it decompresses cost as much as the decompression. A compressed body so long that
-// its content must exceed limit is refused as such.
-func readGzip(resp *http.Response, limit int64) ([]byte, error) {
+// as it decompresses cost as much as the decompression. It stops at the longest a
+// single gzip member of at most limit bytes can be; a longer body (many members) is
+// left to be read as it is decompressed, which body_size_limit bounds as ever.
+func readGzip(resp *http.Response, limit int64) (compressed, error) {
 	var z bytes.Buffer
 	var r io.Reader = resp.Body
-	var most int64 // the longest a gzip stream of at most limit bytes can be
+	var most int64
 	if limit > 0 {
 		// Deflate's stored blocks add 5 bytes a 64 KiB; gzip's header and trailer 18
 		// and more: a generous bound.
 		most = limit + limit/1024 + 4096
-		r = io.LimitReader(r, most+1)
+		r = io.LimitReader(r, most)
 	}
 	if resp.ContentLength > 0 && (most == 0 || resp.ContentLength <= most) {
 		z.Grow(int(resp.ContentLength) + bytes.MinRead)
 	}
 	if _, err := z.ReadFrom(r); err != nil {
-		return nil, fmt.Errorf("read body: %w", err)
+		return compressed{}, fmt.Errorf("read body: %w", err)
 	}
-	if most > 0 && int64(z.Len()) > most {
-		return nil, fmt.Errorf("%w: more than %d bytes compressed, more than %d uncompressed", ErrBodyTooLarge, most, limit)
-	}
-	return z.Bytes(), nil
+	return compressed{b: z.Bytes(), whole: most == 0 || int64(z.Len()) < most}, nil
 }
 
 // gzipSize is the uncompressed size the trailer of the gzip stream z states (of its

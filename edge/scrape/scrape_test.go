@@ -134,8 +134,9 @@ func TestGzip(t *testing.T) {
 	if !errors.Is(r.Err, ErrBodyTooLarge) {
 		t.Errorf("err = %v, want body size limit", r.Err)
 	}
-	// A compressed body longer than any gzip of limit bytes is refused before it is
-	// decompressed; one whose trailer lies about its size is still read whole (and its
+	// A compressed body longer than one gzip member of limit bytes can be is read as it
+	// is decompressed: refused past the limit, taken whole within it when it is many
+	// members; one whose trailer lies about its size is still read whole (and its
 	// checksum then refuses it).
 	noise := make([]byte, 64<<10)
 	for i := range noise {
@@ -145,6 +146,12 @@ func TestGzip(t *testing.T) {
 	nw, _ := gzip.NewWriterLevel(&nz, gzip.NoCompression)
 	_, _ = nw.Write(noise)
 	_ = nw.Close()
+	var members bytes.Buffer // a member per line: more gzip than text
+	for l := range strings.Lines(string(want)) {
+		mw := gzip.NewWriter(&members)
+		_, _ = mw.Write([]byte(l))
+		_ = mw.Close()
+	}
 	lying := slices.Clone(zb.Bytes())
 	binary.LittleEndian.PutUint32(lying[len(lying)-4:], 100)
 	for _, c := range []struct {
@@ -153,8 +160,9 @@ func TestGzip(t *testing.T) {
 		wantErr error
 		want    string
 	}{
-		{nz.Bytes(), 16 << 10, ErrBodyTooLarge, "compressed"},
+		{nz.Bytes(), 16 << 10, ErrBodyTooLarge, "more than 16384 bytes"},
 		{nz.Bytes(), 1 << 20, nil, ""},
+		{members.Bytes(), int64(len(want)) + 10, nil, "valid"},
 		{lying, 1 << 20, ErrInvalidBody, ""},
 	} {
 		srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -164,8 +172,10 @@ func TestGzip(t *testing.T) {
 		})
 		r = scrapeURL(t, testJob(t, func(j *Job) { j.BodySizeLimit = c.limit }), srv.URL)
 		switch {
-		case c.wantErr == nil && r.RawSize != len(noise):
-			t.Errorf("limit %d: read %d bytes of %d (err %v)", c.limit, r.RawSize, len(noise), r.Err)
+		case c.wantErr == nil && (r.HTTPStatus != 200 || errors.Is(r.Err, ErrBodyTooLarge) || r.RawSize != len(noise) && r.RawSize != len(want)):
+			t.Errorf("limit %d: read %d bytes (err %v)", c.limit, r.RawSize, r.Err)
+		case c.want == "valid" && (r.Err != nil || !bytes.Equal(r.Body, want)):
+			t.Errorf("many members: err %v, body of %d bytes", r.Err, len(r.Body))
 		case c.wantErr != nil && (!errors.Is(r.Err, c.wantErr) || !strings.Contains(r.Err.Error(), c.want)):
 			t.Errorf("limit %d: err = %v, want %v (%q)", c.limit, r.Err, c.wantErr, c.want)
 		}
