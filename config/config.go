@@ -413,9 +413,9 @@ func parse(b []byte, dir string) (*Config, error) {
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, errors.Join(append(encErrs, fmt.Errorf("parse yaml: %w", err))...)
 	}
-	idx := newKeyLines(&root)
+	kl := newKeyLines(&root)
 	for i, err := range encErrs {
-		encErrs[i] = idx.named(err)
+		encErrs[i] = kl.named(err)
 	}
 
 	c := &Config{}
@@ -429,27 +429,27 @@ func parse(b []byte, dir string) (*Config, error) {
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
-			return nil, errors.Join(append(encErrs, idx.explain(err))...)
+			return nil, errors.Join(append(encErrs, kl.explain(err))...)
 		}
-		decodeErr, undecoded = idx.explain(err), idx.failedKeys(te)
+		decodeErr, undecoded = kl.explain(err), kl.failedKeys(te)
 	}
 	c.receiverList = receiverIsList(&root)
 	c.applyDefaults()
 	if pg := c.PushGateway; pg != nil {
-		setHTTPDefaults(idx, "push_gateway", &pg.HTTPClientConfig)
+		setHTTPDefaults(kl, "push_gateway", &pg.HTTPClientConfig)
 	}
 	for i, rw := range c.RemoteWrite {
 		if rw != nil {
 			key := fmt.Sprintf("remote_write[%d]", i)
-			setHTTPDefaults(idx, key, &rw.HTTPClientConfig)
-			if _, set := idx.lines[key+".queue_config.batch_send_deadline"]; !set {
+			setHTTPDefaults(kl, key, &rw.HTTPClientConfig)
+			if _, set := kl.lines[key+".queue_config.batch_send_deadline"]; !set {
 				rw.QueueConfig.BatchSendDeadline = c.defaultBatchSendDeadline()
 			}
 		}
 	}
 	for name, j := range c.Jobs {
 		if j != nil {
-			setHTTPDefaults(idx, "jobs."+name, &j.HTTPClientConfig)
+			setHTTPDefaults(kl, "jobs."+name, &j.HTTPClientConfig)
 		}
 	}
 	if dir != "" {
@@ -459,7 +459,7 @@ func parse(b []byte, dir string) (*Config, error) {
 	if len(encErrs) > 0 || decodeErr != nil || len(errs) > 0 {
 		all := append(encErrs, decodeErr)
 		if len(errs) > 0 {
-			all = append(all, idx.annotate(errs))
+			all = append(all, kl.annotate(errs))
 		}
 		return nil, errors.Join(all...)
 	}
@@ -549,11 +549,11 @@ func (c *Config) resolvePaths(dir string) {
 
 // setHTTPDefaults sets Prometheus's HTTP client defaults, which its own unmarshaller
 // would set but an inlined struct cannot, where the file does not set them.
-func setHTTPDefaults(idx *keyLines, key string, h *promcfg.HTTPClientConfig) {
-	if _, set := idx.lines[key+".follow_redirects"]; !set {
+func setHTTPDefaults(kl *keyLines, key string, h *promcfg.HTTPClientConfig) {
+	if _, set := kl.lines[key+".follow_redirects"]; !set {
 		h.FollowRedirects = promcfg.DefaultHTTPClientConfig.FollowRedirects
 	}
-	if _, set := idx.lines[key+".enable_http2"]; !set {
+	if _, set := kl.lines[key+".enable_http2"]; !set {
 		h.EnableHTTP2 = promcfg.DefaultHTTPClientConfig.EnableHTTP2
 	}
 }

@@ -18,14 +18,14 @@ type keyLines struct {
 }
 
 func newKeyLines(root *yaml.Node) *keyLines {
-	ix := &keyLines{lines: map[string]int{}, paths: map[int][]string{}}
+	kl := &keyLines{lines: map[string]int{}, paths: map[int][]string{}}
 	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
-		ix.walk("", root.Content[0])
+		kl.walk("", root.Content[0])
 	}
-	return ix
+	return kl
 }
 
-func (ix *keyLines) walk(path string, n *yaml.Node) {
+func (kl *keyLines) walk(path string, n *yaml.Node) {
 	switch n.Kind {
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -34,24 +34,24 @@ func (ix *keyLines) walk(path string, n *yaml.Node) {
 			if path != "" {
 				p = path + "." + k.Value
 			}
-			ix.lines[p] = k.Line
-			ix.paths[k.Line] = append(ix.paths[k.Line], p)
-			ix.walk(p, v)
+			kl.lines[p] = k.Line
+			kl.paths[k.Line] = append(kl.paths[k.Line], p)
+			kl.walk(p, v)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
-			ix.lines[p] = c.Line
-			ix.walk(p, c)
+			kl.lines[p] = c.Line
+			kl.walk(p, c)
 		}
 	}
 }
 
 // line returns the line of path or, failing that, of its nearest ancestor present in the
 // file (a required key that is missing is reported at its parent).
-func (ix *keyLines) line(path string) int {
+func (kl *keyLines) line(path string) int {
 	for p := path; p != ""; {
-		if l, ok := ix.lines[p]; ok {
+		if l, ok := kl.lines[p]; ok {
 			return l
 		}
 		i := strings.LastIndexAny(p, ".[")
@@ -64,12 +64,12 @@ func (ix *keyLines) line(path string) int {
 }
 
 // annotate prefixes each problem with its line.
-func (ix *keyLines) annotate(errs []error) error {
+func (kl *keyLines) annotate(errs []error) error {
 	out := make([]error, 0, len(errs))
 	for _, err := range errs {
 		var p problem
 		if errors.As(err, &p) {
-			if l := ix.line(p.path); l > 0 {
+			if l := kl.line(p.path); l > 0 {
 				err = fmt.Errorf("line %d: %w", l, err)
 			}
 		}
@@ -85,7 +85,7 @@ var (
 
 // explain rewrites yaml.v3's decoding errors so they name the key as well as the line:
 // "line 7: unknown key poller_stream.clusterid" rather than a Go type name.
-func (ix *keyLines) explain(err error) error {
+func (kl *keyLines) explain(err error) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
 		return fmt.Errorf("parse yaml: %w", err)
@@ -101,7 +101,7 @@ func (ix *keyLines) explain(err error) error {
 		rest := m[2]
 		if u := reUnknown.FindStringSubmatch(rest); u != nil {
 			key := u[1]
-			for _, p := range ix.paths[line] {
+			for _, p := range kl.paths[line] {
 				if strings.HasSuffix(p, "."+u[1]) || p == u[1] {
 					key = p
 				}
@@ -109,10 +109,10 @@ func (ix *keyLines) explain(err error) error {
 			out = append(out, fmt.Errorf("line %d: %s: unknown key", line, key))
 			continue
 		}
-		if keys := ix.paths[line]; len(keys) > 0 {
+		if keys := kl.paths[line]; len(keys) > 0 {
 			// Go type names mean nothing to an operator; the key does.
 			rest = strings.ReplaceAll(rest, "into config.Duration", "into a duration")
-			key, rest := ix.keyOf(line, rest)
+			key, rest := kl.keyOf(line, rest)
 			out = append(out, fmt.Errorf("line %d: %s: %s", line, key, rest))
 			continue
 		}
@@ -124,8 +124,8 @@ func (ix *keyLines) explain(err error) error {
 // keyOf is the key an error on line is about: the key that msg starts with (as
 // "regex: ..."), for a line that holds several (a flow mapping), else the line's last
 // key; and msg without that key.
-func (ix *keyLines) keyOf(line int, msg string) (string, string) {
-	keys := ix.paths[line]
+func (kl *keyLines) keyOf(line int, msg string) (string, string) {
+	keys := kl.paths[line]
 	for _, p := range keys {
 		name := p[strings.LastIndexAny(p, ".")+1:]
 		if rest, ok := strings.CutPrefix(msg, name+": "); ok {
@@ -136,23 +136,23 @@ func (ix *keyLines) keyOf(line int, msg string) (string, string) {
 }
 
 // named adds the key to an error that names only its line.
-func (ix *keyLines) named(err error) error {
+func (kl *keyLines) named(err error) error {
 	m := reLine.FindStringSubmatch(err.Error())
 	if m == nil {
 		return err
 	}
 	line, _ := strconv.Atoi(m[1])
-	if len(ix.paths[line]) == 0 {
+	if len(kl.paths[line]) == 0 {
 		return err
 	}
-	key, rest := ix.keyOf(line, m[2])
+	key, rest := kl.keyOf(line, m[2])
 	return fmt.Errorf("line %d: %s: %s", line, key, rest)
 }
 
 // failedKeys are the keys of the values a decoding error is about: every key on the
 // line of each value that did not decode, but not an unknown key (which leaves the
 // others as they are).
-func (ix *keyLines) failedKeys(te *yaml.TypeError) []string {
+func (kl *keyLines) failedKeys(te *yaml.TypeError) []string {
 	var keys []string
 	for _, msg := range te.Errors {
 		m := reLine.FindStringSubmatch(msg)
@@ -160,7 +160,7 @@ func (ix *keyLines) failedKeys(te *yaml.TypeError) []string {
 			continue
 		}
 		line, _ := strconv.Atoi(m[1])
-		keys = append(keys, ix.paths[line]...)
+		keys = append(keys, kl.paths[line]...)
 	}
 	return keys
 }

@@ -94,10 +94,10 @@ func (x *ledger) empty() bool {
 	return len(x.fams) == 0 && len(x.groups) == 0 && len(x.shapes) == 0
 }
 
-// TestIndexAccounting: whatever happens to pushes (taken, refused, of unknown outcome),
+// TestLedgerAccounting: whatever happens to pushes (taken, refused, of unknown outcome),
 // forgetting every group leaves the ledger empty, and groups of the same families share
 // one shape.
-func TestIndexAccounting(t *testing.T) {
+func TestLedgerAccounting(t *testing.T) {
 	x := newLedger()
 	fams := []*dto.MetricFamily{gauge("a"), gauge("b")}
 	for _, p := range []string{"/1", "/2", "/3"} {

@@ -225,9 +225,9 @@ func TestSinkConsistencyRace(t *testing.T) {
 	}
 }
 
-// TestSinkLoadRebuildsIndex: a new sink (a restarted drain) learns the families of the
+// TestSinkLoadRebuildsLedger: a new sink (a restarted drain) learns the families of the
 // groups it owns from the gateway, with Load or before its first push.
-func TestSinkLoadRebuildsIndex(t *testing.T) {
+func TestSinkLoadRebuildsLedger(t *testing.T) {
 	pgw := pgwtest.Start(t, pgwtest.WithoutConsistencyCheck())
 	c := newClient(t, pgw.URL())
 	now := time.Now()
