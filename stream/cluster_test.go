@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/jstest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/logtest"
 )
 
 // Publish failures that may pass when tried again are told apart from final ones.
@@ -64,8 +65,8 @@ func TestJetStreamCluster(t *testing.T) {
 	}
 	_ = j.Close()
 
-	var log recordLog
-	o.Replicas, o.Logger = 1, log.logger()
+	var log logtest.Buffer
+	o.Replicas, o.Logger = 1, log.Logger()
 	j, err = DialJetStream(ctx, o)
 	if err != nil {
 		t.Fatal(err)

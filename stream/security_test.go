@@ -1,19 +1,16 @@
 package stream
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +19,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/logtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
 )
 
@@ -377,8 +375,8 @@ func TestConsumeRefusalLog(t *testing.T) {
 	const token = "tok-consume-1a2b"
 	srv := stantest.Start(t, stantest.WithToken(token))
 	o, _ := consumeOptions(t, srv.URL())
-	rec := &recordLog{}
-	o.Logger = rec.logger()
+	rec := &logtest.Buffer{}
+	o.Logger = rec.Logger()
 	o.Security = Security{TokenFile: writeFile(t, "token", token+"-not")}
 	c := startConsume(t, o, nil, nil)
 	waitUntil(t, 10*time.Second, "a refusal", func() bool { return len(c.allStates()) >= 1 })
@@ -391,26 +389,6 @@ func TestConsumeRefusalLog(t *testing.T) {
 	}
 	checkNoSecret(t, out, token)
 }
-
-// recordLog keeps a logger's output as text.
-type recordLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (r *recordLog) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.b.Write(p)
-}
-
-func (r *recordLog) String() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.b.String()
-}
-
-func (r *recordLog) logger() *slog.Logger { return slog.New(slog.NewTextHandler(r, nil)) }
 
 // securityReason on errors the servers here cannot easily produce, and on errors that
 // are no refusal.
