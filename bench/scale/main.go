@@ -74,6 +74,7 @@ type options struct {
 	CatchupSinks    []string
 	PromMaxSeries   int
 	PprofDir        string
+	DrainBin        string
 	QuietWait       time.Duration
 	Keep            bool
 }
@@ -113,6 +114,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.CatchupInflight, "catchup-inflight", config.DefaultMaxInflight, "catch-up test: receiver_stream.max_inflight")
 	fs.StringVar(&catchupSinks, "catchup-sinks", "counting", "catch-up test: receivers, counting (the harness's) and/or prometheus (Prometheus 3 behind a relay that plays the outage)")
 	fs.IntVar(&o.PromMaxSeries, "prom-max-series", 0, "cap N for the prometheus sink so that Prometheus holds at most this many series (default: half the available memory at 4 KiB a series)")
+	fs.StringVar(&o.DrainBin, "drain-bin", "", "run this drain binary (e.g. one built from an earlier commit, as a baseline) instead of building ./cmd/drain")
 	fs.StringVar(&o.PprofDir, "pprof", "", "build the drain with net/http/pprof and save a CPU profile of the first round of each step here")
 	fs.DurationVar(&o.QuietWait, "quiet-wait", time.Minute, "before each step, wait up to this long for the rest of the shared machine to use under half a CPU")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the scratch directory (configs, logs)")
@@ -315,9 +317,13 @@ func setup(ctx context.Context, o *options, logf func(string, ...any)) (*bench, 
 	if b.dir, err = os.MkdirTemp("", "bench-scale-"); err != nil {
 		return b, cleanup, err
 	}
-	logf("building the drain")
-	if b.drainBin, err = buildDrain(ctx, b.root, b.dir, o.PprofDir != ""); err != nil {
-		return b, cleanup, err
+	if o.DrainBin != "" {
+		b.drainBin = o.DrainBin
+	} else {
+		logf("building the drain")
+		if b.drainBin, err = buildDrain(ctx, b.root, b.dir, o.PprofDir != ""); err != nil {
+			return b, cleanup, err
+		}
 	}
 	body, err := os.ReadFile(o.Capture)
 	if err != nil {

@@ -37,7 +37,11 @@ func (r *report) write(w io.Writer) error {
 	p("| date | %s, %s |\n", r.started.Format("2006-01-02 15:04 MST"), r.finished.Sub(r.started).Round(time.Second))
 	p("| machine | %d CPUs (%s), %s RAM, Linux %s; shared: load average %.2f at start, %.2f at end |\n",
 		runtime.NumCPU(), cpuModel(), gib(memTotal()), kernel(), r.load[0], r.load[1])
-	p("| Go | %s (drain built without -race) |\n", runtime.Version())
+	if o.DrainBin != "" {
+		p("| drain | %s (-drain-bin) |\n", o.DrainBin)
+	} else {
+		p("| Go | %s (drain built without -race) |\n", runtime.Version())
+	}
 	p("| interval | %v, %d rounds per step; N is targets per 60 s, each round publishes N × %v/60s |\n", o.Interval, o.Intervals, o.Interval)
 	if o.Quick {
 		p("| **quick mode** | 20 s intervals with N scaled by 1/3 and the lag limit with it (same load rate and burst size relative to the limit as 60 s), %d round(s) per step: a trial, not the figure to quote |\n", o.Intervals)
