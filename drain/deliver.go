@@ -60,8 +60,9 @@ func (d *Drain) next(ctx context.Context) *target {
 // round is what one step of a worker delivers for a target: the newest scrape to the
 // state sinks that do not have it, and the oldest scrapes (up to HistoryBatch) to the
 // history sinks that do not have them. Which sinks want which scrape is decided under
-// the drain's lock when the round starts; failed collects, by bit, the sinks that failed
-// transiently in this round.
+// the drain's lock when the round starts; a history sink that follows (sink.Follower)
+// adds to history, under the lock, the scrapes that arrive while its request waits.
+// failed collects, by bit, the sinks that failed transiently in this round.
 type round struct {
 	state      *delivery
 	stateSinks []int // the state sinks that want it
