@@ -60,8 +60,9 @@ func (d *Drain) next(ctx context.Context) *target {
 // round is what one step of a worker delivers for a target: the newest scrape to the
 // state sinks that do not have it, and the oldest scrapes (up to HistoryBatch) to the
 // history sinks that do not have them. Which sinks want which scrape is decided under
-// the drain's lock when the round starts; failed collects, by bit, the sinks that failed
-// transiently in this round.
+// the drain's lock when the round starts; a history sink that follows (sink.Follower)
+// adds to history, under the lock, the scrapes that arrive while its request waits.
+// failed collects, by bit, the sinks that failed transiently in this round.
 type round struct {
 	state      *delivery
 	stateSinks []int // the state sinks that want it
@@ -116,7 +117,7 @@ func (d *Drain) step(ctx context.Context, t *target) bool {
 		d.logger.Warn("scrape expired before delivery", "job", q.env.Job, "instance", q.env.Instance, "age", now.Sub(q.env.Start).Round(time.Millisecond))
 	}
 
-	ok := d.deliver(ctx, &r)
+	ok := d.deliver(ctx, t, &r)
 	d.returnMemory(&r)
 	d.mu.Lock()
 	d.release(t, &r)
@@ -240,9 +241,10 @@ func (d *Drain) release(t *target, r *round) {
 	}
 }
 
-// deliver runs one round: it parses each scrape once for all sinks and hands it to the
-// sinks that still want it. It returns false when ctx ended first.
-func (d *Drain) deliver(ctx context.Context, r *round) bool {
+// deliver runs one round for t: it parses each scrape once for all sinks and hands it to
+// the sinks that still want it; a history sink that follows also gets the scrapes of t
+// that arrive while its request waits to be sent. It returns false when ctx ended first.
+func (d *Drain) deliver(ctx context.Context, t *target, r *round) bool {
 	parsed := make(map[*delivery]*sink.Scrape, len(r.history)+1)
 	scrape := func(q *delivery) *sink.Scrape {
 		if s, ok := parsed[q]; ok {
@@ -289,7 +291,10 @@ func (d *Drain) deliver(ctx context.Context, r *round) bool {
 	for k, i := range d.history {
 		var qs []*delivery
 		var ss []*sink.Scrape
-		for _, q := range r.historyFor[k] {
+		d.mu.Lock()
+		want := r.historyFor[k] // grown by what an earlier history sink followed
+		d.mu.Unlock()
+		for _, q := range want {
 			if s := scrape(q); s != nil {
 				qs, ss = append(qs, q), append(ss, s)
 			}
@@ -298,7 +303,28 @@ func (d *Drain) deliver(ctx context.Context, r *round) bool {
 			continue
 		}
 		errs := make([]error, len(ss))
-		if b, ok := d.sinks[i].(sink.Batcher); ok && len(ss) > 1 {
+		if f, ok := d.sinks[i].(sink.Follower); ok {
+			l := &later{d: d, t: t, r: r, k: k, scrape: scrape, arrived: make(chan struct{}, 1)}
+			d.mu.Lock()
+			l.last = r.history[len(r.history)-1].env.Start
+			t.arrived = l.arrived
+			d.mu.Unlock()
+			l.arrived <- struct{}{} // what came since the round began
+			start := time.Now()
+			errs = f.DeliverFollowing(ctx, ss, l)
+			d.metrics.pushDuration.WithLabelValues(d.sinkNames[i]).Observe(time.Since(start).Seconds())
+			d.mu.Lock()
+			t.arrived = nil
+			d.mu.Unlock()
+			qs = append(qs, l.given...)
+			if n := len(errs); n != len(qs) {
+				// Not what the contract says: take no fate from it, and try again.
+				errs = make([]error, len(qs))
+				for j := range errs {
+					errs[j] = fmt.Errorf("sink %s returned %d fates for %d scrapes", d.sinkNames[i], n, len(qs))
+				}
+			}
+		} else if b, ok := d.sinks[i].(sink.Batcher); ok && len(ss) > 1 {
 			start := time.Now()
 			b.DeliverBatch(ctx, ss, errs)
 			d.metrics.pushDuration.WithLabelValues(d.sinkNames[i]).Observe(time.Since(start).Seconds())
@@ -323,6 +349,65 @@ func (d *Drain) deliver(ctx context.Context, r *round) bool {
 		}
 	}
 	return true
+}
+
+// later hands the history sink d.history[k], while it delivers round r of t, the
+// scrapes of t that arrived since r began (sink.Later).
+type later struct {
+	d       *Drain
+	t       *target
+	r       *round
+	k       int
+	scrape  func(*delivery) *sink.Scrape // deliver's: parses once per round
+	arrived chan struct{}
+	last    time.Time   // the start of the newest scrape of t in the round
+	given   []*delivery // what Next handed over, in order
+}
+
+func (l *later) Arrived() <-chan struct{} { return l.arrived }
+
+// Next takes into the round the scrapes of t after the round's newest, in order, that
+// the sink does not have, as historyWork would give them: none while history is held,
+// none past a split scrape still being assembled, and no more than HistoryBatch in a
+// round.
+func (l *later) Next() []*sink.Scrape {
+	d, t, r := l.d, l.t, l.r
+	i := d.history[l.k]
+	var qs []*delivery
+	d.mu.Lock()
+	if !d.historyHeld() && len(t.queue) > 0 {
+		env := t.queue[0].env
+		split, assembling := d.parts.Assembling(env.Job, env.Instance)
+		for _, q := range t.queue {
+			s := q.env.Start
+			if !s.After(l.last) || q.final(d.history) {
+				continue
+			}
+			if (assembling && s.After(split)) || q.working || len(r.history) >= d.opts.HistoryBatch {
+				break
+			}
+			l.last = s
+			q.working = true
+			r.history = append(r.history, q)
+			for k := l.k + 1; k < len(d.history); k++ {
+				if !q.res[d.history[k]].final() {
+					r.historyFor[k] = append(r.historyFor[k], q)
+				}
+			}
+			if !q.res[i].final() {
+				qs = append(qs, q)
+			}
+		}
+	}
+	d.mu.Unlock()
+	var out []*sink.Scrape
+	for _, q := range qs {
+		if s := l.scrape(q); s != nil {
+			out = append(out, s)
+			l.given = append(l.given, q)
+		}
+	}
+	return out
 }
 
 func (d *Drain) deliverOne(ctx context.Context, i int, s *sink.Scrape) error {

@@ -33,6 +33,9 @@ type target struct {
 	lastSeen               time.Time
 	status                 status
 	retry                  *retry // the scrape handed back to the server with a delay, if any
+	// arrived, while a history sink that follows (sink.Follower) delivers t's scrapes,
+	// receives a value when a scrape of t is placed: it may join the sink's request.
+	arrived chan struct{}
 }
 
 // park is a target's wait for a retry of one kind of sink.
@@ -119,6 +122,12 @@ func (d *Drain) enqueue(key string, dl *delivery) {
 	t.lastSeen = dl.received
 	if d.place(t, dl) {
 		t.status.observe(dl.env, dl.h.Seq, dl.received)
+		if t.arrived != nil {
+			select {
+			case t.arrived <- struct{}{}:
+			default:
+			}
+		}
 	}
 	done := d.finished(t)
 	d.schedule(t)

@@ -7,6 +7,15 @@
 // skips an older scrape that waits behind a newer one. A history sink (remote_write)
 // stores every scrape as a point in time: the drain hands it every scrape of a target,
 // in scrape order, and never skips one.
+//
+// A history sink that holds a target's scrapes in a request waiting to fill (a
+// remote-write queue waits up to batch_send_deadline) is a Follower: while that request
+// waits, the target's scrapes that reach the drain meanwhile join it, rather than wait
+// in the drain for its answer. The drain still hands them over in order, through the
+// one call for the target under way (it never calls a sink twice at once for one
+// target), and that call returns each scrape's fate once the request carrying it is
+// answered; so "acknowledged only when final in every sink" and "in scrape order" hold
+// as for a single scrape.
 package sink
 
 import (
@@ -65,6 +74,33 @@ type Sink interface {
 // it is still to be given.
 type Batcher interface {
 	DeliverBatch(ctx context.Context, scrapes []*Scrape, errs []error)
+}
+
+// Follower is a Batcher that, while it waits for the answer to the request carrying a
+// target's scrapes, takes the target's next scrapes into that same request as long as
+// the request is not sent yet: a request waiting for batch_send_deadline holds every
+// scrape of the target that came meanwhile, as Prometheus's queue holds every sample
+// appended meanwhile.
+//
+// DeliverFollowing is called under DeliverBatch's rules with scrapes of one target in
+// increasing start order. While it waits it may call later.Next, at any time and from
+// the calling goroutine only, for the target's scrapes that follow every one it was
+// given so far (none, when there are none now); later.Arrived signals when there may be
+// some. It returns one fate per scrape given, those of scrapes first and then those Next
+// returned, in that order, each as Deliver would have returned it, and with
+// DeliverBatch's rule: once a scrape's fate is retryable, so is every later one's. It
+// never holds a scrape it is given after its fate is returned.
+type Follower interface {
+	DeliverFollowing(ctx context.Context, scrapes []*Scrape, later Later) []error
+}
+
+// Later is what a Follower asks the drain for a target's next scrapes.
+type Later interface {
+	// Next returns the target's scrapes that follow every one handed over so far in
+	// the call, oldest first; none when none can be handed over now.
+	Next() []*Scrape
+	// Arrived receives a value when Next may have more to return.
+	Arrived() <-chan struct{}
 }
 
 // Volatile is a state sink that holds what it holds in the drain's memory only (the

@@ -12,10 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/snappy"
 	remote "github.com/prometheus/client_golang/exp/api/remote"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/promtest"
 	"github.com/prometheus-streams/prometheus-streams/sink"
@@ -187,12 +185,7 @@ func TestMetadataInterval(t *testing.T) {
 		var mu sync.Mutex
 		var got []int // metadata entries per request
 		rw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			b, _ := io.ReadAll(r.Body)
-			raw, err := snappy.Decode(nil, b)
-			var req prompb.WriteRequest
-			if err == nil {
-				err = req.Unmarshal(raw)
-			}
+			req, err := promtest.ReadWriteRequest(r)
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return

@@ -95,11 +95,41 @@ type sender struct {
 	batch    prometheus.Histogram
 }
 
-// entry is one scrape's samples waiting for a request.
+// entry is the samples of one write waiting for a request: one scrape's, or a target's
+// scrapes that joined it while it waited (see join).
 type entry struct {
+	done chan error
+
+	mu     sync.Mutex
+	sealed bool // taken into a request being sent: nothing joins it any more
 	series []series
 	metas  []meta
-	done   chan error
+}
+
+// size is how many samples e holds now.
+func (e *entry) size() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.series)
+}
+
+// join calls grow with e held unless e is sealed, and replaces e's samples with what
+// grow returns: the same samples and more after them. It reports whether e was open.
+func (e *entry) join(grow func([]series, []meta) ([]series, []meta)) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.sealed {
+		return false
+	}
+	e.series, e.metas = grow(e.series, e.metas)
+	return true
+}
+
+// seal ends e's joining: its request is about to be sent.
+func (e *entry) seal() {
+	e.mu.Lock()
+	e.sealed = true
+	e.mu.Unlock()
 }
 
 // statusKey carries, in a request's context, where the transport records the status
@@ -256,11 +286,21 @@ var errClosed = errors.New("remote write: sink closed")
 // write sends one scrape's samples, sharing a request with other scrapes when several
 // wait, and returns once the receiver has them or refused them.
 func (s *sender) write(ctx context.Context, ss []series, metas []meta) error {
+	e, err := s.enqueue(ctx, ss, metas)
+	if err != nil {
+		return err
+	}
+	return e.wait(ctx)
+}
+
+// enqueue queues samples for a request and returns their entry, which more samples may
+// join until its request is sent; its outcome comes on e.done.
+func (s *sender) enqueue(ctx context.Context, ss []series, metas []meta) (*entry, error) {
 	e := &entry{series: ss, metas: metas, done: make(chan error, 1)}
 	select {
 	case s.queue <- e:
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 	if n := s.waiting.Add(1); s.o.Writers > 0 && n >= int64(s.o.Writers) {
 		for range s.o.MaxShards {
@@ -270,6 +310,11 @@ func (s *sender) write(ctx context.Context, ss []series, metas []meta) error {
 			}
 		}
 	}
+	return e, nil
+}
+
+// wait returns e's outcome once its request is answered, or ctx's error first.
+func (e *entry) wait(ctx context.Context) error {
 	select {
 	case err := <-e.done:
 		return err
@@ -291,7 +336,7 @@ func (s *sender) run(ctx context.Context) {
 				return
 			}
 		}
-		batch, n := []*entry{first}, len(first.series)
+		batch, n := []*entry{first}, first.size()
 		var deadline <-chan time.Time
 		var timer *time.Timer
 		if wait := s.fillTime(); wait > 0 {
@@ -318,14 +363,18 @@ func (s *sender) run(ctx context.Context) {
 					break fill
 				}
 			}
-			if n+len(e.series) > s.o.MaxSamplesPerSend {
+			size := e.size()
+			if n+size > s.o.MaxSamplesPerSend {
 				carry = e
 				break
 			}
-			batch, n = append(batch, e), n+len(e.series)
+			batch, n = append(batch, e), n+size
 		}
 		if timer != nil {
 			timer.Stop()
+		}
+		for _, e := range batch {
+			e.seal()
 		}
 		s.waiting.Add(-int64(len(batch)))
 		if ctx.Err() != nil {

@@ -10,8 +10,10 @@
 //
 // Scrapes of different targets share requests (up to max_samples_per_send samples), sent
 // by a bounded set of senders, as Prometheus's shards send: when a request is full or
-// batch_send_deadline has passed since its first scrape came. A request refused with a
-// 4xx is sent again per target, so one bad scrape never takes others down with it.
+// batch_send_deadline has passed since its first scrape came. While a target's request
+// waits so, the target's next scrapes join it (sink.Follower), and each learns its fate
+// from that request's answer. A request refused with a 4xx is sent again per target, and
+// a target's scrapes in it one by one, so one bad scrape never takes others down with it.
 // While the receiver fails, one request goes at a time with a growing backoff (pace).
 package remotewrite
 
@@ -140,8 +142,16 @@ func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
 // receiver refuses for good is written again scrape by scrape, so that one bad scrape
 // fails alone.
 func (s *Sink) DeliverBatch(ctx context.Context, scs []*sink.Scrape, errs []error) {
+	copy(errs, s.DeliverFollowing(ctx, scs, nil))
+}
+
+// DeliverFollowing is DeliverBatch that, while the request carrying the scrapes waits to
+// be sent (batch_send_deadline), also puts the target's scrapes that arrive meanwhile
+// into it (sink.Follower): one request carries them all, and each gets its fate when
+// that request is answered.
+func (s *Sink) DeliverFollowing(ctx context.Context, scs []*sink.Scrape, later sink.Later) []error {
 	if len(scs) == 0 {
-		return
+		return nil
 	}
 	key := scs[0].Key()
 	for {
@@ -152,9 +162,9 @@ func (s *Sink) DeliverBatch(ctx context.Context, scs []*sink.Scrape, errs []erro
 			continue
 		}
 		t.tried = s.now()
-		s.deliver(ctx, t, scs, errs, len(scs) > 1)
+		errs := s.follow(ctx, t, scs, later)
 		t.mu.Unlock()
-		return
+		return errs
 	}
 }
 
@@ -179,16 +189,23 @@ type tracking struct {
 	ended  []ended  // the label sets, in the order of hashes, when known uncompressed
 }
 
-// deliver writes scs (all of t) in one request and sets errs. With split, a request
-// refused for good is written again scrape by scrape.
-func (s *Sink) deliver(ctx context.Context, t *target, scs []*sink.Scrape, errs []error, split bool) {
-	cur := tracking{start: t.start, last: t.last, hashes: t.hashes, sets: t.sets}
-	var out []series
-	var metas []meta
-	var in []int // the scrapes in the request
-	var stale int
-	for i, sc := range scs {
-		start := sc.Envelope.Start
+// request is what writing some scrapes of a target after what the receiver has of it
+// takes: their samples and markers, and the tracking after them.
+type request struct {
+	cur   tracking
+	out   []series
+	metas []meta
+	in    []int // the scrapes in it, by index
+	stale int   // markers in it
+}
+
+// add puts scs[from:] (all of t, after those before from) into r, or sets their errs
+// when they need no writing: a redelivery, a scrape older than the receiver's newest, or
+// one beyond sample_age_limit. On an error it leaves r as it was.
+func (s *Sink) add(r *request, scs []*sink.Scrape, errs []error, from int) error {
+	cur, out, metas, in, stale := r.cur, r.out, r.metas, r.in, r.stale
+	for i := from; i < len(scs); i++ {
+		start := scs[i].Envelope.Start
 		switch {
 		case start.Before(cur.start):
 			errs[i] = sink.ErrSuperseded
@@ -201,12 +218,9 @@ func (s *Sink) deliver(ctx context.Context, t *target, scs []*sink.Scrape, errs 
 			errs[i] = fmt.Errorf("%w: remote write %s: older than sample_age_limit %s", sink.ErrRejected, s.name, s.sender.o.SampleAgeLimit)
 			continue
 		}
-		o, m, next, gone, err := s.next(&cur, sc)
+		o, m, next, gone, err := s.next(&cur, scs[i])
 		if err != nil {
-			for j := range errs {
-				errs[j] = err
-			}
-			return
+			return err
 		}
 		off := int32(len(metas))
 		metas = append(metas, m...)
@@ -219,16 +233,98 @@ func (s *Sink) deliver(ctx context.Context, t *target, scs []*sink.Scrape, errs 
 		cur, stale = next, stale+gone
 		in = append(in, i)
 	}
-	if len(in) == 0 {
+	r.cur, r.out, r.metas, r.in, r.stale = cur, out, metas, in, stale
+	return nil
+}
+
+// follow writes scs (all of t) in one request and returns their fates; with later, the
+// scrapes of t that later hands over while the request waits to be sent join it, and
+// their fates follow. Called with t.mu held.
+func (s *Sink) follow(ctx context.Context, t *target, scs []*sink.Scrape, later sink.Later) []error {
+	errs := make([]error, len(scs))
+	r := request{cur: tracking{start: t.start, last: t.last, hashes: t.hashes, sets: t.sets}}
+	if err := s.add(&r, scs, errs, 0); err != nil {
+		return fill(errs, err)
+	}
+	if len(r.in) == 0 {
+		return errs
+	}
+	e, err := s.sender.enqueue(ctx, r.out, r.metas)
+	if err != nil {
+		return fill(errs, err)
+	}
+	var arrived <-chan struct{}
+	if later != nil {
+		arrived = later.Arrived()
+	}
+	for {
+		select {
+		case err = <-e.done:
+		case <-ctx.Done():
+			return fill(errs, ctx.Err()) // the request goes on; a retry of the scrapes is harmless
+		case <-arrived:
+			stop := false
+			open := e.join(func(ss []series, ms []meta) ([]series, []meta) {
+				if len(ss) >= s.sender.o.MaxSamplesPerSend {
+					stop = true // full: the next scrapes go in the next request
+					return ss, ms
+				}
+				more := later.Next()
+				if len(more) == 0 {
+					return ss, ms
+				}
+				from := len(scs)
+				scs, errs = append(scs, more...), append(errs, make([]error, len(more))...)
+				r.out, r.metas = ss, ms
+				if err := s.add(&r, scs, errs, from); err != nil {
+					fill(errs[from:], err) // retryable, and nothing later may be written before them
+					stop = true
+				}
+				return r.out, r.metas
+			})
+			if !open || stop {
+				arrived = nil // what comes now waits for the next call
+			}
+			continue
+		}
+		break
+	}
+	s.settle(ctx, t, &r, scs, errs, err)
+	return errs
+}
+
+// fill sets every error of errs to err, and returns errs.
+func fill(errs []error, err error) []error {
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
+}
+
+// deliver writes scs (all of t) in one request and sets errs, without following: for
+// the scrapes of a refused request written again one by one. Called with t.mu held.
+func (s *Sink) deliver(ctx context.Context, t *target, scs []*sink.Scrape, errs []error) {
+	r := request{cur: tracking{start: t.start, last: t.last, hashes: t.hashes, sets: t.sets}}
+	if err := s.add(&r, scs, errs, 0); err != nil {
+		fill(errs, err)
 		return
 	}
-	err := s.sender.write(ctx, out, metas)
-	if err != nil && split && len(in) > 1 && !sink.Retryable(err) {
-		// Refused for good: find which scrape, writing them one by one in order.
-		for k, i := range in {
-			s.deliver(ctx, t, scs[i:i+1], errs[i:i+1], false)
+	if len(r.in) == 0 {
+		return
+	}
+	s.settle(ctx, t, &r, scs, errs, s.sender.write(ctx, r.out, r.metas))
+}
+
+// settle records the answer err to request r of scs (all of t): the receiver now holds
+// them, or, when it refused a request of several scrapes for good, they are written
+// again one by one in order, so that a bad scrape fails alone and each other scrape's
+// markers come from the scrape the receiver has before it. Called with t.mu held.
+func (s *Sink) settle(ctx context.Context, t *target, r *request, scs []*sink.Scrape, errs []error, err error) {
+	if err != nil && len(r.in) > 1 && !sink.Retryable(err) {
+		for k, i := range r.in {
+			s.deliver(ctx, t, scs[i:i+1], errs[i:i+1])
 			if sink.Retryable(errs[i]) {
-				for _, j := range in[k+1:] {
+				for _, j := range r.in[k+1:] {
 					errs[j] = errs[i]
 				}
 				return
@@ -236,14 +332,15 @@ func (s *Sink) deliver(ctx context.Context, t *target, scs []*sink.Scrape, errs 
 		}
 		return
 	}
-	for _, i := range in {
+	for _, i := range r.in {
 		errs[i] = err
 	}
 	if err != nil {
 		return
 	}
-	if stale > 0 {
-		s.stale.Add(float64(stale))
+	cur := r.cur
+	if r.stale > 0 {
+		s.stale.Add(float64(r.stale))
 	}
 	if cur.sets == nil {
 		var buf []byte
