@@ -53,6 +53,11 @@ type Options struct {
 	// ReassemblyBytes bounds the bytes held for split scrapes whose parts have not all
 	// arrived (DefaultReassemblyBytes when zero); they are given up at MaxAge.
 	ReassemblyBytes int64
+	// MaxInflight is the most messages a stream hands the drain unacknowledged at once
+	// (its max_inflight; the smallest, when they differ): when the drain holds that many
+	// scrapes of one stream, it can take no more from it, and the sinks that are
+	// Pressured are told so (0: unknown, never told).
+	MaxInflight int
 	// Streams is how many streams the drain consumes; it is ready once subscribed to
 	// all (1 when zero).
 	Streams int
@@ -152,14 +157,18 @@ type Drain struct {
 	parts      *assemble.Reassembler[Handle]
 	bodies     sync.Pool // *[]byte: buffers bodies are decompressed into for a parse
 
-	mu        sync.Mutex
-	targets   map[string]*target
-	forgotten map[string]*target // swept for silence, kept for Targets for StaleRetention
-	ready     []*target          // targets with work and no worker
-	wake      chan struct{}
-	holds     map[string]*hold     // streams whose history waits for redeliveries
-	failures  []int                // by sink: transient failures since it last answered
-	skewed    map[string]time.Time // publishers whose clock is ahead: when last logged
+	mu          sync.Mutex
+	targets     map[string]*target
+	forgotten   map[string]*target // swept for silence, kept for Targets for StaleRetention
+	ready       []*target          // targets with work and no worker
+	queued      map[string]int     // deliveries in the targets' queues, by stream (with MaxInflight)
+	fullStreams int                // streams whose count reached MaxInflight
+	saturated   bool               // fullStreams > 0; the Pressured sinks know
+	pressured   []sink.Pressured
+	wake        chan struct{}
+	holds       map[string]*hold     // streams whose history waits for redeliveries
+	failures    []int                // by sink: transient failures since it last answered
+	skewed      map[string]time.Time // publishers whose clock is ahead: when last logged
 }
 
 // New returns a Drain delivering to sinks.
@@ -199,6 +208,7 @@ func New(opts Options, codec *envelope.Codec, sinks []sink.Sink, logger *slog.Lo
 		holds:     map[string]*hold{},
 		failures:  make([]int, len(sinks)),
 		skewed:    map[string]time.Time{},
+		queued:    map[string]int{},
 	}
 	d.bodies.New = func() any { return new([]byte) }
 	for i, s := range sinks {
@@ -208,6 +218,9 @@ func New(opts Options, codec *envelope.Codec, sinks []sink.Sink, logger *slog.Lo
 			d.history = append(d.history, i)
 		} else {
 			d.state = append(d.state, i)
+		}
+		if p, ok := s.(sink.Pressured); ok {
+			d.pressured = append(d.pressured, p)
 		}
 	}
 	d.metrics = newMetrics(reg, d.sinkNames)

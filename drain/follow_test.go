@@ -82,3 +82,47 @@ func TestHistoryFollowsWaitingRequest(t *testing.T) {
 		rc.mu.Unlock()
 	}
 }
+
+// TestSaturatedDrainSendsAtOnce: a drain that holds max_inflight scrapes can take no
+// more from its streams, so a remote-write request waiting to fill goes at once rather
+// than after batch_send_deadline; below that bound it still waits, as Prometheus's
+// queue does for samples to come.
+func TestSaturatedDrainSendsAtOnce(t *testing.T) {
+	const deadline = 4 * time.Second
+	for _, c := range []struct {
+		maxInflight int
+		wantBefore  bool // answered well before the deadline
+	}{
+		{3, true},
+		{100, false},
+	} {
+		rc := &receiver{}
+		rw := httptest.NewServer(rc)
+		snk, err := remotewrite.New(remotewrite.Options{Name: rw.URL, URL: rw.URL, MaxShards: 1, BatchSendDeadline: deadline},
+			slog.New(slog.DiscardHandler), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _ := newStatusHarness(t, Options{Workers: 8, MaxInflight: c.maxInflight}, snk)
+		start := time.Now()
+		seqs := []uint64{h.send("a", time.Second), h.send("b", time.Second), h.send("c", time.Second)}
+		h.waitAcked(seqs...)
+		took := time.Since(start)
+		if early := took < deadline/2; early != c.wantBefore {
+			t.Errorf("max_inflight %d: three scrapes acknowledged after %s; batch_send_deadline %s", c.maxInflight, took.Round(time.Millisecond), deadline)
+		}
+		rc.mu.Lock()
+		// Saturated, a request goes once no scrape came for a moment: the three may
+		// take more than one; waiting, they take one.
+		n := 0
+		for _, r := range rc.requests {
+			n += len(r)
+		}
+		if n != 3 || !c.wantBefore && len(rc.requests) != 1 {
+			t.Errorf("max_inflight %d: requests carried m at %v, want the three scrapes (in one request unless saturated)", c.maxInflight, rc.requests)
+		}
+		rc.mu.Unlock()
+		snk.Close()
+		rw.Close()
+	}
+}

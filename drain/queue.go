@@ -172,6 +172,7 @@ func (d *Drain) place(t *target, dl *delivery) bool {
 	}
 	i, _ := slices.BinarySearchFunc(t.queue, s, func(q *delivery, s time.Time) int { return q.env.Start.Compare(s) })
 	t.queue = slices.Insert(t.queue, i, dl)
+	d.requeued(dl.stream, 1)
 	for _, q := range t.queue[:i] {
 		q.settle(d.state, FateSuperseded, "", dl.received)
 	}
@@ -191,6 +192,9 @@ func (d *Drain) finished(t *target) []*delivery {
 		done = append(done, q)
 		return true
 	})
+	for _, q := range done {
+		d.requeued(q.stream, -1)
+	}
 	for _, q := range done {
 		s := q.env.Start
 		if s.After(t.stateDone) {
@@ -292,6 +296,36 @@ func (d *Drain) signal() {
 	select {
 	case d.wake <- struct{}{}:
 	default:
+	}
+}
+
+// requeued counts n more deliveries of stream in the targets' queues (fewer when
+// negative) and tells the Pressured sinks when a stream's count reaches MaxInflight,
+// and when none is there any more: the drain can then take no more messages from that
+// stream, or can again. Called with d.mu held.
+func (d *Drain) requeued(stream string, n int) {
+	if d.opts.MaxInflight <= 0 || len(d.pressured) == 0 {
+		return
+	}
+	before := d.queued[stream]
+	after := before + n
+	if after == 0 {
+		delete(d.queued, stream)
+	} else {
+		d.queued[stream] = after
+	}
+	if was, is := before >= d.opts.MaxInflight, after >= d.opts.MaxInflight; was != is {
+		if is {
+			d.fullStreams++
+		} else {
+			d.fullStreams--
+		}
+	}
+	if full := d.fullStreams > 0; full != d.saturated {
+		d.saturated = full
+		for _, p := range d.pressured {
+			p.Saturated(full)
+		}
 	}
 }
 

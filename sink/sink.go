@@ -110,6 +110,16 @@ type Volatile interface {
 	Volatile()
 }
 
+// Pressured is a Sink that wants to know when the drain can take no more messages from
+// its streams (it holds max_inflight unacknowledged): nothing more can reach the sink
+// until some of what it holds is answered, so a request waiting to fill (for
+// batch_send_deadline) should go now. The drain calls Saturated(true) when it reaches
+// that bound and Saturated(false) when it drops below, with its own lock held: it must
+// not block.
+type Pressured interface {
+	Saturated(on bool)
+}
+
 // Sweeper is a Sink that also removes the targets whose scrapes stopped arriving. The
 // drain calls Sweep periodically; now minus maxAge is the cut-off.
 type Sweeper interface {

@@ -148,7 +148,8 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 	}
 	d := drain.New(drain.Options{
 		MaxAge: cfg.MaxAge.D(), MaxClockSkew: cfg.MaxClockSkew.D(), Workers: workers, Trust: trust,
-		Streams: len(cfg.ReceiverStreams), Shards: rs.Shards, Shard: rs.Shard,
+		MaxInflight: maxInflight(cfg),
+		Streams:     len(cfg.ReceiverStreams), Shards: rs.Shards, Shard: rs.Shard,
 	}, codec, sinks, logger, reg)
 
 	monHandler := httpserver.MonitorHandler(reg, d.Ready, httpserver.Page{
@@ -279,6 +280,18 @@ func transport(cfg *config.Config, rs *config.Stream, local *embedded.Server, lo
 		o.LastSeq = local.LastSeq
 	}
 	return stream.Open(o)
+}
+
+// maxInflight is the most messages a receiver stream hands the drain unacknowledged:
+// the smallest max_inflight of the receiver streams.
+func maxInflight(cfg *config.Config) int {
+	n := 0
+	for i, rs := range cfg.ReceiverStreams {
+		if i == 0 || rs.MaxInflight < n {
+			n = rs.MaxInflight
+		}
+	}
+	return n
 }
 
 // drainWorkers is how many targets the drain delivers at once: the gateway's workers,

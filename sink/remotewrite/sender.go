@@ -82,7 +82,10 @@ type sender struct {
 	// senders filling a request that every writer waits (see Options.Writers).
 	waiting atomic.Int64
 	flush   chan struct{}
-	cancel  context.CancelFunc
+	// saturated: the drain can take no more from its streams (sink.Pressured), so
+	// nothing more comes while a request waits to fill: it goes with what it has.
+	saturated atomic.Bool
+	cancel    context.CancelFunc
 
 	metaMu   sync.Mutex
 	metaSent map[string]time.Time // family name -> when its 1.0 metadata was last written
@@ -277,6 +280,11 @@ func (s *sender) close() {
 	s.wg.Wait()
 }
 
+// saturatedLinger is how long a request waiting to fill waits for one more scrape
+// while the drain is saturated (sink.Pressured): about what a worker takes to prepare
+// a scrape, so that those under way join it.
+const saturatedLinger = 5 * time.Millisecond
+
 // flushGrace bounds the sending of what the senders hold when the sink closes.
 const flushGrace = 5 * time.Second
 
@@ -303,14 +311,19 @@ func (s *sender) enqueue(ctx context.Context, ss []series, metas []meta) (*entry
 		return nil, ctx.Err()
 	}
 	if n := s.waiting.Add(1); s.o.Writers > 0 && n >= int64(s.o.Writers) {
-		for range s.o.MaxShards {
-			select {
-			case s.flush <- struct{}{}:
-			default:
-			}
-		}
+		s.flushAll()
 	}
 	return e, nil
+}
+
+// flushAll tells every sender filling a request to send it now.
+func (s *sender) flushAll() {
+	for range s.o.MaxShards {
+		select {
+		case s.flush <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // wait returns e's outcome once its request is answered, or ctx's error first.
@@ -345,23 +358,9 @@ func (s *sender) run(ctx context.Context) {
 		}
 	fill:
 		for n < s.o.MaxSamplesPerSend {
-			var e *entry
-			if deadline == nil {
-				select {
-				case e = <-s.queue:
-				default:
-					break fill
-				}
-			} else {
-				select {
-				case e = <-s.queue:
-				case <-deadline:
-					break fill
-				case <-s.flush:
-					break fill // every writer waits: nothing more can come
-				case <-ctx.Done():
-					break fill
-				}
+			e, ok := s.nextEntry(ctx, deadline)
+			if !ok {
+				break fill
 			}
 			size := e.size()
 			if n+size > s.o.MaxSamplesPerSend {
@@ -394,6 +393,36 @@ func (s *sender) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// nextEntry waits for one more entry for a request being filled: until deadline (nil:
+// it does not wait), or, while the drain is saturated, a moment. It returns false when
+// the request should go: the wait is over, every writer waits, the drain became full,
+// or ctx ended.
+func (s *sender) nextEntry(ctx context.Context, deadline <-chan time.Time) (*entry, bool) {
+	if deadline == nil {
+		select {
+		case e := <-s.queue:
+			return e, true
+		default:
+			return nil, false
+		}
+	}
+	if s.saturated.Load() {
+		// Nothing more comes from the stream: only what the drain's workers are still
+		// preparing, which is worth a moment, not the deadline.
+		linger := time.NewTimer(saturatedLinger)
+		defer linger.Stop()
+		deadline = linger.C
+	}
+	select {
+	case e := <-s.queue:
+		return e, true
+	case <-deadline:
+	case <-s.flush:
+	case <-ctx.Done():
+	}
+	return nil, false
 }
 
 // fillTime is how long a sender waits for its request to fill: batch_send_deadline, but

@@ -127,6 +127,16 @@ func (s *Sink) Close() {
 // Kind: the receiver holds every scrape, as history.
 func (s *Sink) Kind() sink.Kind { return sink.History }
 
+// Saturated implements sink.Pressured: while the drain holds all it may take from its
+// streams, a request waiting to fill goes at once rather than wait for
+// batch_send_deadline, since nothing more can join it until some request is answered.
+func (s *Sink) Saturated(on bool) {
+	s.sender.saturated.Store(on)
+	if on {
+		s.sender.flushAll()
+	}
+}
+
 // Deliver writes a scrape: its samples and health at the scrape's time, and staleness
 // markers for the series its target had and no longer has.
 func (s *Sink) Deliver(ctx context.Context, sc *sink.Scrape) error {
