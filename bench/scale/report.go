@@ -520,7 +520,7 @@ func (r *report) writeNotes(p func(string, ...any)) {
 	p("- *drain CPU s/s*: utime+stime from /proc over the step, from the first round to the last delivery; *ms/scrape* = CPU ÷ delivered.\n")
 	p("- A step whose undelivered messages older than the lag limit already exceed 1%% of its total stops publishing early (it cannot pass), and then waits an interval for what was published.\n")
 	p("- The machine is shared: before each step the harness waits up to %v for the rest of the machine to use under half a CPU; *others' CPU s/s* is what everything but the drain, the harness and the receiver used over the step (from /proc/stat), with the one-minute load average at its start and end.\n", r.opts.QuietWait)
-	p("- *rate*: messages settled ÷ the time messages were waiting for the drain (polled every 0.5 s), shown when that time is at least %v.\n", rateWindow)
+	p("- *rate*: messages settled ÷ the time at least %d messages were waiting for the drain (polled every 0.5 s), shown when that time is at least %v; the last few of a burst, which wait in remote-write requests for `batch_send_deadline` (pacing, not capacity), are left out.\n", tailWaiting, rateWindow)
 }
 
 func (r *report) encodeMs() float64 {

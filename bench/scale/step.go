@@ -66,20 +66,28 @@ type stepResult struct {
 }
 
 // rate is the drain's throughput in scrapes per second while it had work: messages
-// settled over the time messages were waiting, from its counters polled while the step
-// ran. 0 when it had work for less than rateWindow in all (a small burst, a spread it
-// kept up with at once): its rate then says little of its capacity.
+// settled over the time at least tailWaiting messages were waiting, from its counters
+// polled while the step ran. 0 when it had work for less than rateWindow in all (a
+// small burst, a spread it kept up with at once): its rate then says little of its
+// capacity.
 func (s *stepResult) rate() float64 { return s.BusyRate }
 
 // rateWindow is the least busy time a throughput is measured over.
-const rateWindow = 5 * time.Second
+const rateWindow = 2 * time.Second
 
-// busyRate is the rate over the polls of tl that began with messages waiting.
+// tailWaiting is how many messages must wait for a poll to count as busy. The last
+// few of a burst wait in remote-write requests for batch_send_deadline, for scrapes
+// that no longer come (as Prometheus's last samples do): that wait is pacing, not the
+// drain's capacity.
+const tailWaiting = 100
+
+// busyRate is the rate over the polls of tl that began with at least tailWaiting
+// messages waiting.
 func busyRate(tl []finalAt) float64 {
 	var busy time.Duration
 	settled := 0.0
 	for i := 0; i+1 < len(tl); i++ {
-		if float64(tl[i].published) > tl[i].final {
+		if float64(tl[i].published)-tl[i].final >= tailWaiting {
 			busy += tl[i+1].at.Sub(tl[i].at)
 			settled += tl[i+1].final - tl[i].final
 		}
