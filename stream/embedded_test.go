@@ -8,17 +8,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/proctest"
 	"github.com/prometheus-streams/prometheus-streams/stream/embedded"
 )
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := proctest.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // consumeN runs Consume until n messages arrived, acknowledging those n only, and

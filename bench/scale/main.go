@@ -38,6 +38,7 @@ import (
 
 	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/proctest"
 	"github.com/prometheus-streams/prometheus-streams/stream/embedded"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
@@ -732,7 +733,7 @@ func (b *bench) backlogs(ctx context.Context, logf func(string, ...any)) []*back
 // startStream runs a NATS Streaming server in the harness, in memory, unlimited, for
 // the backlog test: it must outlive the drain, so it cannot be the drain's own.
 func startStream() (*embedded.Server, error) {
-	addr, err := freeAddr()
+	addr, err := proctest.FreeAddr()
 	if err != nil {
 		return nil, err
 	}

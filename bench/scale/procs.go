@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -171,16 +170,6 @@ func waitHTTP(ctx context.Context, p *proc, url string, timeout time.Duration) e
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// freeAddr returns a loopback address nothing listened on a moment ago.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	addr := l.Addr().String()
-	return addr, l.Close()
 }
 
 // moduleRoot is the nearest directory at or above the working directory holding go.mod.

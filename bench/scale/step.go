@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus-streams/prometheus-streams/internal/testkit/proctest"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
@@ -173,7 +174,7 @@ func (b *bench) startServer(ctx context.Context, dir, name, bin, ready string, t
 	var err error
 	for range bindAttempts {
 		var addr string
-		if addr, err = freeAddr(); err != nil {
+		if addr, err = proctest.FreeAddr(); err != nil {
 			return nil, "", err
 		}
 		var p *proc
@@ -298,11 +299,11 @@ func (b *bench) startDrain(ctx context.Context, dir string, setup drainSetup) (*
 
 func (b *bench) launchDrain(ctx context.Context, dir string, setup drainSetup) (*drainProc, error) {
 	var err error
-	if setup.Monitor, err = freeAddr(); err != nil {
+	if setup.Monitor, err = proctest.FreeAddr(); err != nil {
 		return nil, err
 	}
 	if setup.Embedded != "" {
-		if setup.Embedded, err = freeAddr(); err != nil {
+		if setup.Embedded, err = proctest.FreeAddr(); err != nil {
 			return nil, err
 		}
 	}
@@ -313,7 +314,7 @@ func (b *bench) launchDrain(ctx context.Context, dir string, setup drainSetup) (
 	var env []string
 	pprofAddr := ""
 	if b.opts.PprofDir != "" {
-		if pprofAddr, err = freeAddr(); err != nil {
+		if pprofAddr, err = proctest.FreeAddr(); err != nil {
 			return nil, err
 		}
 		env = append(env, "BENCH_DRAIN_PPROF="+pprofAddr)

@@ -113,17 +113,34 @@ func Ready(ctx context.Context, c *http.Client, url string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// FreeAddr returns a loopback address with a port nobody listened on a moment ago.
+// handedOut is every address FreeAddr returned in this process: the kernel may give a
+// port just closed to the next listen on :0, so that two calls in a row (a drain's
+// stream and its monitor) would get the same one.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
+
+// FreeAddr returns a loopback address with a port nobody listened on a moment ago, and
+// that no earlier call in this process returned.
 func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", fmt.Errorf("find a free port: %w", err)
+		}
+		addr := l.Addr().String()
+		if err := l.Close(); err != nil {
+			return "", fmt.Errorf("find a free port: %w", err)
+		}
+		if !handedOut.addrs[addr] {
+			handedOut.addrs[addr] = true
+			return addr, nil
+		}
 	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	return addr, nil
+	return "", errors.New("find a free port: every port the kernel offered was handed out before")
 }
 
 // Log collects a server's output across runs, keeping the newest Max bytes (1 MiB when
