@@ -203,9 +203,7 @@ func (d *Drain) retryLater(ctx context.Context, t *target, kind int, failed uint
 	if len(d.history) == 0 && q.h.Nak != nil && len(t.queue) == 1 && t.queue[0] == q {
 		// State sinks only: the server holds the scrape until the retry, not memory.
 		t.retry = &retry{start: q.env.Start, attempt: p.attempt, res: append([]sinkResult(nil), q.res...)}
-		for _, q := range t.queue {
-			d.requeued(q.stream, -1)
-		}
+		d.requeued(q.stream, -1) // the queue holds q alone
 		t.queue = t.queue[:0]
 		p.attempt = 0
 		nak, seq := q.h.Nak, q.h.Seq

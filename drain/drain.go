@@ -162,8 +162,7 @@ type Drain struct {
 	forgotten   map[string]*target // swept for silence, kept for Targets for StaleRetention
 	ready       []*target          // targets with work and no worker
 	queued      map[string]int     // deliveries in the targets' queues, by stream (with MaxInflight)
-	fullStreams int                // streams whose count reached MaxInflight
-	saturated   bool               // fullStreams > 0; the Pressured sinks know
+	fullStreams int                // streams whose count reached MaxInflight: the Pressured sinks know
 	pressured   []sink.Pressured
 	wake        chan struct{}
 	holds       map[string]*hold     // streams whose history waits for redeliveries

@@ -314,6 +314,7 @@ func (d *Drain) requeued(stream string, n int) {
 	} else {
 		d.queued[stream] = after
 	}
+	wasFull := d.fullStreams > 0
 	if was, is := before >= d.opts.MaxInflight, after >= d.opts.MaxInflight; was != is {
 		if is {
 			d.fullStreams++
@@ -321,8 +322,7 @@ func (d *Drain) requeued(stream string, n int) {
 			d.fullStreams--
 		}
 	}
-	if full := d.fullStreams > 0; full != d.saturated {
-		d.saturated = full
+	if full := d.fullStreams > 0; full != wasFull {
 		for _, p := range d.pressured {
 			p.Saturated(full)
 		}

@@ -356,9 +356,10 @@ func (s *sender) run(ctx context.Context) {
 			timer = time.NewTimer(wait)
 			deadline = timer.C
 		}
+		var linger *time.Timer // one per request, while the drain is saturated
 	fill:
 		for n < s.o.MaxSamplesPerSend {
-			e, ok := s.nextEntry(ctx, deadline)
+			e, ok := s.nextEntry(ctx, deadline, &linger)
 			if !ok {
 				break fill
 			}
@@ -371,6 +372,9 @@ func (s *sender) run(ctx context.Context) {
 		}
 		if timer != nil {
 			timer.Stop()
+		}
+		if linger != nil {
+			linger.Stop()
 		}
 		for _, e := range batch {
 			e.seal()
@@ -396,10 +400,10 @@ func (s *sender) run(ctx context.Context) {
 }
 
 // nextEntry waits for one more entry for a request being filled: until deadline (nil:
-// it does not wait), or, while the drain is saturated, a moment. It returns false when
-// the request should go: the wait is over, every writer waits, the drain became full,
-// or ctx ended.
-func (s *sender) nextEntry(ctx context.Context, deadline <-chan time.Time) (*entry, bool) {
+// it does not wait), or, while the drain is saturated, a moment, timed by *linger
+// (made on first use, reset at each). It returns false when the request should go: the
+// wait is over, every writer waits, the drain became full, or ctx ended.
+func (s *sender) nextEntry(ctx context.Context, deadline <-chan time.Time, linger **time.Timer) (*entry, bool) {
 	if deadline == nil {
 		select {
 		case e := <-s.queue:
@@ -411,9 +415,12 @@ func (s *sender) nextEntry(ctx context.Context, deadline <-chan time.Time) (*ent
 	if s.saturated.Load() {
 		// Nothing more comes from the stream: only what the drain's workers are still
 		// preparing, which is worth a moment, not the deadline.
-		linger := time.NewTimer(saturatedLinger)
-		defer linger.Stop()
-		deadline = linger.C
+		if *linger == nil {
+			*linger = time.NewTimer(saturatedLinger)
+		} else {
+			(*linger).Reset(saturatedLinger)
+		}
+		deadline = (*linger).C
 	}
 	select {
 	case e := <-s.queue:
