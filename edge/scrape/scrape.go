@@ -162,7 +162,7 @@ func (s *Scraper) Scrape(ctx context.Context, t Target) *Result {
 	body, series, err := Process(ctx, buf.Bytes(), r.ContentType, Limits{
 		SampleLimit: s.job.SampleLimit,
 		LabelLimit:  s.job.LabelLimit,
-		ExtraLabels: 2 + len(s.job.Labels) + len(t.Labels), // job, instance and static labels
+		ExtraLabels: 2 + staticCount(s.job.Labels, t.Labels), // job, instance and static labels
 		Histograms:  s.job.Histograms,
 	}, Relabel{Configs: s.job.MetricRelabelConfigs, Target: s.targetLabels(t)})
 	r.Series = series
@@ -177,6 +177,18 @@ func (s *Scraper) Scrape(ctx context.Context, t Target) *Result {
 	r.Body = body
 	r.Duration = time.Since(r.Start)
 	return r
+}
+
+// staticCount is how many static labels a target's series carry: the job's and the
+// target's, a name both set counted once (the target's value wins).
+func staticCount(job, target map[string]string) int {
+	n := len(job)
+	for k := range target {
+		if _, ok := job[k]; !ok {
+			n++
+		}
+	}
+	return n
 }
 
 // targetLabels are the labels the target's series carry centrally: job, instance, and

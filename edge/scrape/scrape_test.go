@@ -457,3 +457,27 @@ func TestRelabelSeesTargetLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestLabelLimitStaticOnce: a static label the job and the target both set is one label
+// on the series (the target's value wins), and label_limit counts it once, as
+// Prometheus does: __name__, job, instance and env are 4.
+func TestLabelLimitStaticOnce(t *testing.T) {
+	srv := fixture.Serve(t, nil, "")
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", fixture.TextContentType)
+		_, _ = w.Write([]byte("up 1\n"))
+	})
+	j := testJob(t, func(j *Job) { j.LabelLimit, j.Labels = 4, map[string]string{"env": "a"} })
+	s, err := New(j, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.Scrape(context.Background(), Target{Name: "t", URL: srv.URL, Labels: map[string]string{"env": "b"}})
+	if r.Err != nil {
+		t.Errorf("err = %v, want the 4 labels within label_limit 4", r.Err)
+	}
+	r = s.Scrape(context.Background(), Target{Name: "t", URL: srv.URL, Labels: map[string]string{"rack": "b"}})
+	if !errors.Is(r.Err, ErrLabelLimit) {
+		t.Errorf("err = %v, want 5 labels over label_limit 4", r.Err)
+	}
+}
