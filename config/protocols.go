@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/prometheus/common/model"
 )
 
 // ScrapeProtocol is a format a scrape asks a target for, by Prometheus's name for it.
@@ -29,6 +31,27 @@ var ScrapeProtocolsHeaders = map[ScrapeProtocol]string{
 	OpenMetricsText0_0_1: "application/openmetrics-text;version=0.0.1",
 	OpenMetricsText1_0_0: "application/openmetrics-text;version=1.0.0",
 	OpenMetricsText2_0_0: "application/openmetrics-text;version=2.0.0",
+}
+
+// AcceptHeader is the Accept header of a scrape asking for the formats sps in that
+// order, built as Prometheus builds it (scrape.acceptHeader): a weight per format,
+// descending from the number of formats Prometheus names, the escaping scheme on the
+// newer text formats, and */* last. Names are asked for as they are
+// (escaping=allow-utf-8), as Prometheus 3 asks: the drain reads UTF-8 names.
+func AcceptHeader(sps []ScrapeProtocol) string {
+	vals := make([]string, 0, len(sps)+1)
+	weight := len(ScrapeProtocolsHeaders) + 1
+	for _, sp := range sps {
+		val := ScrapeProtocolsHeaders[sp]
+		if sp == PrometheusText1_0_0 || sp == OpenMetricsText1_0_0 || sp == OpenMetricsText2_0_0 {
+			val += ";" + model.EscapingKey + "=" + model.AllowUTF8
+		}
+		val += fmt.Sprintf(";q=0.%d", weight)
+		vals = append(vals, val)
+		weight--
+	}
+	vals = append(vals, fmt.Sprintf("*/*;q=0.%d", weight))
+	return strings.Join(vals, ",")
 }
 
 // Prometheus 3's default scrape protocols: without native histograms, and with.
@@ -110,7 +133,7 @@ func validProtocols(ps *problems, key string, sps []ScrapeProtocol) {
 		ps.add(key, "must not be empty")
 		return
 	}
-	seen := map[string]bool{}
+	seen := map[ScrapeProtocol]bool{}
 	for _, sp := range sps {
 		if _, ok := ScrapeProtocolsHeaders[sp]; !ok {
 			known := make([]string, 0, len(ScrapeProtocolsHeaders))
@@ -124,10 +147,10 @@ func validProtocols(ps *problems, key string, sps []ScrapeProtocol) {
 		if sp == OpenMetricsText2_0_0 {
 			ps.add(key, "%s is not read by this build (Prometheus itself reads it only behind a feature flag); use %s", sp, OpenMetricsText1_0_0)
 		}
-		if seen[strings.ToLower(string(sp))] {
+		if seen[sp] {
 			ps.add(key, "%s twice", sp)
 		}
-		seen[strings.ToLower(string(sp))] = true
+		seen[sp] = true
 	}
 }
 

@@ -66,10 +66,9 @@ func (r *Runner) writeDry(w io.Writer, s Selected, res *scrape.Result) error {
 	if res.Err != nil {
 		_, err = fmt.Fprintf(w, "# %s: FAILED after %s (HTTP status %d): %s\n", s.Key(), res.Duration, res.HTTPStatus, res.Err)
 	} else {
-		e := r.Envelope(s, res)
 		body, shown := dryBody(res)
 		_, err = fmt.Fprintf(w, "# %s: ok, %d series, %d bytes of %s in %s, labels %v%s\n%s",
-			s.Key(), res.Series, len(res.Body), res.ContentType, res.Duration, e.Labels, shown, body)
+			s.Key(), res.Series, len(res.Body), res.ContentType, res.Duration, staticLabels(s), shown, body)
 	}
 	if err != nil {
 		return fmt.Errorf("write output: %w", err)

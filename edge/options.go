@@ -8,18 +8,10 @@ import (
 // ScrapeJob is how the scraper scrapes the config's job j: the config section turned
 // into the scrape package's options, once.
 func ScrapeJob(j *config.Job) scrape.Job {
-	sps := j.ScrapeProtocols
-	if len(sps) == 0 { // a job not resolved by config.Load
-		sps = config.DefaultScrapeProtocols
-	}
-	mediaTypes := make([]string, len(sps))
-	for i, sp := range sps {
-		mediaTypes[i] = config.ScrapeProtocolsHeaders[sp]
-	}
 	return scrape.Job{
 		Name:          j.Name,
 		HTTPClient:    j.HTTPClientConfig,
-		Accept:        scrape.AcceptHeader(mediaTypes),
+		Accept:        config.AcceptHeader(j.ScrapeProtocols),
 		Timeout:       j.ScrapeTimeout.D(),
 		BodySizeLimit: int64(j.BodySizeLimit),
 		Compression:   j.Compression(),

@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/model/textparse"
+
+	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
 
 // Limits are a job's per-scrape limits, as in Prometheus: exceeding one fails the scrape.
@@ -61,7 +63,7 @@ func Process(ctx context.Context, body []byte, contentType string, lim Limits, r
 	// On the body as served, so that the line and column are the target's; what
 	// relabelling writes from a UTF-8 body is UTF-8 too. A protobuf body's strings are
 	// checked one by one (validSeries, checkProtoMeta).
-	if mt != ProtoType {
+	if mt != exposition.ProtoType {
 		if err := validUTF8(body); err != nil {
 			return nil, 0, err
 		}
@@ -114,7 +116,7 @@ func check(ctx context.Context, body []byte, mt string, h Histograms) (stats, er
 	if p == nil {
 		return st, fmt.Errorf("%w: no parser for %q: %v", ErrInvalidBody, mt, err)
 	}
-	proto := mt == ProtoType
+	proto := mt == exposition.ProtoType
 	var (
 		lset  labels.Labels
 		ex    exemplar.Exemplar
@@ -240,12 +242,12 @@ func quote(s string) string {
 // a rule changed them (the central side adds them to every series), and the survivors
 // are written back in the same format.
 func relabelBody(ctx context.Context, body []byte, mt string, rl Relabel) ([]byte, error) {
-	if mt == ProtoType {
+	if mt == exposition.ProtoType {
 		return relabelProto(ctx, body, rl)
 	}
 	st := labels.NewSymbolTable()
 	var p textparse.Parser
-	om := mt == OpenMetricsType
+	om := mt == exposition.OpenMetricsType
 	if om {
 		p = textparse.NewOpenMetricsParser(body, st)
 	} else {
@@ -312,7 +314,7 @@ func relabelBody(ctx context.Context, body []byte, mt string, rl Relabel) ([]byt
 			if om {
 				for p.Exemplar(&ex) {
 					out.WriteString(" # ")
-					writeLabels(out, ex.Labels, "")
+					writeLabels(out, ex.Labels)
 					out.WriteByte(' ')
 					out.WriteString(formatFloat(ex.Value))
 					if ex.HasTs {
@@ -392,13 +394,10 @@ func writeSeries(out *bytes.Buffer, lset labels.Labels) {
 	out.WriteByte('}')
 }
 
-func writeLabels(out *bytes.Buffer, lset labels.Labels, skip string) {
+func writeLabels(out *bytes.Buffer, lset labels.Labels) {
 	out.WriteByte('{')
 	first := true
 	lset.Range(func(l labels.Label) {
-		if l.Name == skip {
-			return
-		}
 		if !first {
 			out.WriteByte(',')
 		}

@@ -14,7 +14,6 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -23,42 +22,9 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
+
+	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
-
-// AcceptHeader is the Accept header of a scrape asking for the media types in that order
-// (Prometheus's ScrapeProtocolsHeaders of the job's scrape_protocols), built as
-// Prometheus builds it (scrape.acceptHeader): a weight per format, descending, the
-// escaping scheme on the formats that take one, and */* last. Names are asked for as
-// they are (escaping=allow-utf-8), as Prometheus 3 asks: the drain reads UTF-8 names.
-func AcceptHeader(mediaTypes []string) string {
-	vals := make([]string, 0, len(mediaTypes)+1)
-	weight := protocolCount + 1
-	for _, val := range mediaTypes {
-		if takesEscaping(val) {
-			val += ";" + model.EscapingKey + "=" + model.AllowUTF8
-		}
-		val += fmt.Sprintf(";q=0.%d", weight)
-		vals = append(vals, val)
-		weight--
-	}
-	vals = append(vals, fmt.Sprintf("*/*;q=0.%d", weight))
-	return strings.Join(vals, ",")
-}
-
-// protocolCount is how many scrape protocols Prometheus names (its
-// ScrapeProtocolsHeaders): its Accept header's weights start from it, whatever the job
-// asks for.
-const protocolCount = 6
-
-// takesEscaping reports whether a scrape protocol's media type takes the escaping
-// parameter: only the newer text formats do (text 1.0.0, OpenMetrics 1.0.0 and 2.0.0).
-func takesEscaping(mediaType string) bool {
-	switch mediaType {
-	case "text/plain;version=1.0.0", "application/openmetrics-text;version=1.0.0", "application/openmetrics-text;version=2.0.0":
-		return true
-	}
-	return false
-}
 
 // Errors a caller may branch on; a Result's Err wraps one of them where it applies.
 var (
@@ -98,7 +64,8 @@ type Job struct {
 	Name string
 	// HTTPClient is the job's Prometheus HTTP client settings (TLS, auth, proxy).
 	HTTPClient promcfg.HTTPClientConfig
-	// Accept is the Accept header of each scrape (AcceptHeader).
+	// Accept is the Accept header of each scrape (config.AcceptHeader of the job's
+	// scrape_protocols).
 	Accept string
 	// Timeout bounds each scrape, fetch and validation together.
 	Timeout time.Duration
@@ -351,27 +318,20 @@ func timeoutError(ctx context.Context, timeout time.Duration, err error) error {
 	return err
 }
 
-// Media types the scraper reads.
-const (
-	TextType        = "text/plain"
-	OpenMetricsType = "application/openmetrics-text"
-	ProtoType       = "application/vnd.google.protobuf" // delimited io.prometheus.client.MetricFamily
-)
-
 // mediaType reduces a Content-Type to the formats this package parses. A missing
 // Content-Type is read as the text format, as Prometheus 2 did.
 func mediaType(contentType string) (string, error) {
 	if contentType == "" {
-		return TextType, nil
+		return exposition.TextType, nil
 	}
 	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return "", fmt.Errorf("%w %q: %v", ErrContentType, contentType, err)
 	}
 	switch mt {
-	case TextType, OpenMetricsType:
+	case exposition.TextType, exposition.OpenMetricsType:
 		return mt, nil
-	case ProtoType:
+	case exposition.ProtoType:
 		// Prometheus reads the media type alone; a parameter that names another
 		// message or encoding is refused rather than misread.
 		if proto, enc := params["proto"], params["encoding"]; proto != "" && proto != "io.prometheus.client.MetricFamily" || enc != "" && enc != "delimited" {

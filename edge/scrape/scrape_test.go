@@ -25,13 +25,14 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 )
 
-// testJob is a job with Prometheus 3's default formats, a 5 s timeout and a 32 MiB
+// testJob is a job asking for Prometheus 3's default formats, a 5 s timeout and a 32 MiB
 // body size limit, as mod changes it.
 func testJob(t *testing.T, mod func(j *Job)) Job {
 	t.Helper()
 	j := Job{
 		Name: "j", Timeout: 5 * time.Second, BodySizeLimit: 32 << 20, Compression: true,
-		Accept: AcceptHeader([]string{"application/openmetrics-text;version=1.0.0", "application/openmetrics-text;version=0.0.1", "text/plain;version=1.0.0", "text/plain;version=0.0.4"}),
+		Accept: "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.7,application/openmetrics-text;version=0.0.1;q=0.6," +
+			"text/plain;version=1.0.0;escaping=allow-utf-8;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.3",
 	}
 	if mod != nil {
 		mod(&j)
