@@ -533,7 +533,7 @@ func (d *Drain) prepare(q *delivery) (*sink.Scrape, error) {
 			return nil, fmt.Errorf("decompress body: %w", err)
 		}
 		fams, err := exposition.ParseScrape(body, env.ContentType,
-			exposition.Histograms{Native: env.Histograms.Native, AlwaysClassic: env.Histograms.AlwaysClassic, ConvertToNHCB: env.Histograms.ConvertToNHCB})
+			exposition.Histograms(env.Histograms))
 		// A text body in valid UTF-8 yields only valid UTF-8: the parsers cut it at
 		// ASCII bytes and undo ASCII escapes. One pass over it is much cheaper than
 		// checking each string of the families. Not so a binary format, whose strings

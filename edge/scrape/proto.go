@@ -1,18 +1,19 @@
 package scrape
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"strings"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
 
 // relabelProto applies metric_relabel_configs to a protobuf body and writes the
@@ -21,27 +22,15 @@ import (
 // its family, as Prometheus sees a native histogram series; a metric whose name a rule
 // changes moves to a family of that name (with the family's type and help).
 func relabelProto(ctx context.Context, body []byte, rl Relabel) ([]byte, error) {
-	r := bufio.NewReader(bytes.NewReader(body))
 	out := bytes.NewBuffer(make([]byte, 0, len(body)))
-	// No message is longer than the body: a length that says more is refused
-	// before anything is allocated for it.
-	opts := protodelim.UnmarshalOptions{MaxSize: int64(len(body))}
 	var (
 		order []string
 		fams  = map[string]*dto.MetricFamily{}
 		lb    = labels.NewBuilder(labels.EmptyLabels())
 	)
-	for {
+	err := exposition.EachDelimited(body, func(mf *dto.MetricFamily) error {
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("relabel body: %w", err)
-		}
-		mf := &dto.MetricFamily{}
-		err := opts.UnmarshalFrom(r, mf)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: protobuf: %v", ErrInvalidBody, err)
+			return fmt.Errorf("relabel body: %w", err)
 		}
 		for _, m := range mf.GetMetric() {
 			lb.Reset(labels.EmptyLabels())
@@ -76,7 +65,7 @@ func relabelProto(ctx context.Context, body []byte, rl Relabel) ([]byte, error) 
 			if dst != nil && dst.GetType() != mf.GetType() {
 				// Its value would be read as the other type's (a counter's as a
 				// gauge's 0): refused, as a text body with two types is.
-				return nil, fmt.Errorf("%w: after metric_relabel_configs, family %s would hold a %v (from %s) and a %v",
+				return fmt.Errorf("%w: after metric_relabel_configs, family %s would hold a %v (from %s) and a %v",
 					ErrInvalidBody, quote(name), mf.GetType(), quote(mf.GetName()), dst.GetType())
 			}
 			if dst == nil {
@@ -86,6 +75,14 @@ func relabelProto(ctx context.Context, body []byte, rl Relabel) ([]byte, error) 
 			}
 			dst.Metric = append(dst.Metric, m)
 		}
+		return nil
+	})
+	if errors.Is(err, exposition.ErrInvalid) {
+		// The same words, as this package's error.
+		return nil, fmt.Errorf("%w%s", ErrInvalidBody, strings.TrimPrefix(err.Error(), exposition.ErrInvalid.Error()))
+	}
+	if err != nil {
+		return nil, err
 	}
 	for _, name := range order {
 		if _, err := protodelim.MarshalTo(out, fams[name]); err != nil {

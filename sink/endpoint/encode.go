@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
 
 // encoder is the scratch space of one delivery's encoding. Sinks pool them: a delivery
@@ -239,16 +241,16 @@ func needsProtobuf(mf *dto.MetricFamily) bool {
 		if m.GetCounter().GetCreatedTimestamp() != nil || m.GetSummary().GetCreatedTimestamp() != nil {
 			return true
 		}
-		if h := m.GetHistogram(); h != nil && (h.CreatedTimestamp != nil || h.Schema != nil || h.ZeroThreshold != nil ||
-			h.ZeroCount != nil || h.ZeroCountFloat != nil || len(h.PositiveSpan) > 0 || len(h.NegativeSpan) > 0) {
+		// A native histogram and its own exemplars: only protobuf carries them.
+		if h := m.GetHistogram(); h != nil && (h.CreatedTimestamp != nil || exposition.IsNative(h) || len(h.Exemplars) > 0) {
 			return true
 		}
 	}
 	return hasExemplars(mf)
 }
 
-// hasExemplars reports whether mf carries exemplars, which only OpenMetrics can serve
-// and which the text encoding therefore cannot give back.
+// hasExemplars reports whether mf carries exemplars OpenMetrics serves (a counter's, a
+// bucket's), which the text encoding therefore cannot give back.
 func hasExemplars(mf *dto.MetricFamily) bool {
 	for _, m := range mf.GetMetric() {
 		if m.GetCounter().GetExemplar() != nil {
@@ -258,9 +260,6 @@ func hasExemplars(mf *dto.MetricFamily) bool {
 			if b.GetExemplar() != nil {
 				return true
 			}
-		}
-		if len(m.GetHistogram().GetExemplars()) > 0 {
-			return true
 		}
 	}
 	return false

@@ -366,7 +366,7 @@ func TestInvalidNativeHistogram(t *testing.T) {
 			PositiveDelta: []int64{3}, // one bucket for a span of two
 		},
 	}}}}
-	out, _ := flatten(nil, nil, fams, 1, true, false)
+	out, _ := flatten(nil, nil, fams, 1, 0, true, false)
 	names := map[string]bool{}
 	for _, s := range out {
 		if s.h != nil || s.fh != nil {

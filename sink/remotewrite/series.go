@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/util/convertnhcb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/prometheus-streams/prometheus-streams/wire/exposition"
 )
 
 // staleNaN is Prometheus's staleness marker: a sample with this value ends a series.
@@ -81,8 +83,9 @@ type meta struct {
 // too) and its classic series otherwise, as Prometheus's convert_nhcb_to_classic writes
 // it to 1.0. A sample without a timestamp of
 // its own gets ts; counters, histograms and summaries carry their created timestamp, and
-// counters and histogram buckets their exemplars.
-func flatten(out []series, metas []meta, fams []*dto.MetricFamily, ts int64, nhcb, keepClassic bool) ([]series, []meta) {
+// counters and histogram buckets their exemplars, but none at or before seen (the
+// target's previous scrape, which wrote them; 0: none seen).
+func flatten(out []series, metas []meta, fams []*dto.MetricFamily, ts, seen int64, nhcb, keepClassic bool) ([]series, []meta) {
 	for _, mf := range fams {
 		name := mf.GetName()
 		mi := int32(len(metas))
@@ -94,14 +97,14 @@ func flatten(out []series, metas []meta, fams []*dto.MetricFamily, ts int64, nhc
 			}
 			var st int64
 			add := func(suffix string, v float64, ex []*dto.Exemplar, extra ...string) *series {
-				out = append(out, series{labels: labelsOf(name+suffix, m.Label, extra...), t: t, v: v, st: st, exemplars: exemplarsOf(ex, t), meta: mi, stamped: stamped})
+				out = append(out, series{labels: labelsOf(name+suffix, m.Label, extra...), t: t, v: v, st: st, exemplars: exemplarsOf(ex, t, seen), meta: mi, stamped: stamped})
 				return &out[len(out)-1]
 			}
 			switch mf.GetType() {
 			case dto.MetricType_COUNTER:
 				c := m.GetCounter()
 				st = millis(c.GetCreatedTimestamp())
-				add("", c.GetValue(), []*dto.Exemplar{c.GetExemplar()})
+				add("", c.GetValue(), exemplarOf(c.GetExemplar()))
 			case dto.MetricType_GAUGE:
 				add("", m.GetGauge().GetValue(), nil)
 			case dto.MetricType_SUMMARY:
@@ -164,7 +167,7 @@ func addClassic(h *dto.Histogram, gauge bool, add adder) {
 			c = b.GetCumulativeCountFloat()
 		}
 		inf = inf || math.IsInf(b.GetUpperBound(), 1)
-		add("_bucket", c, []*dto.Exemplar{b.GetExemplar()}, model.BucketLabel, formatFloat(b.GetUpperBound()))
+		add("_bucket", c, exemplarOf(b.GetExemplar()), model.BucketLabel, formatFloat(b.GetUpperBound()))
 	}
 	if !inf {
 		add("_bucket", count, nil, model.BucketLabel, "+Inf")
@@ -208,7 +211,7 @@ func addCustomAsClassic(h *dto.Histogram, nh *histogram.Histogram, nfh *histogra
 		if i < len(cv) {
 			le = cv[i]
 		}
-		add("_bucket", c, []*dto.Exemplar{exemplars[le]}, model.BucketLabel, formatFloat(le))
+		add("_bucket", c, exemplarOf(exemplars[le]), model.BucketLabel, formatFloat(le))
 	}
 	suffix := [2]string{"_sum", "_count"}
 	if gauge {
@@ -234,7 +237,7 @@ func nativeHistogram(h *dto.Histogram, gauge bool) (*histogram.Histogram, *histo
 	if custom && len(h.GetPositiveSpan()) == 0 {
 		return customFromClassic(h, hint)
 	}
-	if !custom && len(h.GetPositiveSpan()) == 0 && len(h.GetNegativeSpan()) == 0 && h.GetZeroThreshold() <= 0 && h.GetZeroCount() == 0 && h.GetZeroCountFloat() == 0 {
+	if !custom && !exposition.IsNative(h) {
 		return nil, nil
 	}
 	var cv []float64
@@ -324,8 +327,18 @@ func spansOf(ss []*dto.BucketSpan) []histogram.Span {
 	return out
 }
 
-// exemplarsOf converts a sample's exemplars; one without a timestamp gets the sample's.
-func exemplarsOf(ex []*dto.Exemplar, t int64) []exemplar {
+// exemplarOf is e as a sample's exemplars: nil, allocating nothing, when there is none
+// (most buckets).
+func exemplarOf(e *dto.Exemplar) []*dto.Exemplar {
+	if e == nil {
+		return nil
+	}
+	return []*dto.Exemplar{e}
+}
+
+// exemplarsOf converts a sample's exemplars, but those at or before seen, which the
+// target's previous scrape wrote; one without a timestamp gets the sample's.
+func exemplarsOf(ex []*dto.Exemplar, t, seen int64) []exemplar {
 	var out []exemplar
 	for _, e := range ex {
 		if e == nil {
@@ -334,6 +347,9 @@ func exemplarsOf(ex []*dto.Exemplar, t int64) []exemplar {
 		et := t
 		if e.Timestamp != nil {
 			et = e.GetTimestamp().AsTime().UnixMilli()
+		}
+		if seen > 0 && et <= seen {
+			continue
 		}
 		ls := make([]prompb.Label, 0, len(e.GetLabel()))
 		for _, p := range e.GetLabel() {

@@ -26,7 +26,7 @@ func TestFlattenMatchesPrometheus(t *testing.T) {
 				t.Fatal(err)
 			}
 			const ts = 1_700_000_000_000
-			got, metas := flatten(nil, nil, fams, ts, false, false)
+			got, metas := flatten(nil, nil, fams, ts, 0, false, false)
 
 			want := map[string]float64{}
 			p := textparse.NewPromParser(body, labels.NewSymbolTable(), false)
@@ -93,7 +93,7 @@ c_total{a="x"} 5 1600000000000
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, metas := flatten(nil, nil, fams, 42, false, false)
+	got, metas := flatten(nil, nil, fams, 42, 0, false, false)
 	byName := map[string]series{}
 	for _, s := range got {
 		byName[render(s.labels)] = s

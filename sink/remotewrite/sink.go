@@ -369,11 +369,8 @@ func (s *Sink) next(cur *tracking, sc *sink.Scrape) ([]series, []meta, tracking,
 	ts := sc.Envelope.Start.UnixMilli()
 	nhcb := s.sender.o.Message == remote.WriteV2MessageType
 	keep := sc.Envelope.Histograms.AlwaysClassic
-	out, metas := flatten(nil, nil, sc.Families, ts, nhcb, keep)
-	out, metas = flatten(out, metas, sc.Health, ts, nhcb, keep)
-	if cur.last > 0 {
-		dropSeenExemplars(out, cur.last)
-	}
+	out, metas := flatten(nil, nil, sc.Families, ts, cur.last, nhcb, keep)
+	out, metas = flatten(out, metas, sc.Health, ts, cur.last, nhcb, keep)
 
 	// The series this scrape tracks for staleness, sorted by hash, without duplicates.
 	var d xxhash.Digest
@@ -412,20 +409,6 @@ func (s *Sink) next(cur *tracking, sc *sink.Scrape) ([]series, []meta, tracking,
 		}
 	}
 	return out, metas, next, len(gone), nil
-}
-
-// dropSeenExemplars drops the exemplars the target's previous scrape, at last, already
-// showed: a target shows its recent exemplars at every scrape, and a receiver holds
-// only newer ones than it has for a series (Prometheus 3 refuses a 2.0 request with an
-// older one), so that, as Prometheus's scrape loop stores them, each is written once.
-func dropSeenExemplars(out []series, last int64) {
-	for i := range out {
-		ex := out[i].exemplars
-		if len(ex) == 0 {
-			continue
-		}
-		out[i].exemplars = slices.DeleteFunc(ex, func(e exemplar) bool { return e.t <= last })
-	}
 }
 
 // appendStale adds a staleness marker at ts for each ended series, with its type and

@@ -29,7 +29,7 @@ func TestPrometheus3Capture(t *testing.T) {
 		}
 		delete(names, mf.GetName())
 		for _, m := range mf.GetMetric() {
-			if h := m.GetHistogram(); h != nil && isNative(h) {
+			if h := m.GetHistogram(); h != nil && IsNative(h) {
 				native++
 			}
 			if m.GetCounter().GetCreatedTimestamp() != nil || m.GetHistogram().GetCreatedTimestamp() != nil {

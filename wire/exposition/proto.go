@@ -1,14 +1,10 @@
 package exposition
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 
 	dto "github.com/prometheus/client_model/go"
-	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -38,8 +34,9 @@ type Histograms struct {
 // customBucketsSchema is the schema of native histograms with custom buckets.
 const customBucketsSchema = -53
 
-// ParseScrape is Parse with a scrape's histogram settings applied to what a protobuf
-// body holds; text and OpenMetrics bodies hold no native histograms.
+// ParseScrape is Parse with a scrape's histogram settings applied: Native and
+// AlwaysClassic to what a protobuf body holds (text and OpenMetrics bodies hold no
+// native histograms), ConvertToNHCB to the classic histograms of every format.
 func ParseScrape(body []byte, contentType string, h Histograms) ([]*dto.MetricFamily, error) {
 	mt, err := mediaType(contentType)
 	if err != nil {
@@ -68,32 +65,46 @@ func markCustomBuckets(fams []*dto.MetricFamily) {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			if h := m.GetHistogram(); h != nil && !isNative(h) && len(h.GetBucket()) > 0 {
+			if h := m.GetHistogram(); h != nil && !IsNative(h) && len(h.GetBucket()) > 0 {
 				h.Schema = proto.Int32(customBucketsSchema)
 			}
 		}
 	}
 }
 
+// EachDelimited calls fn with each MetricFamily message of a body in Prometheus's
+// delimited protobuf format, in order, each unmarshalled where it stands in the body (no
+// copy); it stops at fn's first error. A message whose declared length exceeds what is
+// left of the body is refused before anything is allocated for it.
+func EachDelimited(body []byte, fn func(*dto.MetricFamily) error) error {
+	for i, rest := 1, body; len(rest) > 0; i++ {
+		n, k := protowire.ConsumeVarint(rest)
+		if k < 0 {
+			return fmt.Errorf("%w: protobuf: family %d: length: %v", ErrInvalid, i, protowire.ParseError(k))
+		}
+		rest = rest[k:]
+		if n > uint64(len(rest)) {
+			return fmt.Errorf("%w: protobuf: family %d: %d bytes declared, %d left", ErrInvalid, i, n, len(rest))
+		}
+		mf := &dto.MetricFamily{}
+		if err := proto.Unmarshal(rest[:n], mf); err != nil {
+			return fmt.Errorf("%w: protobuf: family %d: %v", ErrInvalid, i, err)
+		}
+		rest = rest[n:]
+		if err := fn(mf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // parseProto reads delimited MetricFamily messages, then holds them to what the text
 // formats' families promise: sorted by name, labels sorted, histograms as h says.
 func parseProto(body []byte, h Histograms) ([]*dto.MetricFamily, error) {
-	r := bufio.NewReader(bytes.NewReader(body))
-	// No message is longer than the body: a length that says more is refused
-	// before anything is allocated for it.
-	opts := protodelim.UnmarshalOptions{MaxSize: int64(len(body))}
 	var fams []*dto.MetricFamily
-	for {
-		mf := &dto.MetricFamily{}
-		err := opts.UnmarshalFrom(r, mf)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: protobuf: family %d: %v", ErrInvalid, len(fams)+1, err)
-		}
+	err := EachDelimited(body, func(mf *dto.MetricFamily) error {
 		if mf.GetName() == "" {
-			return nil, fmt.Errorf("%w: protobuf: family %d has no name", ErrInvalid, len(fams)+1)
+			return fmt.Errorf("%w: protobuf: family %d has no name", ErrInvalid, len(fams)+1)
 		}
 		for _, m := range mf.GetMetric() {
 			sortLabels(m.Label)
@@ -104,6 +115,10 @@ func parseProto(body []byte, h Histograms) ([]*dto.MetricFamily, error) {
 		if len(mf.GetMetric()) > 0 { // a family without metrics says nothing
 			fams = append(fams, mf)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	sortFamilies(fams)
 	return mergeFamilies(fams)
@@ -127,15 +142,15 @@ func mergeFamilies(fams []*dto.MetricFamily) ([]*dto.MetricFamily, error) {
 	return out, nil
 }
 
-// isNative reports whether a histogram has native parts, as Prometheus's protobuf
+// IsNative reports whether a histogram has native parts, as Prometheus's protobuf
 // parser decides it.
-func isNative(h *dto.Histogram) bool {
+func IsNative(h *dto.Histogram) bool {
 	return len(h.GetPositiveSpan()) > 0 || len(h.GetNegativeSpan()) > 0 || h.GetZeroThreshold() > 0 || h.GetZeroCount() > 0
 }
 
 // takeHistogram keeps of h what a Prometheus with these settings ingests.
 func takeHistogram(h *dto.Histogram, s Histograms) {
-	if !isNative(h) {
+	if !IsNative(h) {
 		return
 	}
 	if !s.Native {

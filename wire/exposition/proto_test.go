@@ -77,13 +77,13 @@ func TestParseProto(t *testing.T) {
 		}
 		return fams[0].Metric[0].GetHistogram()
 	}
-	if h := hist(Histograms{}); len(h.GetBucket()) < 2 || isNative(h) || h.GetSampleCount() != 4 {
+	if h := hist(Histograms{}); len(h.GetBucket()) < 2 || IsNative(h) || h.GetSampleCount() != 4 {
 		t.Errorf("without native histograms: want the classic buckets only, got %v", h)
 	}
-	if h := hist(Histograms{Native: true}); len(h.GetBucket()) != 0 || !isNative(h) || len(h.GetExemplars()) != 1 {
+	if h := hist(Histograms{Native: true}); len(h.GetBucket()) != 0 || !IsNative(h) || len(h.GetExemplars()) != 1 {
 		t.Errorf("native histograms: want the native parts only, and the dropped bucket's exemplar, got %v", h)
 	}
-	if h := hist(Histograms{Native: true, AlwaysClassic: true}); len(h.GetBucket()) < 2 || !isNative(h) {
+	if h := hist(Histograms{Native: true, AlwaysClassic: true}); len(h.GetBucket()) < 2 || !IsNative(h) {
 		t.Errorf("native and always classic: want both, got %v", h)
 	}
 	if h := hist(Histograms{ConvertToNHCB: true}); h.GetSchema() != customBucketsSchema || len(h.GetBucket()) < 2 {
@@ -138,7 +138,7 @@ func TestTakeHistogramExemplars(t *testing.T) {
 	classic := h()
 	classic.Exemplars = []*dto.Exemplar{stamped}
 	takeHistogram(classic, Histograms{})
-	if len(classic.Bucket) != 2 || len(classic.Exemplars) != 0 || isNative(classic) {
+	if len(classic.Bucket) != 2 || len(classic.Exemplars) != 0 || IsNative(classic) {
 		t.Errorf("classic only: %v", classic)
 	}
 }
