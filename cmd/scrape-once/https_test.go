@@ -1,4 +1,4 @@
-package scrape_test
+package main
 
 import (
 	"bytes"
@@ -66,7 +66,7 @@ func httpsTarget(t *testing.T, cfg *tls.Config, http2 bool, allow func(*http.Req
 
 // yamlJob parses a config with one job scraping url, whose HTTP client settings
 // are the YAML lines settings, through config.Parse and the edge's mapping as the
-// binaries read it.
+// binary reads it.
 // The timeout is generous for loaded CI machines; nothing here waits it out.
 func yamlJob(t *testing.T, url, settings string) (scrape.Job, scrape.Target) {
 	t.Helper()
