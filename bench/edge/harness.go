@@ -4,23 +4,18 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
-	"github.com/prometheus-streams/prometheus-streams/edge"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/proctest"
-	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
 // result is what one sitting measured.
@@ -190,7 +185,7 @@ func measure(ctx context.Context, o options, body []byte) (*result, error) {
 		if pdir == "" {
 			pdir = dir
 		}
-		if res.profile, err = profile(ctx, pdir, cfgText); err != nil {
+		if res.profile, err = profile(ctx, dir, pdir, cfgPath); err != nil {
 			return nil, err
 		}
 	}
@@ -340,58 +335,27 @@ func awaitRequests(ctx context.Context, count *atomic.Int64, n int64, timeout ti
 // profileRuns is how many runs the CPU profile covers.
 const profileRuns = 20
 
-// profile runs scrape-once's code (edge, as cmd/scrape-once wires it) in this
-// process profileRuns times under the CPU profiler, writes the profile to dir, and
-// returns go tool pprof's summary of it by cumulative share, the samples of the
-// in-process NATS server and target server left out.
-func profile(ctx context.Context, dir, cfgText string) (string, error) {
-	cfg, err := config.Parse([]byte(cfgText))
-	if err != nil {
-		return "", fmt.Errorf("profile: config: %w", err)
+// profile runs scrape-once's code (edge, as cmd/scrape-once wires it) profileRuns
+// times under the CPU profiler, in a process of its own: scrape-once's test binary,
+// whose TestProfileRuns runs it on the config at cfgPath. It writes the profile to dir
+// and returns go tool pprof's summary of it by cumulative share. The test binary is
+// built in tmp.
+func profile(ctx context.Context, tmp, dir, cfgPath string) (string, error) {
+	exe := filepath.Join(tmp, "scrape-once.test")
+	build := exec.CommandContext(ctx, goCommand(), "test", "-c", "-o", exe, modulePath+"/cmd/scrape-once")
+	if b, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("profile: go test -c cmd/scrape-once: %w\n%s", err, b)
 	}
-	sel, err := edge.Select(cfg, nil, nil)
-	if err != nil {
-		return "", fmt.Errorf("profile: %w", err)
-	}
-	codec, err := envelope.NewCodec()
-	if err != nil {
-		return "", fmt.Errorf("profile: %w", err)
-	}
-	defer codec.Close()
-	logger := slog.New(slog.DiscardHandler)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("profile: %w", err)
 	}
 	path := filepath.Join(dir, "edge-cpu.pprof")
-	f, err := os.Create(path)
-	if err != nil {
-		return "", fmt.Errorf("profile: %w", err)
+	run := exec.CommandContext(ctx, exe, "-test.run", "^TestProfileRuns$", "-test.count", "1", "-test.cpuprofile", path)
+	run.Env = append(os.Environ(), "PROFILE_CONFIG="+cfgPath, fmt.Sprintf("PROFILE_RUNS=%d", profileRuns))
+	if b, err := run.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("profile runs: %w\n%s", err, b)
 	}
-	defer f.Close()
-	if err := pprof.StartCPUProfile(f); err != nil {
-		return "", fmt.Errorf("profile: %w", err)
-	}
-	for range profileRuns {
-		// A Runner per run, as a process per run builds one.
-		sum, err := edge.New(cfg, codec, edge.Dial(cfg, logger), logger, "bench").Run(ctx, sel)
-		if err == nil && sum.Acked != len(sel) {
-			err = fmt.Errorf("acked %d of %d", sum.Acked, len(sel))
-		}
-		if err != nil {
-			pprof.StopCPUProfile()
-			return "", fmt.Errorf("profile run: %w", err)
-		}
-	}
-	pprof.StopCPUProfile()
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("profile: %w", err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return "", fmt.Errorf("profile: %w", err)
-	}
-	cmd := exec.CommandContext(ctx, goCommand(), "tool", "pprof", "-top", "-cum", "-nodecount=25",
-		"-ignore", profileIgnore, exe, path)
+	cmd := exec.CommandContext(ctx, goCommand(), "tool", "pprof", "-top", "-cum", "-nodecount=25", exe, path)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go tool pprof: %w\n%s", err, out)
@@ -402,10 +366,6 @@ func profile(ctx context.Context, dir, cfgText string) (string, error) {
 	}
 	return summary, nil
 }
-
-// profileIgnore drops the samples of the servers this process runs for scrape-once:
-// the NATS server and the targets' HTTP server.
-const profileIgnore = `nats-server|net/http\.\(\*conn\)\.serve|main\.serveTargets`
 
 // median of ds; ds is not empty.
 func median(ds []float64) float64 {
@@ -479,7 +439,7 @@ func (r *result) report(w io.Writer, o options, rawBytes int) {
 		fmt.Fprintf(w, "\n² The same targets scraped with the job's `enable_compression: false` (Accept-Encoding: identity): the targets send the body uncompressed, which spares their gzip and scrape-once's gunzip, as where a target runs on the edge host itself; runs alternated with the rows above.\n")
 	}
 	if r.profile != "" {
-		fmt.Fprintf(w, "\nWhere scrape-once's CPU goes: edge run in-process %d times under the CPU profiler (the in-process NATS and target servers left out; GC is the whole process's), top by cumulative share:\n\n```\n%s```\n",
+		fmt.Fprintf(w, "\nWhere scrape-once's CPU goes: edge run %d times under the CPU profiler, in a process of its own (scrape-once's test binary; the NATS and target servers run in another), top by cumulative share:\n\n```\n%s```\n",
 			profileRuns, trimProfile(r.profile))
 	}
 }

@@ -17,8 +17,8 @@
 // node_exporter capture, gzipped when asked; the NATS server (JetStream, file store)
 // runs in this process, so a child's CPU is its own. A run whose scrapes, publishes or
 // acks are not all there fails the harness rather than give a figure. Last, edge
-// runs in this process under the CPU profiler, and go tool pprof's summary says where
-// scrape-once's time goes (process start and config loading aside).
+// runs under the CPU profiler in scrape-once's test binary, and go tool pprof's summary
+// says where scrape-once's time goes (process start and config loading aside).
 //
 //	go run ./bench/edge                         # 100 targets, 10 runs each, 15 s of the agent
 //	go run ./bench/edge -out bench/results/edge.md -profile-dir /tmp/edge
@@ -46,7 +46,7 @@ type options struct {
 	agent      string        // Prometheus binary; "" skips the agent's row
 	agentFor   time.Duration // the agent's measured window
 	interval   time.Duration // the agent's scrape interval
-	profile    bool          // profile edge in-process and summarise where the CPU goes
+	profile    bool          // profile edge and summarise where the CPU goes
 	profileDir string        // where to keep the profile; "" for a temp dir
 }
 
@@ -58,7 +58,7 @@ func main() {
 	flag.StringVar(&o.agent, "prometheus", "/usr/bin/prometheus", "Prometheus 2 binary run as agent; empty to skip that row")
 	flag.DurationVar(&o.agentFor, "agent-window", 15*time.Second, "how long the agent's CPU is measured")
 	flag.DurationVar(&o.interval, "agent-interval", time.Second, "the agent's scrape interval")
-	flag.BoolVar(&o.profile, "profile", true, "profile scrape-once's code in-process and print where its CPU goes")
+	flag.BoolVar(&o.profile, "profile", true, "profile scrape-once's code and print where its CPU goes")
 	flag.StringVar(&o.profileDir, "profile-dir", "", "keep that CPU profile (edge-cpu.pprof) and its summary (edge-cpu.txt) here")
 	flag.StringVar(&out, "out", "", "also write the report to this file")
 	flag.Parse()
