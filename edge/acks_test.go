@@ -3,13 +3,13 @@ package edge
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/edge/scrape"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/stream"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
@@ -46,16 +46,9 @@ func (c *lossyConn) PublishAsync(_ string, _ []byte, _ string, done func(error))
 // counts against everything it had to send: targets, and messages sent or not.
 func TestRunAcksMissing(t *testing.T) {
 	a := fixture.ServeCapture(t, fixture.PushGateway)
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`scrape_interval: 2s
-poller_stream: {cluster_id: c, urls: 'nats://127.0.0.1:1'}
-jobs:
-  j:
-    targets: [{name: a, url: '%[1]s/1'}, {name: b, url: '%[1]s/2'}, {name: c, url: '%[1]s/3'}]
-`, a.URL)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sel, err := Select(cfg, nil, nil)
+	o := Options{RunTimeout: 2 * time.Second, Jobs: []*Job{testJob("j",
+		scrape.Target{Name: "a", URL: a.URL + "/1"}, scrape.Target{Name: "b", URL: a.URL + "/2"}, scrape.Target{Name: "c", URL: a.URL + "/3"})}}
+	sel, err := Select(o.Jobs, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +60,7 @@ jobs:
 	conn := &lossyConn{}
 	dial := func(context.Context) (stream.Publisher, error) { return conn, nil }
 	logger := slog.New(slog.DiscardHandler)
-	sum, err := New(cfg, codec, dial, logger, "test").Run(context.Background(), sel)
+	sum, err := New(o, codec, dial, logger, "test").Run(context.Background(), sel)
 	if !errors.Is(err, ErrAcksMissing) {
 		t.Fatalf("err = %v, want ErrAcksMissing", err)
 	}

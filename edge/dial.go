@@ -4,22 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/stream"
 )
 
-// Dial returns the Dialer of the config's poller_stream: a publisher on its stream, with
-// a NATS Streaming client ID unique to the run, within connect_timeout (a JetStream
-// stream is created first with create_stream).
-func Dial(cfg *config.Config, logger *slog.Logger) Dialer {
+// Dial returns the Dialer of stream s for a run of o: a publisher on its stream, with a
+// NATS Streaming client ID unique to the run, within s.ConnectTimeout (a JetStream
+// stream is created first with s.Create). Each publish waits for its ack a share of
+// o.RunTimeout before it is tried again.
+func Dial(s stream.Options, o Options) Dialer {
 	return func(ctx context.Context) (stream.Publisher, error) {
-		if cfg.PollerStream == nil {
-			return nil, errors.New("no poller_stream configured")
-		}
-		t, err := stream.Open(options(cfg, logger))
+		t, err := stream.Open(publisherOptions(s, o))
 		if err != nil {
 			return nil, err
 		}
@@ -31,12 +27,11 @@ func Dial(cfg *config.Config, logger *slog.Logger) Dialer {
 	}
 }
 
-// options are the stream options of the run's poller_stream.
-func options(cfg *config.Config, logger *slog.Logger) stream.Options {
-	o := cfg.StreamOptions(cfg.PollerStream, "scrape-once "+cfg.Identity, logger)
-	o.ClientID = stream.ClientID(o.ClientID, cfg.Identity)
-	o.PubAckWait = pubAckWait(cfg.RunTimeout.D())
-	return o
+// publisherOptions are s as a run of o publishes on it.
+func publisherOptions(s stream.Options, o Options) stream.Options {
+	s.ClientID = stream.ClientID(s.ClientID, o.Identity)
+	s.PubAckWait = pubAckWait(o.RunTimeout)
+	return s
 }
 
 // pubAckWait is how long a publish waits for its ack before the run tries it again: a

@@ -4,19 +4,19 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/edge/scrape"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
@@ -24,24 +24,25 @@ import (
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
-// jsEdge is a config publishing to a JetStream stream on srv, scraping two targets
-// whose job and instance need escaping in a subject.
-func jsEdge(t *testing.T, srv *stantest.Server, poller string) *config.Config {
+// jsEdge is a run publishing to the JetStream stream PROMETHEUS on srv, as mod changes
+// it, and scraping two targets whose job and instance need escaping in a subject.
+func jsEdge(t *testing.T, srv *stantest.Server, mod func(s *stream.Options)) (Options, stream.Options) {
 	t.Helper()
 	target := fixture.ServeCapture(t, fixture.PushGateway)
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`scrape_interval: 10s
-poller_stream: {transport: jetstream, stream: PROMETHEUS, urls: '%s', topic: prom.edge, connect_timeout: 2s, %s}
-jobs:
-  'a.job':
-    targets:
-      - {name: 'host.example:9091', url: '%s'}
-      - {name: 'x > y', url: '%s/y'}
-`, srv.URL(), poller, target.URL, target.URL)))
-	if err != nil {
-		t.Fatal(err)
+	o := Options{RunTimeout: 9 * time.Second, Jobs: []*Job{testJob("a.job",
+		scrape.Target{Name: "host.example:9091", URL: target.URL}, scrape.Target{Name: "x > y", URL: target.URL + "/y"})}}
+	s := stream.Options{
+		Transport: stream.TransportJetStream, Stream: "PROMETHEUS", URLs: []string{srv.URL()}, Topic: "prom.edge",
+		ConnectTimeout: 2 * time.Second, MaxAge: 20 * time.Second, DuplicateWindow: 20 * time.Second,
 	}
-	return cfg
+	if mod != nil {
+		mod(&s)
+	}
+	return o, s
 }
+
+// create lets a run create the stream.
+func create(s *stream.Options) { s.Create = true }
 
 // retrying publishes every message twice with the same ID, as a publisher that did not
 // hear the first ack would.
@@ -64,23 +65,19 @@ func (r retrying) PublishAsync(subject string, data []byte, msgID string, done f
 
 func TestRunJetStream(t *testing.T) {
 	srv := stantest.Start(t, stantest.WithJetStream(t.TempDir()))
+	o, so := jsEdge(t, srv, create)
+	sel, err := Select(o.Jobs, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// With the dictionary, which the messages' zstd frames must name (checked below).
-	cfg := jsEdge(t, srv, "create_stream: true, body_compression: zstd_dictionary")
-	sel, err := Select(cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts, err := CodecOptions(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	codec, err := envelope.NewCodec(opts...)
+	codec, err := envelope.NewCodec(envelope.BodyCompression(envelope.CompressionZstdDict))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer codec.Close()
 	logger := slog.New(slog.DiscardHandler)
-	dial := Dial(cfg, logger)
+	dial := Dial(so, o)
 	retried := func(ctx context.Context) (stream.Publisher, error) {
 		c, err := dial(ctx)
 		if err != nil {
@@ -88,7 +85,7 @@ func TestRunJetStream(t *testing.T) {
 		}
 		return retrying{c}, nil
 	}
-	sum, err := New(cfg, codec, retried, logger, "test").Run(context.Background(), sel)
+	sum, err := New(o, codec, retried, logger, "test").Run(context.Background(), sel)
 	if err != nil || sum.Acked != 2 {
 		t.Fatalf("run: %v, %+v", err, sum)
 	}
@@ -99,8 +96,7 @@ func TestRunJetStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := info.Config
-	if c.Subjects[0] != "prom.edge.>" || c.Storage != jetstream.FileStorage || c.MaxAge != cfg.MaxAge.D() ||
-		c.Duplicates < cfg.ScrapeInterval.D() || c.Duplicates != cfg.DuplicateWindow() {
+	if c.Subjects[0] != "prom.edge.>" || c.Storage != jetstream.FileStorage || c.MaxAge != so.MaxAge || c.Duplicates != so.DuplicateWindow {
 		t.Errorf("created stream: subjects %q storage %v max_age %v duplicates %v", c.Subjects, c.Storage, c.MaxAge, c.Duplicates)
 	}
 	if info.State.Msgs != 2 {
@@ -152,17 +148,17 @@ func TestRunJetStreamStreamChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer codec.Close()
-	run := func(cfg *config.Config) error {
-		sel, err := Select(cfg, nil, nil)
+	run := func(o Options, s stream.Options) error {
+		sel, err := Select(o.Jobs, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		logger := slog.New(slog.DiscardHandler)
-		_, err = New(cfg, codec, Dial(cfg, logger), logger, "test").Run(context.Background(), sel)
+		_, err = New(o, codec, Dial(s, o), logger, "test").Run(context.Background(), sel)
 		return err
 	}
 
-	err = run(jsEdge(t, srv, "create_stream: false"))
+	err = run(jsEdge(t, srv, nil))
 	if !errors.Is(err, ErrUnreachable) || !errors.Is(err, stream.ErrNoStream) {
 		t.Fatalf("missing stream: %v", err)
 	}
@@ -178,7 +174,7 @@ func TestRunJetStreamStreamChecks(t *testing.T) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "PROMETHEUS", Subjects: []string{"other.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	err = run(jsEdge(t, srv, "create_stream: true")) // an existing stream is never changed
+	err = run(jsEdge(t, srv, create)) // an existing stream is never changed
 	if !errors.Is(err, ErrIncompatible) || !strings.Contains(err.Error(), `captures ["other.>"], not "prom.edge.>"`) {
 		t.Fatalf("stream of other subjects: %v", err)
 	}
@@ -186,13 +182,13 @@ func TestRunJetStreamStreamChecks(t *testing.T) {
 	if _, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "PROMETHEUS", Subjects: []string{"prom.*.>"}, NoAck: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(jsEdge(t, srv, "create_stream: false")); !errors.Is(err, ErrIncompatible) || !strings.Contains(err.Error(), "no_ack") {
+	if err := run(jsEdge(t, srv, nil)); !errors.Is(err, ErrIncompatible) || !strings.Contains(err.Error(), "no_ack") {
 		t.Fatalf("stream without acks: %v", err)
 	}
 	if _, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "PROMETHEUS", Subjects: []string{"prom.*.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(jsEdge(t, srv, "create_stream: false")); err != nil {
+	if err := run(jsEdge(t, srv, nil)); err != nil {
 		t.Fatalf("stream capturing prom.*.>: %v", err)
 	}
 }
@@ -220,23 +216,6 @@ func jsStream(t *testing.T, srv *stantest.Server, name string) jetstream.Stream 
 	return st
 }
 
-// TestREADMEStreamAdd checks the README's `nats stream add` equivalent of create_stream
-// against what scrape-once creates for the config it names.
-func TestREADMEStreamAdd(t *testing.T) {
-	cfg, err := config.Parse([]byte("scrape_interval: 60s\nmax_age: 2m\npoller_stream: {transport: jetstream, stream: PROMETHEUS, urls: 'nats://h:4222'}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := options(cfg, nil).StreamAddCommand()
-	if !strings.Contains(string(readme), "\n"+cmd+"\n") {
-		t.Errorf("README lacks the command scrape-once's create_stream amounts to:\n%s", cmd)
-	}
-}
-
 // TestRunJetStreamSecurity: the stream section's TLS and credentials apply to JetStream
 // as to STAN.
 func TestRunJetStreamSecurity(t *testing.T) {
@@ -253,21 +232,24 @@ func TestRunJetStreamSecurity(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer codec.Close()
-	tls := fmt.Sprintf("create_stream: true, tls: {ca: '%s', cert: '%s', key: '%s'}", ca.CertFile, client.CertFile, client.KeyFile)
+	tls := stream.Security{CAFile: ca.CertFile, CertFile: client.CertFile, KeyFile: client.KeyFile}
+	withToken := tls
+	withToken.TokenFile = tokenFile
 	for _, c := range []struct {
-		name, keys string
-		ok         bool
+		name string
+		sec  stream.Security
+		ok   bool
 	}{
-		{"tls and token", tls + ", token_file: '" + tokenFile + "'", true},
+		{"tls and token", withToken, true},
 		{"no token", tls, false},
 	} {
-		cfg := jsEdge(t, srv, c.keys)
-		sel, err := Select(cfg, nil, nil)
+		o, s := jsEdge(t, srv, func(s *stream.Options) { s.Create, s.Security = true, c.sec })
+		sel, err := Select(o.Jobs, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		logger := slog.New(slog.DiscardHandler)
-		_, err = New(cfg, codec, Dial(cfg, logger), logger, "test").Run(context.Background(), sel)
+		_, err = New(o, codec, Dial(s, o), logger, "test").Run(context.Background(), sel)
 		switch {
 		case c.ok && err != nil:
 			t.Errorf("%s: %v", c.name, err)

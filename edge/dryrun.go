@@ -22,7 +22,7 @@ import (
 // ends, so a slow target holds back nothing; otherwise all in selection order, so that
 // the output of two runs compares line by line.
 func (r *Runner) DryRun(ctx context.Context, sel []Selected, w io.Writer, asDone bool) (failed int, err error) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.RunTimeout.D())
+	ctx, cancel := context.WithTimeout(ctx, r.opts.RunTimeout)
 	defer cancel()
 	results := make([]*scrape.Result, len(sel))
 	index := make(map[string]int, len(sel))

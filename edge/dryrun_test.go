@@ -9,11 +9,12 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/edge/scrape"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
@@ -30,15 +31,8 @@ func TestDryRunOrder(t *testing.T) {
 		fmt.Fprintln(w, "fast_metric 1")
 	}))
 	defer fast.Close()
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`scrape_interval: 30s
-jobs:
-  j:
-    targets: [{name: slow, url: '%s'}, {name: fast, url: '%s'}]
-`, slow.URL, fast.URL)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sel, err := Select(cfg, nil, nil)
+	o := Options{RunTimeout: 30 * time.Second, Jobs: []*Job{testJob("j", scrape.Target{Name: "slow", URL: slow.URL}, scrape.Target{Name: "fast", URL: fast.URL})}}
+	sel, err := Select(o.Jobs, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +41,7 @@ jobs:
 		t.Fatal(err)
 	}
 	defer codec.Close()
-	r := New(cfg, codec, nil, slog.New(slog.DiscardHandler), "test")
+	r := New(o, codec, nil, slog.New(slog.DiscardHandler), "test")
 
 	// As each ends: the fast target's line arrives before the slow one is released.
 	w := &signalWriter{wrote: make(chan string, 4)}
@@ -91,11 +85,10 @@ func TestDryRunProtobuf(t *testing.T) {
 	c.Add(3)
 	target := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer target.Close()
-	cfg, err := config.Parse([]byte(fmt.Sprintf("scrape_interval: 30s\njobs: {j: {scrape_protocols: [PrometheusProto], targets: [{name: t, url: '%s'}]}}\n", target.URL)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sel, err := Select(cfg, nil, nil)
+	j := testJob("j", scrape.Target{Name: "t", URL: target.URL})
+	j.Accept = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"
+	o := Options{RunTimeout: 30 * time.Second, Jobs: []*Job{j}}
+	sel, err := Select(o.Jobs, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +98,7 @@ func TestDryRunProtobuf(t *testing.T) {
 	}
 	defer codec.Close()
 	var out bytes.Buffer
-	if failed, err := New(cfg, codec, nil, slog.New(slog.DiscardHandler), "test").DryRun(context.Background(), sel, &out, false); failed != 0 || err != nil {
+	if failed, err := New(o, codec, nil, slog.New(slog.DiscardHandler), "test").DryRun(context.Background(), sel, &out, false); failed != 0 || err != nil {
 		t.Fatalf("dry run: %d failed, %v", failed, err)
 	}
 	if s := out.String(); !strings.Contains(s, "application/vnd.google.protobuf") || !strings.Contains(s, "shown in the text format") ||

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/edge/scrape"
 	"github.com/prometheus-streams/prometheus-streams/internal/version"
 	"github.com/prometheus-streams/prometheus-streams/stream"
@@ -40,7 +39,7 @@ type Dialer func(ctx context.Context) (stream.Publisher, error)
 
 // Runner runs scrape-once. Build one per process.
 type Runner struct {
-	cfg    *config.Config
+	opts   Options
 	codec  *envelope.Codec
 	dial   Dialer
 	logger *slog.Logger
@@ -50,8 +49,8 @@ type Runner struct {
 
 // New returns a Runner. dial may be nil for a dry run. buildVersion is the binary's
 // version: the User-Agent names it and every envelope carries it.
-func New(cfg *config.Config, codec *envelope.Codec, dial Dialer, logger *slog.Logger, buildVersion string) *Runner {
-	return &Runner{cfg: cfg, codec: codec, dial: dial, logger: logger, ver: buildVersion, ua: version.UserAgentOf(buildVersion)}
+func New(o Options, codec *envelope.Codec, dial Dialer, logger *slog.Logger, buildVersion string) *Runner {
+	return &Runner{opts: o, codec: codec, dial: dial, logger: logger, ver: buildVersion, ua: version.UserAgentOf(buildVersion)}
 }
 
 // Summary describes one run, for its one log line.
@@ -88,13 +87,13 @@ func (r *Runner) Scrape(ctx context.Context, sel []Selected, each func(Selected,
 		if _, ok := scrapers[s.Job.Name]; ok {
 			continue
 		}
-		sc, err := scrape.New(ScrapeJob(s.Job), r.ua)
+		sc, err := scrape.New(s.Job.Job, r.ua)
 		if err != nil {
 			return err
 		}
 		scrapers[s.Job.Name] = sc
 	}
-	limit := r.cfg.ScrapeConcurrency
+	limit := r.opts.ScrapeConcurrency
 	if limit <= 0 || limit > len(sel) {
 		limit = len(sel)
 	}
@@ -106,7 +105,7 @@ func (r *Runner) Scrape(ctx context.Context, sel []Selected, each func(Selected,
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			each(s, scrapers[s.Job.Name].Scrape(ctx, ScrapeTarget(s.Target)))
+			each(s, scrapers[s.Job.Name].Scrape(ctx, s.Target))
 		}()
 	}
 	wg.Wait()
@@ -116,8 +115,8 @@ func (r *Runner) Scrape(ctx context.Context, sel []Selected, each func(Selected,
 // Envelope wraps a scrape result for the wire.
 func (r *Runner) Envelope(s Selected, res *scrape.Result) *envelope.Envelope {
 	e := &envelope.Envelope{
-		Publisher:   r.cfg.Identity,
-		Site:        r.cfg.Site,
+		Publisher:   r.opts.Identity,
+		Site:        r.opts.Site,
 		Job:         s.Job.Name,
 		Instance:    s.Target.Name,
 		Labels:      staticLabels(s),
@@ -130,9 +129,7 @@ func (r *Runner) Envelope(s Selected, res *scrape.Result) *envelope.Envelope {
 		Series:      res.Series,
 
 		PublisherVersion: r.ver,
-		Histograms: envelope.Histograms{
-			Native: s.Job.NativeHistograms(), AlwaysClassic: s.Job.AlwaysClassic(), ConvertToNHCB: s.Job.ConvertToNHCB(),
-		},
+		Histograms:       envelope.Histograms(s.Job.Histograms),
 	}
 	if res.Err != nil {
 		// The reason may quote what the target sent (a status line, a header): the
@@ -166,10 +163,10 @@ type encoded struct {
 }
 
 // Run scrapes and publishes the selected targets and waits for the server's acks, all
-// within the config's run_timeout.
+// within the run's timeout.
 func (r *Runner) Run(ctx context.Context, sel []Selected) (Summary, error) {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.RunTimeout.D())
+	ctx, cancel := context.WithTimeout(ctx, r.opts.RunTimeout)
 	defer cancel()
 	sum := Summary{Targets: len(sel)}
 

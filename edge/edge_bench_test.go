@@ -13,9 +13,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/edge/scrape"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
+	"github.com/prometheus-streams/prometheus-streams/stream"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
@@ -24,30 +25,24 @@ const (
 	benchSeries  = 1000
 )
 
+// benchTopic is the channel, or the subjects' prefix, the benchmark publishes to.
+const benchTopic = "prometheus"
+
 // benchFleet serves benchTargets loopback targets of ~benchSeries series each (node_exporter
-// samples, replicated) and returns their URLs and the jobs section of a config scraping them.
-func benchFleet(b *testing.B) (urls []string, jobs string) {
+// samples, replicated) and returns their URLs and a run scraping them within 54 s.
+func benchFleet(b *testing.B) (urls []string, o Options) {
 	body := fixture.Replicate(b, fixture.NodeExporter, benchSeries)
 	ts := fixture.Serve(b, body, fixture.TextContentType)
 	// Every run opens its connections, as scrape-once does (a process per run); kept
 	// alive, each run's would stay open until the file descriptors run out.
 	ts.Config.SetKeepAlivesEnabled(false)
-	jobs = "jobs:\n  node:\n    targets:\n"
+	job := testJob("node")
 	urls = make([]string, benchTargets)
 	for i := range benchTargets {
 		urls[i] = fmt.Sprintf("%s/metrics/%d", ts.URL, i)
-		jobs += fmt.Sprintf("      - {name: t%d, url: '%s'}\n", i, urls[i])
+		job.Targets = append(job.Targets, scrape.Target{Name: fmt.Sprintf("t%d", i), URL: urls[i]})
 	}
-	return urls, jobs
-}
-
-// benchConfig is a config scraping the fleet (jobs) into the poller_stream section given.
-func benchConfig(b *testing.B, pollerStream, jobs string) *config.Config {
-	cfg, err := config.Parse([]byte("scrape_interval: 60s\npoller_stream: " + pollerStream + "\n" + jobs))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return cfg
+	return urls, Options{RunTimeout: 54 * time.Second, Jobs: []*Job{job}}
 }
 
 // BenchmarkRun measures a whole scrape-once run (scrape, validate, encode, publish, wait
@@ -67,7 +62,7 @@ func benchConfig(b *testing.B, pollerStream, jobs string) *config.Config {
 // machine load (a shared machine's load drifts between sub-benchmarks), and reports
 // JetStream over STAN as ratios of wall time per run and of bytes stored per scrape.
 func BenchmarkRun(b *testing.B) {
-	urls, jobs := benchFleet(b)
+	urls, run := benchFleet(b)
 	stanMem := stantest.Start(b)
 	// One server serves both file-store transports.
 	both := stantest.Start(b, stantest.WithFileStore(b.TempDir()), stantest.WithJetStream(b.TempDir()))
@@ -100,15 +95,18 @@ func BenchmarkRun(b *testing.B) {
 	}
 	defer codec.Close()
 	transports := []*benchTransport{
-		{name: "stan-memory", poller: fmt.Sprintf("{cluster_id: %s, urls: '%s'}", stanMem.ClusterID(), stanMem.URL()),
+		{name: "stan-memory", stream: stream.Options{ClusterID: stanMem.ClusterID(), URLs: []string{stanMem.URL()}, Topic: benchTopic},
 			stored: func(b *testing.B) (uint64, uint64) { return stanStored(b, stanMem) }},
-		{name: "stan-file", poller: fmt.Sprintf("{cluster_id: %s, urls: '%s'}", both.ClusterID(), both.URL()),
+		{name: "stan-file", stream: stream.Options{ClusterID: both.ClusterID(), URLs: []string{both.URL()}, Topic: benchTopic},
 			stored: func(b *testing.B) (uint64, uint64) { return stanStored(b, both) }},
-		{name: "jetstream-file", poller: fmt.Sprintf("{transport: jetstream, stream: PROMETHEUS, create_stream: true, urls: '%s'}", both.URL()),
+		{name: "jetstream-file", stream: stream.Options{
+			Transport: stream.TransportJetStream, Stream: "PROMETHEUS", Create: true, URLs: []string{both.URL()}, Topic: benchTopic,
+			MaxAge: 2 * time.Minute, DuplicateWindow: 2 * time.Minute,
+		},
 			stored: func(b *testing.B) (uint64, uint64) { return jetStreamStored(b, both.URL(), "PROMETHEUS") }},
 	}
 	for _, tr := range transports {
-		tr.init(b, codec, jobs)
+		tr.init(b, codec, run)
 		b.Run("scrape-once/transport="+tr.name, func(b *testing.B) {
 			var wire int
 			for b.Loop() {
@@ -140,7 +138,8 @@ func BenchmarkRun(b *testing.B) {
 
 // benchTransport is a scrape-once run on one transport.
 type benchTransport struct {
-	name, poller string
+	name   string
+	stream stream.Options
 	// stored returns the bytes and messages the server stores.
 	stored func(b *testing.B) (bytes, msgs uint64)
 
@@ -148,14 +147,13 @@ type benchTransport struct {
 	sel []Selected
 }
 
-func (tr *benchTransport) init(b *testing.B, codec *envelope.Codec, jobs string) {
-	cfg := benchConfig(b, tr.poller, jobs)
-	sel, err := Select(cfg, nil, nil)
+func (tr *benchTransport) init(b *testing.B, codec *envelope.Codec, o Options) {
+	sel, err := Select(o.Jobs, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	logger := slog.New(slog.DiscardHandler)
-	tr.r, tr.sel = New(cfg, codec, Dial(cfg, logger), logger, "bench"), sel
+	tr.r, tr.sel = New(o, codec, Dial(tr.stream, o), logger, "bench"), sel
 }
 
 // run runs scrape-once once and returns the bytes it published.
@@ -177,7 +175,7 @@ func (tr *benchTransport) storedPerScrape(b *testing.B) float64 {
 
 // stanStored is what the server holds on the channel the benchmark publishes to.
 func stanStored(b *testing.B, srv *stantest.Server) (bytes, msgs uint64) {
-	cz, err := srv.Channel(config.DefaultTopic)
+	cz, err := srv.Channel(benchTopic)
 	if err != nil {
 		b.Fatal(err)
 	}

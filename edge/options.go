@@ -1,31 +1,32 @@
 package edge
 
 import (
-	"github.com/prometheus-streams/prometheus-streams/config"
+	"time"
+
 	"github.com/prometheus-streams/prometheus-streams/edge/scrape"
 )
 
-// ScrapeJob is how the scraper scrapes the config's job j: the config section turned
-// into the scrape package's options, once.
-func ScrapeJob(j *config.Job) scrape.Job {
-	return scrape.Job{
-		Name:          j.Name,
-		HTTPClient:    j.HTTPClientConfig,
-		Accept:        config.AcceptHeader(j.ScrapeProtocols),
-		Timeout:       j.ScrapeTimeout.D(),
-		BodySizeLimit: int64(j.BodySizeLimit),
-		Compression:   j.Compression(),
-		SampleLimit:   j.SampleLimit,
-		LabelLimit:    j.LabelLimit,
-		Histograms: scrape.Histograms{
-			Native: j.NativeHistograms(), AlwaysClassic: j.AlwaysClassic(), ConvertToNHCB: j.ConvertToNHCB(),
-		},
-		Labels:               j.Labels,
-		MetricRelabelConfigs: j.MetricRelabelConfigs,
-	}
+// Options are what a run is told: who publishes, within what time, and which jobs it
+// may scrape. scrape-once maps its config onto them once.
+type Options struct {
+	// Identity is the publisher every envelope names; the stream client's ID carries it
+	// too.
+	Identity string
+	Site     string
+	// RunTimeout bounds a run: its scrapes, publishes and acks together.
+	RunTimeout time.Duration
+	// ScrapeConcurrency is how many scrapes run at once; 0: all of them.
+	ScrapeConcurrency int
+	// Jobs are the jobs Select chooses from, in the order it lists them.
+	Jobs []*Job
 }
 
-// ScrapeTarget is the config's target t as the scraper takes it.
-func ScrapeTarget(t *config.Target) scrape.Target {
-	return scrape.Target{Name: t.Name, URL: t.URL, Labels: t.Labels}
+// Job is a job as a run scrapes it: how the scraper scrapes its targets, and what its
+// envelopes say beyond the scrape.
+type Job struct {
+	scrape.Job
+	// HonorLabels tells the drain that a scraped label wins over a static one of the
+	// same name.
+	HonorLabels bool
+	Targets     []scrape.Target
 }

@@ -7,12 +7,14 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/stan.go"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/edge/scrape"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/stantest"
+	"github.com/prometheus-streams/prometheus-streams/stream"
 	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
@@ -32,26 +34,19 @@ func TestRunOversized(t *testing.T) {
 		b.WriteString("\"} 1\n")
 	}
 	big := fixture.Serve(t, []byte(b.String()), fixture.TextContentType)
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`scrape_interval: 30s
-poller_stream: {cluster_id: %s, urls: '%s', topic: prometheus, connect_timeout: 2s}
-jobs:
-  j:
-    targets: [{name: huge, url: '%s'}]
-`, srv.ClusterID(), srv.URL(), big.URL)))
+	o := Options{RunTimeout: 27 * time.Second, Jobs: []*Job{testJob("j", scrape.Target{Name: "huge", URL: big.URL})}}
+	sel, err := Select(o.Jobs, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sel, err := Select(cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := stream.Options{ClusterID: srv.ClusterID(), URLs: []string{srv.URL()}, Topic: "prometheus", ConnectTimeout: 2 * time.Second}
 	codec, err := envelope.NewCodec()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer codec.Close()
 	logger := slog.New(slog.DiscardHandler)
-	sum, err := New(cfg, codec, Dial(cfg, logger), logger, "test").Run(context.Background(), sel)
+	sum, err := New(o, codec, Dial(s, o), logger, "test").Run(context.Background(), sel)
 	if err != nil || sum.Oversized != 1 || sum.Split != 0 || sum.Published != 1 || sum.Acked != 1 {
 		t.Fatalf("run: %v, %+v; want one failed-scrape notice", err, sum)
 	}

@@ -3,10 +3,11 @@ package edge
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
+	"github.com/prometheus-streams/prometheus-streams/edge/scrape"
 )
 
 // ErrUsage marks a selection that names no target, or more than one: a usage error.
@@ -14,27 +15,29 @@ var ErrUsage = errors.New("usage")
 
 // Selected is one target of one job.
 type Selected struct {
-	Job    *config.Job
-	Target *config.Target
+	Job    *Job
+	Target scrape.Target
 }
 
 // Key is job/instance, the name --target accepts.
 func (s Selected) Key() string { return s.Job.Name + "/" + s.Target.Name }
 
-// Select returns the targets a run scrapes: all of them, or those of the named jobs, or
-// the named targets (a target name, or job/name). A name that matches no target or
-// matches targets in two jobs is an ErrUsage error listing what it could mean.
-func Select(c *config.Config, jobs, targets []string) ([]Selected, error) {
+// Select returns the targets of from that a run scrapes: all of them, in from's order,
+// or those of the named jobs, or the named targets (a target name, or job/name). A name
+// that matches no target or matches targets in two jobs is an ErrUsage error listing
+// what it could mean.
+func Select(from []*Job, jobs, targets []string) ([]Selected, error) {
 	var all []Selected
-	for _, jn := range c.JobNames() {
-		j := c.Jobs[jn]
+	names := make([]string, 0, len(from))
+	for _, j := range from {
+		names = append(names, j.Name)
 		for _, t := range j.Targets {
 			all = append(all, Selected{Job: j, Target: t})
 		}
 	}
 	for _, jn := range jobs {
-		if _, ok := c.Jobs[jn]; !ok {
-			return nil, fmt.Errorf("%w: unknown job %q; known jobs: %s", ErrUsage, jn, strings.Join(c.JobNames(), ", "))
+		if !slices.Contains(names, jn) {
+			return nil, fmt.Errorf("%w: unknown job %q; known jobs: %s", ErrUsage, jn, strings.Join(names, ", "))
 		}
 	}
 	if len(jobs) > 0 {

@@ -5,28 +5,27 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/edge/scrape"
+	"github.com/prometheus-streams/prometheus-streams/wire/envelope"
 )
 
-func testConfig(t *testing.T) *config.Config {
-	t.Helper()
-	c, err := config.Parse([]byte(`jobs:
-  a:
-    labels: {dc: one, team: x}
-    targets:
-      - {name: t1, url: 'http://127.0.0.1:1/', labels: {team: y}}
-      - {name: shared, url: 'http://127.0.0.1:2/'}
-  b:
-    targets:
-      - {name: t2, url: 'http://127.0.0.1:3/'}
-      - {name: shared, url: 'http://127.0.0.1:4/'}
-`))
-	if err != nil {
-		t.Fatal(err)
+// testJob is job name scraping targets in the text format, each within 5 s.
+func testJob(name string, targets ...scrape.Target) *Job {
+	return &Job{
+		Job:     scrape.Job{Name: name, Accept: "text/plain;version=0.0.4", Timeout: 5 * time.Second, Compression: true},
+		Targets: targets,
 	}
-	return c
+}
+
+func testJobs() []*Job {
+	a := testJob("a",
+		scrape.Target{Name: "t1", URL: "http://127.0.0.1:1/", Labels: map[string]string{"team": "y"}},
+		scrape.Target{Name: "shared", URL: "http://127.0.0.1:2/"})
+	a.Labels = map[string]string{"dc": "one", "team": "x"}
+	b := testJob("b", scrape.Target{Name: "t2", URL: "http://127.0.0.1:3/"}, scrape.Target{Name: "shared", URL: "http://127.0.0.1:4/"})
+	return []*Job{a, b}
 }
 
 func keys(sel []Selected) string {
@@ -38,7 +37,7 @@ func keys(sel []Selected) string {
 }
 
 func TestSelect(t *testing.T) {
-	c := testConfig(t)
+	jobs := testJobs()
 	tests := []struct {
 		jobs, targets []string
 		want          string
@@ -56,7 +55,7 @@ func TestSelect(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.jobs, tt.targets), func(t *testing.T) {
-			sel, err := Select(c, tt.jobs, tt.targets)
+			sel, err := Select(jobs, tt.jobs, tt.targets)
 			if tt.err != "" {
 				if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), tt.err) {
 					t.Errorf("err = %v, want usage error containing %q", err, tt.err)
@@ -74,13 +73,15 @@ func TestSelect(t *testing.T) {
 }
 
 func TestEnvelope(t *testing.T) {
-	c := testConfig(t)
-	c.Identity, c.Site = "edge1", "dc9"
-	sel, _ := Select(c, nil, []string{"t1"})
-	r := New(c, nil, nil, nil, "")
+	o := Options{Identity: "edge1", Site: "dc9", Jobs: testJobs()}
+	o.Jobs[0].HonorLabels = true
+	o.Jobs[0].Histograms = scrape.Histograms{AlwaysClassic: true}
+	sel, _ := Select(o.Jobs, nil, []string{"t1"})
+	r := New(o, nil, nil, nil, "build1")
 	ok := &scrape.Result{Body: []byte("up 1\n"), ContentType: "text/plain", Series: 1, HTTPStatus: 200}
 	e := r.Envelope(sel[0], ok)
-	if e.Job != "a" || e.Instance != "t1" || e.Publisher != "edge1" || e.Site != "dc9" || string(e.Body) != "up 1\n" || e.Error != "" {
+	if e.Job != "a" || e.Instance != "t1" || e.Publisher != "edge1" || e.Site != "dc9" || string(e.Body) != "up 1\n" || e.Error != "" ||
+		!e.HonorLabels || e.Histograms != (envelope.Histograms{AlwaysClassic: true}) || e.PublisherVersion != "build1" {
 		t.Errorf("envelope = %+v", e)
 	}
 	// The target's labels win over the job's; the result is sorted by name.

@@ -25,7 +25,7 @@ func checkConfig(opts options, cfg *config.Config, looseSeed bool, stdout, stder
 		fmt.Fprintf(stderr, "scrape-once: config: logfile: %v\n", err)
 		return exitConfig
 	}
-	sel, err := edge.Select(cfg, opts.Job, opts.Target)
+	sel, err := edge.Select(edgeOptions(cfg).Jobs, opts.Job, opts.Target)
 	if err != nil {
 		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
 		return exitUsage

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/prometheus-streams/prometheus-streams/config"
-	"github.com/prometheus-streams/prometheus-streams/edge"
 	"github.com/prometheus-streams/prometheus-streams/edge/scrape"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/fixture"
@@ -65,7 +64,7 @@ func httpsTarget(t *testing.T, cfg *tls.Config, http2 bool, allow func(*http.Req
 }
 
 // yamlJob parses a config with one job scraping url, whose HTTP client settings
-// are the YAML lines settings, through config.Parse and the edge's mapping as the
+// are the YAML lines settings, through config.Parse and scrape-once's mapping as the
 // binary reads it.
 // The timeout is generous for loaded CI machines; nothing here waits it out.
 func yamlJob(t *testing.T, url, settings string) (scrape.Job, scrape.Target) {
@@ -82,7 +81,7 @@ func yamlJob(t *testing.T, url, settings string) (scrape.Job, scrape.Target) {
 		t.Fatalf("config.Parse:\n%s\n%v", b.String(), err)
 	}
 	j := c.Jobs["node"]
-	return edge.ScrapeJob(j), edge.ScrapeTarget(j.Targets[0])
+	return scrapeJob(j), scrapeTarget(j.Targets[0])
 }
 
 // refusedWrite reports whether msg is the failed write of a request on a

@@ -92,7 +92,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if looseSeed {
 		warnLooseSeed(logger, cfg)
 	}
-	sel, err := edge.Select(cfg, opts.Job, opts.Target)
+	eo := edgeOptions(cfg)
+	sel, err := edge.Select(eo.Jobs, opts.Job, opts.Target)
 	if err != nil {
 		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
 		return exitUsage
@@ -100,11 +101,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	codecOpts, err := edge.CodecOptions(cfg)
+	comp, err := bodyCompression(cfg.PollerStream)
 	if err != nil {
 		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
 		return exitConfig
 	}
+	codecOpts := []envelope.Option{envelope.BodyCompression(comp)}
 	if signer != nil {
 		codecOpts = append(codecOpts, envelope.WithSigner(signer))
 	}
@@ -114,7 +116,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer codec.Close()
-	runner := edge.New(cfg, codec, edge.Dial(cfg, logger), logger, version.Version)
+	runner := edge.New(eo, codec, dialer(cfg, eo, logger), logger, version.Version)
 
 	if opts.DryRun {
 		failed, err := runner.DryRun(ctx, sel, stdout, isTerminal(stdout))

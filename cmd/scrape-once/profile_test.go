@@ -30,22 +30,23 @@ func TestProfileRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sel, err := edge.Select(cfg, nil, nil)
+	o := edgeOptions(cfg)
+	sel, err := edge.Select(o.Jobs, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	codecOpts, err := edge.CodecOptions(cfg)
+	comp, err := bodyCompression(cfg.PollerStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	codec, err := envelope.NewCodec(codecOpts...)
+	codec, err := envelope.NewCodec(envelope.BodyCompression(comp))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer codec.Close()
 	logger := slog.New(slog.DiscardHandler)
 	for i := range runs {
-		sum, err := edge.New(cfg, codec, edge.Dial(cfg, logger), logger, "bench").Run(context.Background(), sel)
+		sum, err := edge.New(o, codec, dialer(cfg, o, logger), logger, "bench").Run(context.Background(), sel)
 		if err == nil && sum.Acked != len(sel) {
 			t.Fatalf("run %d: acked %d of %d", i, sum.Acked, len(sel))
 		}
