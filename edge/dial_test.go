@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -255,6 +256,33 @@ func TestRunJetStreamSecurity(t *testing.T) {
 			t.Errorf("%s: %v", c.name, err)
 		case !c.ok && (!errors.Is(err, ErrUnreachable) || !errors.Is(err, stream.ErrAuth)):
 			t.Errorf("%s: %v, want an authentication failure", c.name, err)
+		}
+	}
+}
+
+// TestPublisherOptions: a run publishes with a client ID of its own, which names the
+// publisher, and waits for each ack a quarter of the run, within 1s and the client's
+// default; the rest of the stream options are as given.
+func TestPublisherOptions(t *testing.T) {
+	s := stream.Options{ClientID: "edge", Topic: "t", URLs: []string{"nats://h:4222"}}
+	for _, c := range []struct {
+		run, want time.Duration
+	}{
+		{20 * time.Second, 5 * time.Second},
+		{2 * time.Second, time.Second},
+		{time.Hour, stream.DefaultPubAckWait},
+	} {
+		o := Options{Identity: "host.example", RunTimeout: c.run}
+		a, b := publisherOptions(s, o), publisherOptions(s, o)
+		if !strings.HasPrefix(a.ClientID, "edge-host_example-") || a.ClientID == b.ClientID {
+			t.Errorf("client IDs %q and %q: want edge-host_example-… each its own", a.ClientID, b.ClientID)
+		}
+		if a.PubAckWait != c.want {
+			t.Errorf("run of %v: ack wait %v, want %v", c.run, a.PubAckWait, c.want)
+		}
+		a.ClientID, a.PubAckWait = s.ClientID, s.PubAckWait
+		if !reflect.DeepEqual(a, s) {
+			t.Errorf("options %+v, want %+v but for client ID and ack wait", a, s)
 		}
 	}
 }
