@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,6 +90,7 @@ type sender struct {
 
 	metaMu   sync.Mutex
 	metaSent map[string]time.Time // family name -> when its 1.0 metadata was last written
+	bufs     sync.Pool            // of *buffers
 	wg       sync.WaitGroup
 
 	requests *prometheus.CounterVec
@@ -233,6 +235,7 @@ func newSender(o Options, logger *slog.Logger, reg prometheus.Registerer) (*send
 		flush: make(chan struct{}, o.MaxShards),
 
 		metaSent: map[string]time.Time{},
+		bufs:     sync.Pool{New: newBuffers},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "prometheus_streams_remote_write_requests_total", ConstLabels: cl,
 			Help: "Remote-write requests, by HTTP status code (0: no answer): every attempt, retries included.",
@@ -490,46 +493,51 @@ func (e *finalError) Unwrap() []error {
 // request sends the entries' samples, in requests of at most MaxSamplesPerSend (one
 // scrape can be larger than that), all of which must succeed.
 func (s *sender) request(ctx context.Context, batch []*entry) error {
-	var all []series
-	var metas []meta
-	if len(batch) == 1 {
-		all, metas = batch[0].series, batch[0].metas
-	} else {
-		for _, e := range batch {
-			off := int32(len(metas))
-			metas = append(metas, e.metas...)
-			for _, ser := range e.series {
-				if ser.meta >= 0 {
-					ser.meta += off
+	var parts []part
+	n := 0
+	for _, e := range batch {
+		for ss := e.series; len(ss) > 0; {
+			k := min(len(ss), s.o.MaxSamplesPerSend-n)
+			parts = append(parts, part{ss: ss[:k], metas: e.metas})
+			ss, n = ss[k:], n+k
+			if n == s.o.MaxSamplesPerSend {
+				if err := s.post(ctx, parts, n); err != nil {
+					return err
 				}
-				all = append(all, ser)
+				parts, n = parts[:0], 0
 			}
 		}
 	}
-	for len(all) > 0 {
-		n := min(len(all), s.o.MaxSamplesPerSend)
-		if err := s.post(ctx, all[:n], metas); err != nil {
-			return err
-		}
-		all = all[n:]
+	if n > 0 {
+		return s.post(ctx, parts, n)
 	}
 	return nil
+}
+
+// part is some series of one entry, taken into a request as they are, with the metas
+// their indexes refer to.
+type part struct {
+	ss    []series
+	metas []meta
 }
 
 // post sends one request, retrying it under the pace while the receiver fails (5xx,
 // 429 with RetryOnRateLimit, no answer), up to MaxRetries times: then the drain takes
 // the scrapes back, to retry them later.
-func (s *sender) post(ctx context.Context, ss []series, metas []meta) error {
+func (s *sender) post(ctx context.Context, parts []part, n int) error {
 	var msg any
 	var sent []string
+	b := s.bufs.Get().(*buffers)
+	defer s.bufs.Put(b)
+	defer b.reset()
 	if s.o.Message == remote.WriteV2MessageType {
-		msg = buildV2(ss, metas)
+		msg = buildV2(b, parts, n)
 	} else {
-		req := buildV1(ss, metas)
+		req := buildV1(b, parts, n)
 		req.Metadata, sent = s.dueMetadata(req.Metadata)
 		msg = req
 	}
-	s.batch.Observe(float64(len(ss)))
+	s.batch.Observe(float64(n))
 	held := false
 	defer func() { s.pace.release(held) }()
 	for retries := 0; ; retries++ {
@@ -540,7 +548,7 @@ func (s *sender) post(ctx context.Context, ss []series, metas []meta) error {
 		retryAfter, err := s.attempt(ctx, msg)
 		if err == nil {
 			s.pace.answered()
-			s.samples.Add(float64(len(ss)))
+			s.samples.Add(float64(n))
 			s.metadataSent(sent)
 			return nil
 		}
@@ -687,91 +695,128 @@ func reason(code int, msg string) string {
 // buildV1 makes a remote-write 1.0 request, with the families' metadata. A native
 // histogram goes as a 1.0 histogram, and exemplars with their series, as Prometheus
 // writes them; 1.0 has no room for start timestamps.
-func buildV1(ss []series, metas []meta) *prompb.WriteRequest {
-	req := &prompb.WriteRequest{Timeseries: make([]prompb.TimeSeries, len(ss))}
-	samples := make([]prompb.Sample, len(ss))
-	used := make([]bool, len(metas))
+func buildV1(b *buffers, parts []part, n int) *prompb.WriteRequest {
+	req := &prompb.WriteRequest{Timeseries: grow(&b.v1, n)}
+	samples := grow(&b.samples1, n)
 	var later []prompb.TimeSeries
-	for i, s := range ss {
-		ts := prompb.TimeSeries{Labels: s.labels}
-		switch {
-		case s.h != nil:
-			ts.Histograms = []prompb.Histogram{prompb.FromIntHistogram(s.t, s.h)}
-		case s.fh != nil:
-			ts.Histograms = []prompb.Histogram{prompb.FromFloatHistogram(s.t, s.fh)}
-		default:
-			samples[i] = prompb.Sample{Value: s.v, Timestamp: s.t}
-			ts.Samples = samples[i : i+1 : i+1]
+	seen := map[string]bool{}
+	i := 0
+	for _, p := range parts {
+		used := make([]bool, len(p.metas))
+		for _, s := range p.ss {
+			ts := prompb.TimeSeries{Labels: s.labels}
+			switch {
+			case s.h != nil:
+				ts.Histograms = []prompb.Histogram{prompb.FromIntHistogram(s.t, s.h)}
+			case s.fh != nil:
+				ts.Histograms = []prompb.Histogram{prompb.FromFloatHistogram(s.t, s.fh)}
+			default:
+				samples[i] = prompb.Sample{Value: s.v, Timestamp: s.t}
+				ts.Samples = samples[i : i+1 : i+1]
+			}
+			var ex []prompb.Exemplar
+			for _, e := range s.exemplars {
+				ex = append(ex, prompb.Exemplar{Labels: e.labels, Value: e.v, Timestamp: e.t})
+			}
+			if len(ts.Histograms) > 0 && len(ex) > 0 {
+				// A histogram's exemplars go in an entry of their own after it, as
+				// Prometheus sends exemplars: a receiver that appends an entry's
+				// exemplars before its histograms (Prometheus 2) finds the series only
+				// then.
+				later = append(later, prompb.TimeSeries{Labels: s.labels, Exemplars: ex})
+			} else {
+				ts.Exemplars = ex
+			}
+			req.Timeseries[i] = ts
+			i++
+			if s.meta >= 0 {
+				used[s.meta] = true
+			}
 		}
-		var ex []prompb.Exemplar
-		for _, e := range s.exemplars {
-			ex = append(ex, prompb.Exemplar{Labels: e.labels, Value: e.v, Timestamp: e.t})
-		}
-		if len(ts.Histograms) > 0 && len(ex) > 0 {
-			// A histogram's exemplars go in an entry of their own after it, as
-			// Prometheus sends exemplars: a receiver that appends an entry's exemplars
-			// before its histograms (Prometheus 2) finds the series only then.
-			later = append(later, prompb.TimeSeries{Labels: s.labels, Exemplars: ex})
-		} else {
-			ts.Exemplars = ex
-		}
-		req.Timeseries[i] = ts
-		if s.meta >= 0 {
-			used[s.meta] = true
+		for j, m := range p.metas {
+			if !used[j] || m.name == "" || seen[m.name] {
+				continue
+			}
+			seen[m.name] = true
+			req.Metadata = append(req.Metadata, prompb.MetricMetadata{
+				Type: prompb.FromMetadataType(m.typ), MetricFamilyName: m.name, Help: m.help, Unit: m.unit,
+			})
 		}
 	}
 	req.Timeseries = append(req.Timeseries, later...)
-	seen := map[string]bool{}
-	for i, m := range metas {
-		if !used[i] || m.name == "" || seen[m.name] {
-			continue
-		}
-		seen[m.name] = true
-		req.Metadata = append(req.Metadata, prompb.MetricMetadata{
-			Type: prompb.FromMetadataType(m.typ), MetricFamilyName: m.name, Help: m.help, Unit: m.unit,
-		})
-	}
 	return req
 }
 
 // buildV2 makes a remote-write 2.0 request: labels as references into one symbol table,
 // each series' metadata on the series, native histograms (custom buckets included),
 // exemplars, and the start timestamp of each sample, as Prometheus writes them.
-func buildV2(ss []series, metas []meta) *writev2.Request {
-	st := writev2.NewSymbolTable()
-	req := &writev2.Request{Timeseries: make([]writev2.TimeSeries, len(ss))}
-	samples := make([]writev2.Sample, len(ss))
-	refs := make([]uint32, 0, 2*len(ss)*8)
-	for i, s := range ss {
-		start := len(refs)
-		for _, l := range s.labels {
-			refs = append(refs, st.Symbolize(l.Name), st.Symbolize(l.Value))
-		}
-		ts := writev2.TimeSeries{LabelsRefs: refs[start:len(refs):len(refs)]}
-		switch {
-		case s.h != nil:
-			ts.Histograms = []writev2.Histogram{writev2.FromIntHistogram(s.st, s.t, s.h)}
-		case s.fh != nil:
-			ts.Histograms = []writev2.Histogram{writev2.FromFloatHistogram(s.st, s.t, s.fh)}
-		default:
-			samples[i] = writev2.Sample{Value: s.v, Timestamp: s.t, StartTimestamp: s.st}
-			ts.Samples = samples[i : i+1 : i+1]
-		}
-		for _, e := range s.exemplars {
-			var lr []uint32
-			for _, l := range e.labels {
-				lr = append(lr, st.Symbolize(l.Name), st.Symbolize(l.Value))
+func buildV2(b *buffers, parts []part, n int) *writev2.Request {
+	st := &b.symbols
+	req := &writev2.Request{Timeseries: grow(&b.v2, n)}
+	samples := grow(&b.samples2, n)
+	refs := b.refs[:0]
+	i := 0
+	for _, p := range parts {
+		for _, s := range p.ss {
+			start := len(refs)
+			for _, l := range s.labels {
+				refs = append(refs, st.Symbolize(l.Name), st.Symbolize(l.Value))
 			}
-			ts.Exemplars = append(ts.Exemplars, writev2.Exemplar{LabelsRefs: lr, Value: e.v, Timestamp: e.t})
-		}
-		if s.meta >= 0 {
-			m := metas[s.meta]
-			ts.Metadata = writev2.Metadata{
-				Type: writev2.FromMetadataType(m.typ), HelpRef: st.Symbolize(m.help), UnitRef: st.Symbolize(m.unit),
+			ts := writev2.TimeSeries{LabelsRefs: refs[start:len(refs):len(refs)]}
+			switch {
+			case s.h != nil:
+				ts.Histograms = []writev2.Histogram{writev2.FromIntHistogram(s.st, s.t, s.h)}
+			case s.fh != nil:
+				ts.Histograms = []writev2.Histogram{writev2.FromFloatHistogram(s.st, s.t, s.fh)}
+			default:
+				samples[i] = writev2.Sample{Value: s.v, Timestamp: s.t, StartTimestamp: s.st}
+				ts.Samples = samples[i : i+1 : i+1]
 			}
+			for _, e := range s.exemplars {
+				var lr []uint32
+				for _, l := range e.labels {
+					lr = append(lr, st.Symbolize(l.Name), st.Symbolize(l.Value))
+				}
+				ts.Exemplars = append(ts.Exemplars, writev2.Exemplar{LabelsRefs: lr, Value: e.v, Timestamp: e.t})
+			}
+			if s.meta >= 0 {
+				m := p.metas[s.meta]
+				ts.Metadata = writev2.Metadata{
+					Type: writev2.FromMetadataType(m.typ), HelpRef: st.Symbolize(m.help), UnitRef: st.Symbolize(m.unit),
+				}
+			}
+			req.Timeseries[i] = ts
+			i++
 		}
-		req.Timeseries[i] = ts
 	}
+	b.refs = refs
 	req.Symbols = st.Symbols()
 	return req
+}
+
+// buffers are what building a request takes, kept from one request to the next: a
+// request of max_samples_per_send series needs as many entries of each.
+type buffers struct {
+	v1       []prompb.TimeSeries
+	samples1 []prompb.Sample
+	v2       []writev2.TimeSeries
+	samples2 []writev2.Sample
+	refs     []uint32
+	symbols  writev2.SymbolsTable
+}
+
+func newBuffers() any { return &buffers{symbols: writev2.NewSymbolTable()} }
+
+// reset lets go of what the last request referred to (label sets, histograms), keeping
+// the room.
+func (b *buffers) reset() {
+	clear(b.v1[:cap(b.v1)]) // past len too: a histogram's exemplars are appended there
+	clear(b.v2[:cap(b.v2)])
+	b.symbols.Reset()
+}
+
+// grow makes *buf n entries long, reusing its room, and returns it.
+func grow[T any](buf *[]T, n int) []T {
+	*buf = slices.Grow((*buf)[:0], n)[:n]
+	return *buf
 }

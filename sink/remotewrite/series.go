@@ -86,6 +86,7 @@ type meta struct {
 // counters and histogram buckets their exemplars, but none at or before seen (the
 // target's previous scrape, which wrote them; 0: none seen).
 func flatten(out []series, metas []meta, fams []*dto.MetricFamily, ts, seen int64, nhcb, keepClassic bool) ([]series, []meta) {
+	var ar arena
 	for _, mf := range fams {
 		name := mf.GetName()
 		mi := int32(len(metas))
@@ -97,7 +98,7 @@ func flatten(out []series, metas []meta, fams []*dto.MetricFamily, ts, seen int6
 			}
 			var st int64
 			add := func(suffix string, v float64, ex []*dto.Exemplar, extra ...string) *series {
-				out = append(out, series{labels: labelsOf(name+suffix, m.Label, extra...), t: t, v: v, st: st, exemplars: exemplarsOf(ex, t, seen), meta: mi, stamped: stamped})
+				out = append(out, series{labels: ar.labels(name+suffix, m.Label, extra...), t: t, v: v, st: st, exemplars: exemplarsOf(ex, t, seen), meta: mi, stamped: stamped})
 				return &out[len(out)-1]
 			}
 			switch mf.GetType() {
@@ -370,10 +371,29 @@ func millis(ts *timestamppb.Timestamp) int64 {
 	return ts.AsTime().UnixMilli()
 }
 
-// labelsOf builds a series' sorted label set: __name__, the metric's labels (job,
+// arena hands out the label sets of one scrape's series from a few large blocks rather
+// than one allocation each: they live and die together, with the request that carries
+// them (and, while its series are tracked for staleness, with the target).
+type arena struct{ free []prompb.Label }
+
+// arenaFirst is how many labels an arena's first block holds; each next block holds
+// twice as many as the last, up to arenaMax: a scrape of a few series wastes little, a
+// large one takes few blocks.
+const (
+	arenaFirst = 64
+	arenaMax   = 8192
+)
+
+// labels builds a series' sorted label set: __name__, the metric's labels (job,
 // instance and the static ones attached) and extra name-value pairs (le, quantile).
-func labelsOf(name string, pairs []*dto.LabelPair, extra ...string) []prompb.Label {
-	ls := make([]prompb.Label, 0, 1+len(pairs)+len(extra)/2)
+func (a *arena) labels(name string, pairs []*dto.LabelPair, extra ...string) []prompb.Label {
+	n := 1 + len(pairs) + len(extra)/2
+	if cap(a.free)-len(a.free) < n {
+		a.free = make([]prompb.Label, 0, max(n, min(2*cap(a.free), arenaMax), arenaFirst))
+	}
+	// The set's room is cut off at n: appending to one set never writes into the next.
+	ls := a.free[len(a.free) : len(a.free) : len(a.free)+n]
+	a.free = a.free[:len(a.free)+n]
 	ls = append(ls, prompb.Label{Name: model.MetricNameLabel, Value: name})
 	for _, p := range pairs {
 		if p.GetValue() != "" { // an empty label is no label, in Prometheus

@@ -228,18 +228,13 @@ func (s *Sink) add(r *request, scs []*sink.Scrape, errs []error, from int) error
 			errs[i] = fmt.Errorf("%w: remote write %s: older than sample_age_limit %s", sink.ErrRejected, s.name, s.sender.o.SampleAgeLimit)
 			continue
 		}
-		o, m, next, gone, err := s.next(&cur, scs[i])
+		// Appended in place: on an error r still has its length, and what was appended
+		// past it is not r's.
+		o, m, next, gone, err := s.next(out, metas, &cur, scs[i])
 		if err != nil {
 			return err
 		}
-		off := int32(len(metas))
-		metas = append(metas, m...)
-		for _, ser := range o {
-			if ser.meta >= 0 {
-				ser.meta += off
-			}
-			out = append(out, ser)
-		}
+		out, metas = o, m
 		cur, stale = next, stale+gone
 		in = append(in, i)
 	}
@@ -363,13 +358,17 @@ func (s *Sink) settle(ctx context.Context, t *target, r *request, scs []*sink.Sc
 	t.start, t.last, t.hashes, t.sets = cur.start, cur.last, cur.hashes, cur.sets
 }
 
-// next is what writing sc after cur takes: its samples and health at the scrape's time,
-// markers for cur's series that sc lacks, and the tracking after it.
-func (s *Sink) next(cur *tracking, sc *sink.Scrape) ([]series, []meta, tracking, int, error) {
+// next appends to out and metas what writing sc after cur takes: its samples and health
+// at the scrape's time, and markers for cur's series that sc lacks; it returns them with
+// the tracking after sc and the number of markers.
+func (s *Sink) next(out []series, metas []meta, cur *tracking, sc *sink.Scrape) ([]series, []meta, tracking, int, error) {
 	ts := sc.Envelope.Start.UnixMilli()
 	nhcb := s.sender.o.Message == remote.WriteV2MessageType
 	keep := sc.Envelope.Histograms.AlwaysClassic
-	out, metas := flatten(nil, nil, sc.Families, ts, cur.last, nhcb, keep)
+	from := len(out)
+	// Room for as many series as the target had last time, and its health.
+	out = slices.Grow(out, len(cur.hashes)+8)
+	out, metas = flatten(out, metas, sc.Families, ts, cur.last, nhcb, keep)
 	out, metas = flatten(out, metas, sc.Health, ts, cur.last, nhcb, keep)
 
 	// The series this scrape tracks for staleness, sorted by hash, without duplicates.
@@ -378,8 +377,8 @@ func (s *Sink) next(cur *tracking, sc *sink.Scrape) ([]series, []meta, tracking,
 		h uint64
 		i int
 	}
-	cur2 := make([]tracked, 0, len(out))
-	for i := range out {
+	cur2 := make([]tracked, 0, len(out)-from)
+	for i := from; i < len(out); i++ {
 		if !out[i].stamped {
 			cur2 = append(cur2, tracked{hashLabels(&d, out[i].labels), i})
 		}
