@@ -144,24 +144,32 @@ func TestTrackedCodec(t *testing.T) {
 	sets := []ended{
 		{labels: []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "a"}}, typ: model.MetricTypeGauge},
 		{labels: []prompb.Label{{Name: "__name__", Value: "x"}, {Name: "v", Value: "ünïcode \xff"}}, typ: model.MetricTypeCounter, unit: "seconds"},
+		{labels: []prompb.Label{{Name: "__name__", Value: "x"}, {Name: "v", Value: "other"}, {Name: "w", Value: "1"}}, typ: model.MetricTypeCounter, unit: "seconds"},
+		{labels: []prompb.Label{{Name: "__name__", Value: "x"}, {Name: "v", Value: "other"}}, typ: model.MetricTypeCounter},
 		{labels: []prompb.Label{{Name: "__name__", Value: "h"}}, typ: model.MetricTypeHistogram, kind: kindFloatHistogram},
 		{typ: model.MetricTypeUnknown},
 	}
 	var b []byte
+	var prev []prompb.Label
 	for _, s := range sets {
-		b = appendTracked(b, s.labels, meta{typ: s.typ, unit: s.unit}, s.kind)
+		b = appendTracked(b, prev, s.labels, meta{typ: s.typ, unit: s.unit}, s.kind)
+		prev = s.labels
 	}
+	prev = nil
 	for i, want := range sets {
-		got, rest, ok := readTracked(b)
+		got, rest, ok := readTracked(b, prev)
 		if !ok || render(got.labels) != render(want.labels) || got.typ != want.typ || got.unit != want.unit || got.kind != want.kind {
 			t.Fatalf("series %d: got %+v (ok %v), want %+v", i, got, ok, want)
 		}
-		b = rest
+		b, prev = rest, got.labels
 	}
 	if len(b) != 0 {
 		t.Errorf("%d bytes left", len(b))
 	}
-	if _, _, ok := readTracked([]byte{5, 1}); ok {
+	if _, _, ok := readTracked([]byte{5, 1}, nil); ok {
 		t.Error("a truncated series reads")
+	}
+	if _, _, ok := readTracked([]byte{1, labelSame, 0, 0, 0}, nil); ok {
+		t.Error("a label the same as a previous series' reads without one")
 	}
 }

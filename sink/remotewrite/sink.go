@@ -32,6 +32,7 @@ import (
 	remote "github.com/prometheus/client_golang/exp/api/remote"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/prometheus-streams/prometheus-streams/sink"
 )
@@ -348,9 +349,11 @@ func (s *Sink) settle(ctx context.Context, t *target, r *request, scs []*sink.Sc
 		s.stale.Add(float64(r.stale))
 	}
 	if cur.sets == nil {
-		var buf []byte
+		buf := make([]byte, 0, trackedBytes*len(cur.ended))
+		var prev []prompb.Label
 		for _, e := range cur.ended {
-			buf = appendTracked(buf, e.labels, meta{typ: e.typ, unit: e.unit}, e.kind)
+			buf = appendTracked(buf, prev, e.labels, meta{typ: e.typ, unit: e.unit}, e.kind)
+			prev = e.labels
 		}
 		cur.sets = s.enc.EncodeAll(buf, make([]byte, 0, len(buf)/4))
 	}
@@ -401,6 +404,8 @@ func (s *Sink) next(out []series, metas []meta, cur *tracking, sc *sink.Scrape) 
 	if slices.Equal(hashes, cur.hashes) {
 		next.sets, next.ended = cur.sets, cur.ended
 	} else {
+		// In the order of the exposition, which appendTracked encodes best.
+		slices.SortFunc(cur2, func(a, b tracked) int { return cmp.Compare(a.i, b.i) })
 		next.ended = make([]ended, len(cur2))
 		for i, c := range cur2 {
 			m := metas[out[c.i].meta]
@@ -430,23 +435,32 @@ func appendStale(out []series, metas []meta, gone []ended, ts int64) ([]series, 
 
 // missing returns the tracked series of cur whose hashes are not in now.
 func (s *Sink) missing(cur *tracking, now []uint64) ([]ended, error) {
-	var idx []int
+	var gone []uint64 // sorted, as cur.hashes
 	j := 0
-	for i, h := range cur.hashes {
+	for _, h := range cur.hashes {
 		for j < len(now) && now[j] < h {
 			j++
 		}
 		if j == len(now) || now[j] != h {
-			idx = append(idx, i)
+			gone = append(gone, h)
 		}
 	}
-	if len(idx) == 0 {
+	if len(gone) == 0 {
 		return nil, nil
 	}
+	// The sets are in the order of the exposition, not of the hashes: each one's hash
+	// says whether it is gone.
+	var d xxhash.Digest
+	isGone := func(ls []prompb.Label) bool {
+		_, found := slices.BinarySearch(gone, hashLabels(&d, ls))
+		return found
+	}
+	out := make([]ended, 0, len(gone))
 	if cur.ended != nil {
-		out := make([]ended, len(idx))
-		for k, i := range idx {
-			out[k] = cur.ended[i]
+		for _, e := range cur.ended {
+			if isGone(e.labels) {
+				out = append(out, e)
+			}
 		}
 		return out, nil
 	}
@@ -454,20 +468,23 @@ func (s *Sink) missing(cur *tracking, now []uint64) ([]ended, error) {
 	if err != nil {
 		return nil, fmt.Errorf("remote write: read the target's last series: %w", err)
 	}
-	out := make([]ended, 0, len(idx))
-	for i, k := 0, 0; i < len(cur.hashes) && k < len(idx); i++ {
-		e, rest, ok := readTracked(raw)
+	var prev []prompb.Label
+	for range cur.hashes {
+		e, rest, ok := readTracked(raw, prev)
 		if !ok {
 			return nil, errors.New("remote write: the target's last series are corrupt")
 		}
-		raw = rest
-		if i == idx[k] {
+		raw, prev = rest, e.labels
+		if isGone(e.labels) {
 			out = append(out, e)
-			k++
 		}
 	}
 	return out, nil
 }
+
+// trackedBytes is about what appendTracked writes of a series: room enough, most times,
+// for a target's sets in one allocation.
+const trackedBytes = 40
 
 // Sweep ends the series of every target not scraped for maxAge, and not handed a
 // scrape for as long: their staleness markers go out at now, and the sink forgets the

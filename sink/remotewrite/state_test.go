@@ -24,8 +24,8 @@ func TestStateSize(t *testing.T) {
 	size := 8*len(tg.hashes) + len(tg.sets)
 	t.Logf("%d series: %d bytes of hashes + %d bytes of label sets = %d bytes (%.1f per series)",
 		len(tg.hashes), 8*len(tg.hashes), len(tg.sets), size, float64(size)/float64(len(tg.hashes)))
-	// The README says about 11 KB for this target, about 22 bytes a series.
-	if size < 8<<10 || size > 12<<10 {
-		t.Errorf("state of a node_exporter target: %d bytes, the README says about 11 KB", size)
+	// The README says about 8 KB for this target, about 16 bytes a series.
+	if size < 7<<10 || size > 9<<10 {
+		t.Errorf("state of a node_exporter target: %d bytes, the README says about 8 KB", size)
 	}
 }
