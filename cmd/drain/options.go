@@ -3,7 +3,16 @@ package main
 import (
 	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/drain"
+	"github.com/prometheus-streams/prometheus-streams/internal/version"
+	"github.com/prometheus-streams/prometheus-streams/sink/pushgateway"
 )
+
+// pushGatewayOptions is the client of the config's push_gateway section.
+func pushGatewayOptions(pg *config.PushGateway) pushgateway.Options {
+	return pushgateway.Options{
+		URL: pg.URL, HTTPClientConfig: pg.HTTPClientConfig, Timeout: pg.Timeout.D(), UserAgent: version.UserAgent(),
+	}
+}
 
 // trustedKeys are the drain's trusted publisher keys, from the config's trust section.
 func trustedKeys(trust []*config.TrustedPublisher) []*drain.TrustedKey {

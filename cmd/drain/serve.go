@@ -77,9 +77,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, level *slog.Lev
 		}
 	}()
 	if pg := cfg.PushGateway; pg != nil {
-		client, err := pushgateway.New(pushgateway.Options{
-			URL: pg.URL, HTTPClientConfig: pg.HTTPClientConfig, Timeout: pg.Timeout.D(), UserAgent: version.UserAgent(),
-		})
+		client, err := pushgateway.New(pushGatewayOptions(pg))
 		if err != nil {
 			return err
 		}

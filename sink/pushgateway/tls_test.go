@@ -20,9 +20,10 @@ import (
 	"testing"
 	"time"
 
+	promcfg "github.com/prometheus/common/config"
 	"golang.org/x/crypto/bcrypt"
+	"gopkg.in/yaml.v3"
 
-	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/certtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/logtest"
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
@@ -124,24 +125,17 @@ func startTLSGateway(t *testing.T, webConfig string, ready *http.Client) *tlsGat
 	return nil
 }
 
-// tlsOptions reads the drain's push_gateway section from YAML, through
-// config.Parse, and turns it into Options as cmd/drain does. The timeout is
-// generous for loaded machines; no case waits it out.
+// tlsOptions is Options with the HTTP client settings read from YAML as a push_gateway
+// section holds them (cmd/drain maps the section onto Options; TestPushGatewayOptions
+// there checks that mapping). The timeout is generous for loaded machines; no case
+// waits it out.
 func tlsOptions(t *testing.T, url, settings string) pushgateway.Options {
 	t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "push_gateway:\n  url: %q\n  timeout: 30s\n", url)
-	for l := range strings.Lines(settings) {
-		if strings.TrimSpace(l) != "" {
-			b.WriteString("  " + strings.TrimRight(l, "\n") + "\n")
-		}
+	var h promcfg.HTTPClientConfig
+	if err := yaml.Unmarshal([]byte(settings), &h); err != nil {
+		t.Fatalf("HTTP client settings:\n%s\n%v", settings, err)
 	}
-	c, err := config.Parse([]byte(b.String()))
-	if err != nil {
-		t.Fatalf("config.Parse:\n%s\n%v", b.String(), err)
-	}
-	pg := c.PushGateway
-	return pushgateway.Options{URL: pg.URL, HTTPClientConfig: pg.HTTPClientConfig, Timeout: pg.Timeout.D(), UserAgent: "drain-test"}
+	return pushgateway.Options{URL: url, HTTPClientConfig: h, Timeout: 30 * time.Second, UserAgent: "drain-test"}
 }
 
 // TestTLSGateway pushes to the real Push Gateway serving HTTPS with client
