@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -350,10 +351,15 @@ func profile(ctx context.Context, tmp, dir, cfgPath string) (string, error) {
 		return "", fmt.Errorf("profile: %w", err)
 	}
 	path := filepath.Join(dir, "edge-cpu.pprof")
-	run := exec.CommandContext(ctx, exe, "-test.run", "^TestProfileRuns$", "-test.count", "1", "-test.cpuprofile", path)
+	run := exec.CommandContext(ctx, exe, "-test.run", "^TestProfileRuns$", "-test.count", "1", "-test.v", "-test.cpuprofile", path)
 	run.Env = append(os.Environ(), "PROFILE_CONFIG="+cfgPath, fmt.Sprintf("PROFILE_RUNS=%d", profileRuns))
-	if b, err := run.CombinedOutput(); err != nil {
+	b, err := run.CombinedOutput()
+	if err != nil {
 		return "", fmt.Errorf("profile runs: %w\n%s", err, b)
+	}
+	if !bytes.Contains(b, []byte("--- PASS: TestProfileRuns")) {
+		// Skipped or not found: the profile would be of nothing.
+		return "", fmt.Errorf("profile runs: TestProfileRuns did not run and pass\n%s", b)
 	}
 	cmd := exec.CommandContext(ctx, goCommand(), "tool", "pprof", "-top", "-cum", "-nodecount=25", exe, path)
 	out, err := cmd.CombinedOutput()

@@ -101,14 +101,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	comp, err := bodyCompression(cfg.PollerStream)
+	codecOpts, err := codecOptions(cfg.PollerStream, signer)
 	if err != nil {
 		fmt.Fprintf(stderr, "scrape-once: %v\n", err)
 		return exitConfig
-	}
-	codecOpts := []envelope.Option{envelope.BodyCompression(comp)}
-	if signer != nil {
-		codecOpts = append(codecOpts, envelope.WithSigner(signer))
 	}
 	codec, err := envelope.NewCodec(codecOpts...)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/nats-io/nkeys"
+
 	"github.com/prometheus-streams/prometheus-streams/config"
 	"github.com/prometheus-streams/prometheus-streams/edge"
 	"github.com/prometheus-streams/prometheus-streams/edge/scrape"
@@ -71,6 +73,20 @@ func dialer(cfg *config.Config, o edge.Options, logger *slog.Logger) edge.Dialer
 // streamOptions are the stream options of poller_stream.
 func streamOptions(cfg *config.Config, logger *slog.Logger) stream.Options {
 	return cfg.StreamOptions(cfg.PollerStream, "scrape-once "+cfg.Identity, logger)
+}
+
+// codecOptions are the envelope codec's options: poller_stream's body_compression,
+// and the signer, if any.
+func codecOptions(ps *config.Stream, signer nkeys.KeyPair) ([]envelope.Option, error) {
+	comp, err := bodyCompression(ps)
+	if err != nil {
+		return nil, err
+	}
+	opts := []envelope.Option{envelope.BodyCompression(comp)}
+	if signer != nil {
+		opts = append(opts, envelope.WithSigner(signer))
+	}
+	return opts, nil
 }
 
 // bodyCompression is the compression poller_stream's body_compression asks for.
