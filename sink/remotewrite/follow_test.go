@@ -218,3 +218,23 @@ func TestFollowFailureFailsEveryScrape(t *testing.T) {
 		t.Errorf("a: %v, want both scrapes' samples", a)
 	}
 }
+
+// TestDuplicateSeriesEndsOnce: a series a scrape has twice is tracked once, so the
+// scrape that lacks it ends it with one marker, and the series that stays gets none.
+func TestDuplicateSeriesEndsOnce(t *testing.T) {
+	rq := &requests{}
+	snk, t0, t1, _ := followSink(t, rq)
+	errs := follow(t, snk,
+		scrape(t, "j", "i", t0, []byte("a 1\nb 1\na 2\n")),
+		scrape(t, "j", "i", t1, []byte("b 2\n")))
+	if len(errs) != 2 || errs[0] != nil || errs[1] != nil {
+		t.Fatalf("fates %v, want 2 delivered", errs)
+	}
+	a := rq.samples(0, "a")
+	if len(a) != 3 || a[0].Value != 1 || a[1].Value != 2 || !value.IsStaleNaN(a[2].Value) || a[2].Timestamp != t1.UnixMilli() {
+		t.Errorf("a: %v, want 1 and 2 at the first scrape, one marker at the second", a)
+	}
+	if b := rq.samples(0, "b"); len(b) != 2 || value.IsStaleNaN(b[0].Value) || value.IsStaleNaN(b[1].Value) {
+		t.Errorf("b: %v, want 1 and 2, no marker", b)
+	}
+}

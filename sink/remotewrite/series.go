@@ -447,19 +447,19 @@ func metricType(t dto.MetricType) model.MetricType {
 	}
 }
 
-// hashLabels identifies a label set within this process.
-func hashLabels(d *xxhash.Digest, ls []prompb.Label) uint64 {
-	d.Reset()
+// hashLabels identifies a label set within this process: the hash of its names and
+// values, each ended by 0xff, written into *buf (kept for the next call).
+func hashLabels(buf *[]byte, ls []prompb.Label) uint64 {
+	b := (*buf)[:0]
 	for _, l := range ls {
-		_, _ = d.WriteString(l.Name)
-		_, _ = d.Write(sep)
-		_, _ = d.WriteString(l.Value)
-		_, _ = d.Write(sep)
+		b = append(b, l.Name...)
+		b = append(b, 0xff)
+		b = append(b, l.Value...)
+		b = append(b, 0xff)
 	}
-	return d.Sum64()
+	*buf = b
+	return xxhash.Sum64(b)
 }
-
-var sep = []byte{0xff}
 
 // ended is a series to end with a staleness marker: its labels, and the type and unit
 // it was written with, which a receiver may hold as part of its identity (Prometheus 3

@@ -18,7 +18,6 @@
 package remotewrite
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,7 +26,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
 	remote "github.com/prometheus/client_golang/exp/api/remote"
 	"github.com/prometheus/client_golang/prometheus"
@@ -374,24 +372,25 @@ func (s *Sink) next(out []series, metas []meta, cur *tracking, sc *sink.Scrape) 
 	out, metas = flatten(out, metas, sc.Families, ts, cur.last, nhcb, keep)
 	out, metas = flatten(out, metas, sc.Health, ts, cur.last, nhcb, keep)
 
-	// The series this scrape tracks for staleness, sorted by hash, without duplicates.
-	var d xxhash.Digest
+	// The series this scrape tracks for staleness, by the hash of their labels: in the
+	// order of the exposition, and sorted without duplicates.
+	var buf []byte
 	type tracked struct {
 		h uint64
 		i int
 	}
-	cur2 := make([]tracked, 0, len(out)-from)
+	exp := make([]tracked, 0, len(out)-from)
 	for i := from; i < len(out); i++ {
 		if !out[i].stamped {
-			cur2 = append(cur2, tracked{hashLabels(&d, out[i].labels), i})
+			exp = append(exp, tracked{hashLabels(&buf, out[i].labels), i})
 		}
 	}
-	slices.SortFunc(cur2, func(a, b tracked) int { return cmp.Compare(a.h, b.h) })
-	cur2 = slices.CompactFunc(cur2, func(a, b tracked) bool { return a.h == b.h })
-	hashes := make([]uint64, len(cur2))
-	for i, c := range cur2 {
-		hashes[i] = c.h
+	hashes := make([]uint64, len(exp))
+	for k, e := range exp {
+		hashes[k] = e.h
 	}
+	slices.Sort(hashes)
+	hashes = slices.Compact(hashes)
 
 	// Series of the last scrape missing from this one end now. A marker must come after
 	// the series' last sample: a scrape's time only moves forward, so it does.
@@ -404,12 +403,23 @@ func (s *Sink) next(out []series, metas []meta, cur *tracking, sc *sink.Scrape) 
 	if slices.Equal(hashes, cur.hashes) {
 		next.sets, next.ended = cur.sets, cur.ended
 	} else {
-		// In the order of the exposition, which appendTracked encodes best.
-		slices.SortFunc(cur2, func(a, b tracked) int { return cmp.Compare(a.i, b.i) })
-		next.ended = make([]ended, len(cur2))
-		for i, c := range cur2 {
-			m := metas[out[c.i].meta]
-			next.ended[i] = ended{labels: out[c.i].labels, typ: m.typ, unit: m.unit, kind: out[c.i].kind()}
+		// In the order of the exposition, which appendTracked encodes best; a series
+		// the scrape has twice once.
+		var seen map[uint64]bool
+		if len(hashes) < len(exp) {
+			seen = make(map[uint64]bool, len(hashes))
+		}
+		next.ended = make([]ended, 0, len(hashes))
+		for _, e := range exp {
+			if seen != nil {
+				if seen[e.h] {
+					continue
+				}
+				seen[e.h] = true
+			}
+			ser := &out[e.i]
+			m := metas[ser.meta]
+			next.ended = append(next.ended, ended{labels: ser.labels, typ: m.typ, unit: m.unit, kind: ser.kind()})
 		}
 	}
 	return out, metas, next, len(gone), nil
@@ -450,9 +460,9 @@ func (s *Sink) missing(cur *tracking, now []uint64) ([]ended, error) {
 	}
 	// The sets are in the order of the exposition, not of the hashes: each one's hash
 	// says whether it is gone.
-	var d xxhash.Digest
+	var buf []byte
 	isGone := func(ls []prompb.Label) bool {
-		_, found := slices.BinarySearch(gone, hashLabels(&d, ls))
+		_, found := slices.BinarySearch(gone, hashLabels(&buf, ls))
 		return found
 	}
 	out := make([]ended, 0, len(gone))
