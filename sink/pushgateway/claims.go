@@ -429,15 +429,7 @@ func (s *Sink) round(ctx context.Context) (map[famKey]*InconsistentError, error)
 			}
 			continue
 		}
-		var won, lostKeys []famKey
-		for _, c := range open {
-			switch {
-			case lost[c.key] != nil:
-				lostKeys = append(lostKeys, c.key)
-			case !slices.Contains(waiting, c.key):
-				won = append(won, c.key)
-			}
-		}
+		won, lostKeys := verdicts(open, lost, waiting)
 		if !s.ledger.settleClaims(epoch, won, lostKeys) {
 			return nil, errRestarted
 		}
@@ -491,6 +483,20 @@ type source struct {
 	group bool    // held by a group; else claimed in a registry
 	at    float64 // the claim's time
 	id    string  // the claiming drain
+}
+
+// verdicts sorts claims by classify's findings: those lost to another drain, and those
+// won (neither lost nor still waiting for the gateway to show them).
+func verdicts(claims []claimEntry, lost map[famKey]*InconsistentError, waiting []famKey) (won, lostKeys []famKey) {
+	for _, c := range claims {
+		switch {
+		case lost[c.key] != nil:
+			lostKeys = append(lostKeys, c.key)
+		case !slices.Contains(waiting, c.key):
+			won = append(won, c.key)
+		}
+	}
+	return won, lostKeys
 }
 
 // classify judges claims against a listing read at now (gateway clock): a claim is

@@ -2,7 +2,6 @@ package pushgateway
 
 import (
 	"context"
-	"slices"
 	"strings"
 	"time"
 
@@ -160,15 +159,7 @@ func (s *Sink) adopt(ctx context.Context, st gatewayState, groups []listedGroup,
 		return // unvouched: the first round judges them
 	}
 	lost, waiting := s.classify(adopted, groups, mine.written)
-	var won, lostKeys []famKey
-	for _, c := range adopted {
-		switch {
-		case lost[c.key] != nil:
-			lostKeys = append(lostKeys, c.key)
-		case !slices.Contains(waiting, c.key):
-			won = append(won, c.key)
-		}
-	}
+	won, lostKeys := verdicts(adopted, lost, waiting)
 	if !s.ledger.settleClaims(epoch, won, lostKeys) {
 		return
 	}
