@@ -56,13 +56,21 @@ func TestDashboardQueries(t *testing.T) {
 	waitFor(t, 10*time.Second, "the publisher's build_info", func() bool {
 		return d.metric("prometheus_streams_drain_publisher_build_info", "version", f[1]) == 1
 	})
-	// A message past max_age (30s), and an older scrape of a target arriving after a newer.
+	// A message past max_age (30s), and an older scrape of a target arriving after a newer
+	// one is in every sink. (One arriving while the newer one is still on its way is
+	// written before it to remote_write, which takes every scrape in order: not
+	// superseded.)
 	now := time.Now()
 	publishTo(t, embeddedServer(natsAddr),
 		encode(t, "other", "old", now.Add(-2*time.Minute), "m 1\n"),
 		encode(t, "other", "s", now.Add(-2*time.Second), "m 2\n"),
-		encode(t, "other", "s", now.Add(-4*time.Second), "m 1\n"),
 	)
+	rw := "remote_write:" + strings.TrimPrefix(prom.RemoteWriteURL(), "http://")
+	waitFor(t, 30*time.Second, "the newer scrape in every sink", func() bool {
+		const delivered = "prometheus_streams_drain_scrapes_delivered_total"
+		return d.metric(delivered, "sink", "expose") >= 3 && d.metric(delivered, "sink", rw) >= 3
+	})
+	publishTo(t, embeddedServer(natsAddr), encode(t, "other", "s", now.Add(-4*time.Second), "m 1\n"))
 	waitFor(t, 30*time.Second, "an expired and a superseded message", func() bool {
 		return d.metric("prometheus_streams_drain_messages_expired_total") >= 1 &&
 			d.metric("prometheus_streams_drain_messages_superseded_total")+
