@@ -1,11 +1,8 @@
 package endpoint_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"errors"
-	"io"
 	"testing"
 	"time"
 
@@ -13,7 +10,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/prometheus-streams/prometheus-streams/sink"
@@ -59,22 +55,17 @@ func scrapeOfFamilies(t testing.TB, job, instance string, start time.Time, fams 
 
 func decodeProto(t testing.TB, body []byte) map[string]*dto.MetricFamily {
 	t.Helper()
-	r := bufio.NewReader(bytes.NewReader(body))
 	fams := map[string]*dto.MetricFamily{}
-	for {
-		var mf dto.MetricFamily
-		err := protodelim.UnmarshalFrom(r, &mf)
-		if errors.Is(err, io.EOF) {
-			return fams
-		}
-		if err != nil {
-			t.Fatalf("decode protobuf: %v", err)
-		}
+	if err := exposition.EachDelimited(body, func(mf *dto.MetricFamily) error {
 		if fams[mf.GetName()] != nil {
 			t.Errorf("family %q twice", mf.GetName())
 		}
-		fams[mf.GetName()] = &mf
+		fams[mf.GetName()] = mf
+		return nil
+	}); err != nil {
+		t.Fatalf("decode protobuf: %v", err)
 	}
+	return fams
 }
 
 // TestProtobuf: the protobuf format serves what the source registry exposed, native

@@ -1,10 +1,8 @@
 package pushgateway_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
-	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/prometheus-streams/prometheus-streams/internal/testkit/pgwtest"
@@ -58,19 +55,18 @@ func scrapeProto(t *testing.T, pgw *pgwtest.Server) map[string]*dto.MetricFamily
 	if ct := resp.Header.Get("Content-Type"); !strings.Contains(ct, "encoding=delimited") {
 		t.Fatalf("Content-Type %q", ct)
 	}
-	r := bufio.NewReader(resp.Body)
-	fams := map[string]*dto.MetricFamily{}
-	for {
-		var mf dto.MetricFamily
-		err := protodelim.UnmarshalFrom(r, &mf)
-		if errors.Is(err, io.EOF) {
-			return fams
-		}
-		if err != nil {
-			t.Fatalf("decode: %v", err)
-		}
-		fams[mf.GetName()] = &mf
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
+	fams := map[string]*dto.MetricFamily{}
+	if err := exposition.EachDelimited(body, func(mf *dto.MetricFamily) error {
+		fams[mf.GetName()] = mf
+		return nil
+	}); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	return fams
 }
 
 // TestSinkNativeHistograms: Push Gateway 1.5.1 takes native histograms, exemplars and
